@@ -1,0 +1,42 @@
+# XCore: the operator's and plugin author's entry points.
+# Everything goes through cargo and the `xcore` binary; one target dir for all.
+
+CARGO ?= cargo
+XCORE := target/debug/xcore
+PORT ?= 8080
+
+.DEFAULT_GOAL := help
+.PHONY: help build plugins run test lint fmt bench load clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## Build the host, the example plugins and the test fixtures (debug)
+	$(CARGO) build --workspace
+
+plugins: build ## Build the example plugins and put each library where its plugin.yaml points
+	$(XCORE) plugin build
+
+run: plugins ## Serve the example plugins on 127.0.0.1:$(PORT) with the embedded defaults
+	$(XCORE) serve --port $(PORT)
+
+test: build ## Run every test (unit, integration through real HTTP, doc tests)
+	$(CARGO) test --workspace
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench: ## criterion benchmarks of the call path and the plugin load (release)
+	$(CARGO) build --release --workspace
+	$(CARGO) bench -p xcore-host --bench call_path
+
+load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
+	./scripts/load.sh
+
+clean: ## Remove build outputs, runtime files and logs
+	$(CARGO) clean
+	rm -rf runtime logs plugins/*/*.so

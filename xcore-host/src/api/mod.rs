@@ -1,0 +1,85 @@
+//! The HTTP control API (actix-web).
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET /health`, `GET /metrics` | anyone |
+//! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
+//! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
+//! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset}`, `POST /api/v1/plugins/rescan` | admin |
+//! | `ANY /plugins/{name}/...` | routes the plugin declares |
+//!
+//! Calls go to `/call/{action}`, a segment of their own, so an action named `reload` is
+//! just an action and can never shadow an admin route (it did in the Python original).
+
+pub mod auth;
+pub mod body;
+mod handlers;
+pub mod plugin_routes;
+pub mod problem;
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::runtime::PluginRegistry;
+pub use auth::AdminToken;
+pub use problem::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The plugins.
+    pub registry: Arc<PluginRegistry>,
+    /// The admin token.
+    pub admin: AdminToken,
+    /// The body size limit in bytes.
+    pub body_limit: usize,
+}
+
+/// Registers every route on an actix app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(handlers::health))
+        .route("/metrics", web::get().to(handlers::metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/plugins", web::get().to(handlers::list))
+                .route("/plugins/rescan", web::post().to(handlers::rescan))
+                .route("/plugins/{name}", web::get().to(handlers::get))
+                .route("/plugins/{name}/call/{action}", web::post().to(handlers::call))
+                .route("/plugins/{name}/load", web::post().to(handlers::load))
+                .route("/plugins/{name}/reload", web::post().to(handlers::reload))
+                .route("/plugins/{name}/unload", web::post().to(handlers::unload))
+                .route("/plugins/{name}/reset", web::post().to(handlers::reset)),
+        )
+        .route("/plugins/{name}/{tail:.*}", web::to(handlers::plugin_route))
+        .default_service(web::to(handlers::not_found));
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Bind address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Worker threads (0: one per CPU).
+    pub workers: usize,
+    /// Graceful shutdown timeout.
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// Runs the server until SIGINT/SIGTERM; actix stops accepting, drains open requests up to
+/// the shutdown timeout, and returns.
+pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+        .shutdown_timeout(opts.shutdown_timeout_seconds)
+        .bind((opts.host.as_str(), opts.port))?;
+    if opts.workers > 0 {
+        server = server.workers(opts.workers);
+    }
+    for addr in server.addrs() {
+        log::info!(target: "xcore::api", "listening on http://{addr}");
+    }
+    server.run().await
+}

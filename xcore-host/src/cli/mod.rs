@@ -1,0 +1,78 @@
+//! Command-line interface (clap). One file per command group.
+
+mod build;
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use xcore_host::config;
+
+/// XCore: a plugin host with real isolation, supervision and services.
+#[derive(Debug, Parser)]
+#[command(name = "xcore", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file (default: ./xcore.yaml when present, else built-in defaults).
+    #[arg(long, short, global = true, env = "XCORE_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the host: loads the plugins and serves the HTTP control API.
+    Serve(serve::ServeArgs),
+    /// Works with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Works with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Lists the plugins of a running server.
+    List(client::ClientArgs),
+    /// Calls a plugin action on a running server and prints the JSON reply.
+    Call(client::CallArgs),
+    /// Builds plugin crates with cargo and puts each library where its manifest's
+    /// entry_point says (written to a temporary file, then renamed into place).
+    Build(build::BuildArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validates the configuration and prints the effective one, secrets masked.
+    Check,
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::List(args)) => client::list(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Call(args)) => client::call(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Build(args)) => build::run(cli.config.as_deref(), args),
+        Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
+    }
+}
+
+fn config_check(path: Option<&std::path::Path>) -> Result<ExitCode> {
+    let loaded = config::load(path).context("invalid configuration")?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    match &loaded.source {
+        Some(p) => eprintln!("configuration {} is valid", p.display()),
+        None => eprintln!("no configuration file: built-in defaults"),
+    }
+    print!("{}", loaded.config.to_masked_yaml());
+    Ok(ExitCode::SUCCESS)
+}

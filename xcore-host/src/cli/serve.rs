@@ -1,0 +1,95 @@
+//! `xcore serve`: boot the registry and the HTTP API, shut both down on a signal.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
+use xcore_host::metrics::Metrics;
+use xcore_host::runtime::registry::RegistryOptions;
+use xcore_host::runtime::PluginRegistry;
+use xcore_host::{config, logging};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind (overrides server.host).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port (overrides server.port).
+    #[arg(long, short)]
+    port: Option<u16>,
+    /// Plugins folder (overrides plugins.directory).
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+}
+
+pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
+    let loaded = config::load(config_path).context("invalid configuration")?;
+    let mut cfg = loaded.config;
+    if let Some(h) = args.host {
+        cfg.server.host = h;
+    }
+    if let Some(p) = args.port {
+        cfg.server.port = p;
+    }
+    if let Some(d) = args.plugins_dir {
+        cfg.plugins.directory = d;
+    }
+    logging::init(&cfg.logging, Path::new(".")).context("setting up logging")?;
+    for w in &loaded.warnings {
+        log::warn!(target: "xcore::config", "{w}");
+    }
+    match &loaded.source {
+        Some(p) => log::info!(target: "xcore", "configuration: {}", p.display()),
+        None => log::info!(target: "xcore", "no xcore.yaml: running on built-in defaults"),
+    }
+
+    let runtime_dir = cfg.plugins.runtime_dir.clone();
+    // Library copies of a previous run are never mapped again.
+    let _ = std::fs::remove_dir_all(runtime_dir.join("libs"));
+    std::fs::create_dir_all(&runtime_dir)
+        .with_context(|| format!("creating runtime folder {}", runtime_dir.display()))?;
+
+    let admin = match cfg.server.admin_token.as_deref() {
+        Some(t) => AdminToken::new(t.to_string()),
+        None => {
+            let (token, path) = AdminToken::generate(&runtime_dir)
+                .with_context(|| format!("writing the admin token under {}", runtime_dir.display()))?;
+            log::info!(target: "xcore", "no admin token configured: generated one in {} (owner-only)", path.display());
+            token
+        }
+    };
+
+    let registry = PluginRegistry::new(
+        RegistryOptions {
+            plugins_dir: cfg.plugins.directory.clone(),
+            runtime_dir,
+            drain_timeout: Duration::from_secs(cfg.server.shutdown_timeout_seconds),
+        },
+        Arc::new(Metrics::new()),
+    );
+    let opts = ServeOptions {
+        host: cfg.server.host.clone(),
+        port: cfg.server.port,
+        workers: cfg.server.workers,
+        shutdown_timeout_seconds: cfg.server.shutdown_timeout_seconds,
+    };
+    let state = AppState { registry: registry.clone(), admin, body_limit: cfg.server.body_limit_bytes };
+
+    actix_web::rt::System::new().block_on(async move {
+        let report = registry.load_all().await;
+        log::info!(target: "xcore", "plugins: {} loaded, {} failed", report.loaded.len(), report.failed.len());
+        for (name, why) in &report.failed {
+            log::error!(target: "xcore", "plugin '{name}' not loaded: {why}");
+        }
+        let served = api::serve(state, opts).await;
+        log::info!(target: "xcore", "shutting down: unloading plugins");
+        registry.shutdown().await;
+        served.context("HTTP server")
+    })?;
+    log::info!(target: "xcore", "stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,13 @@
+//! The XCore plugin host as a library: everything the `xcore` binary is made of.
+//!
+//! See ARCHITECTURE.md at the repository root for the bird's-eye view. In short:
+//! [`config`] and [`manifest`] read YAML; [`runtime`] loads and supervises plugins;
+//! [`api`] serves the HTTP control API; the `xcore` binary (src/main.rs, src/cli/) is the command line.
+
+pub mod api;
+pub mod config;
+pub mod logging;
+pub mod manifest;
+pub mod metrics;
+pub mod plugin_order;
+pub mod runtime;

@@ -1,0 +1,113 @@
+//! Logging: log4rs with a console appender and a rolling file of JSON lines.
+//!
+//! Each JSON line carries the time, level, target, message and, through log4rs's MDC,
+//! the `plugin` and `request_id` of the call that wrote it. Worker threads set `plugin`
+//! once; the call path sets `request_id` around each call.
+
+use std::path::Path;
+
+use log::LevelFilter;
+use log4rs::append::console::{ConsoleAppender, Target};
+use log4rs::append::rolling_file::policy::compound::roll::fixed_window::FixedWindowRoller;
+use log4rs::append::rolling_file::policy::compound::trigger::size::SizeTrigger;
+use log4rs::append::rolling_file::policy::compound::CompoundPolicy;
+use log4rs::append::rolling_file::RollingFileAppender;
+use log4rs::config::{Appender, Config, Logger, Root};
+use log4rs::encode::json::JsonEncoder;
+use log4rs::encode::pattern::PatternEncoder;
+use thiserror::Error;
+
+use crate::config::LoggingConfig;
+
+/// The log file's name inside the logging directory.
+pub const LOG_FILE: &str = "xcore.log";
+
+/// Logging could not be set up.
+#[derive(Debug, Error)]
+#[error("logging: {0}")]
+pub struct LoggingError(String);
+
+/// Parses a level name from the configuration.
+pub fn parse_level(level: &str) -> Result<LevelFilter, LoggingError> {
+    level
+        .parse::<LevelFilter>()
+        .map_err(|_| LoggingError(format!("unknown level '{level}' (error, warn, info, debug, trace)")))
+}
+
+/// Installs the global logger from the configuration.
+pub fn init(cfg: &LoggingConfig, base_dir: &Path) -> Result<(), LoggingError> {
+    let level = parse_level(&cfg.level)?;
+    let mut builder = Config::builder();
+    let mut root = Root::builder();
+    if cfg.console {
+        let console = ConsoleAppender::builder()
+            .target(Target::Stderr)
+            .encoder(Box::new(PatternEncoder::new("{d(%Y-%m-%dT%H:%M:%S%.3f)} {h({l:<5})} [{t}] {m}{n}")))
+            .build();
+        builder = builder.appender(Appender::builder().build("console", Box::new(console)));
+        root = root.appender("console");
+    }
+    if cfg.file {
+        let dir = base_dir.join(&cfg.directory);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LoggingError(format!("creating {}: {e}", dir.display())))?;
+        let pattern = dir.join("xcore.{}.log");
+        let roller = FixedWindowRoller::builder()
+            .build(&pattern.to_string_lossy(), cfg.max_files.max(1))
+            .map_err(|e| LoggingError(e.to_string()))?;
+        let trigger = SizeTrigger::new(cfg.max_file_mb.max(1) * 1024 * 1024);
+        let file = RollingFileAppender::builder()
+            .encoder(Box::new(JsonEncoder::new()))
+            .build(dir.join(LOG_FILE), Box::new(CompoundPolicy::new(Box::new(trigger), Box::new(roller))))
+            .map_err(|e| LoggingError(format!("opening {}: {e}", dir.join(LOG_FILE).display())))?;
+        builder = builder.appender(Appender::builder().build("file", Box::new(file)));
+        root = root.appender("file");
+    }
+    // actix's per-connection chatter is noise at info.
+    let config = builder
+        .logger(Logger::builder().build("actix_server", LevelFilter::Warn.min(level)))
+        .build(root.build(level))
+        .map_err(|e| LoggingError(e.to_string()))?;
+    log4rs::init_config(config).map_err(|e| LoggingError(e.to_string()))?;
+    Ok(())
+}
+
+/// Installs a console-only logger for short CLI commands.
+pub fn init_cli(level: LevelFilter) {
+    let console = ConsoleAppender::builder()
+        .target(Target::Stderr)
+        .encoder(Box::new(PatternEncoder::new("{h({l})}: {m}{n}")))
+        .build();
+    if let Ok(config) = Config::builder()
+        .appender(Appender::builder().build("console", Box::new(console)))
+        .build(Root::builder().appender("console").build(level))
+    {
+        let _ = log4rs::init_config(config);
+    }
+}
+
+/// Marks the current thread as working for `plugin` (every log line it writes says so).
+pub fn set_thread_plugin(plugin: &str) {
+    log_mdc::insert("plugin", plugin);
+}
+
+/// Runs `f` with `plugin` and `request_id` in the log context, restoring the previous
+/// values afterwards.
+pub fn with_call_context<R>(plugin: &str, request_id: &str, f: impl FnOnce() -> R) -> R {
+    let prev_plugin = log_mdc::get("plugin", |v| v.map(str::to_string));
+    let prev_rid = log_mdc::get("request_id", |v| v.map(str::to_string));
+    log_mdc::insert("plugin", plugin);
+    if !request_id.is_empty() {
+        log_mdc::insert("request_id", request_id);
+    }
+    let r = f();
+    match prev_plugin {
+        Some(p) => log_mdc::insert("plugin", p),
+        None => log_mdc::remove("plugin"),
+    };
+    match prev_rid {
+        Some(p) => log_mdc::insert("request_id", p),
+        None => log_mdc::remove("request_id"),
+    };
+    r
+}

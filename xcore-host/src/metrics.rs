@@ -1,0 +1,138 @@
+//! Prometheus metrics of the host, per plugin.
+//!
+//! Per-call series are resolved once per plugin ([`PluginMetrics`]) so the call path
+//! does no label lookup; gauges that mirror state are refreshed at scrape time.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    calls: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    restarts: IntCounterVec,
+    rate_limited: IntCounterVec,
+    /// 1 for the plugin's current state, 0 for the others.
+    pub state: IntGaugeVec,
+    /// Worker threads stuck past a deadline.
+    pub abandoned_threads: IntGaugeVec,
+    /// Library copies mapped by this process (never unmapped).
+    pub mapped_libraries: IntGauge,
+}
+
+/// The per-call handles of one plugin.
+#[derive(Clone)]
+pub struct PluginMetrics {
+    /// Calls that reached the plugin or were refused on its behalf.
+    pub calls: IntCounter,
+    /// Call latency in seconds.
+    pub latency: prometheus::Histogram,
+    /// Calls refused by the rate limit.
+    pub rate_limited: IntCounter,
+    /// Restarts of the plugin.
+    pub restarts: IntCounter,
+    errors: IntCounterVec,
+    name: String,
+}
+
+impl PluginMetrics {
+    /// Counts an error by code.
+    pub fn error(&self, code: &str) {
+        self.errors.with_label_values(&[self.name.as_str(), code]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let calls =
+            IntCounterVec::new(Opts::new("xcore_plugin_calls_total", "Calls per plugin"), &["plugin"])
+                .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new("xcore_plugin_errors_total", "Failed calls per plugin and error code"),
+            &["plugin", "code"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("xcore_plugin_call_duration_seconds", "Call latency per plugin").buckets(
+                vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+            ),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let restarts =
+            IntCounterVec::new(Opts::new("xcore_plugin_restarts_total", "Restarts per plugin"), &["plugin"])
+                .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("xcore_plugin_rate_limited_total", "Calls refused by the rate limit"),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let state = IntGaugeVec::new(
+            Opts::new("xcore_plugin_state", "1 for the plugin's current state"),
+            &["plugin", "state"],
+        )
+        .expect("valid metric");
+        let abandoned_threads = IntGaugeVec::new(
+            Opts::new("xcore_plugin_abandoned_threads", "Worker threads stuck past a deadline"),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let mapped_libraries =
+            IntGauge::new("xcore_mapped_libraries", "Plugin library copies mapped (never unmapped)")
+                .expect("valid metric");
+        for c in [
+            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(latency.clone()),
+            Box::new(restarts.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(state.clone()),
+            Box::new(abandoned_threads.clone()),
+            Box::new(mapped_libraries.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            calls,
+            errors,
+            latency,
+            restarts,
+            rate_limited,
+            state,
+            abandoned_threads,
+            mapped_libraries,
+        }
+    }
+
+    /// The handles of one plugin.
+    pub fn plugin(&self, name: &str) -> PluginMetrics {
+        PluginMetrics {
+            calls: self.calls.with_label_values(&[name]),
+            latency: self.latency.with_label_values(&[name]),
+            rate_limited: self.rate_limited.with_label_values(&[name]),
+            restarts: self.restarts.with_label_values(&[name]),
+            errors: self.errors.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,94 @@
+//! What a call carries in and what can go wrong with it.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A call as the runtime receives it, from HTTP or elsewhere.
+#[derive(Debug, Clone)]
+pub struct CallInput {
+    /// The action name.
+    pub action: String,
+    /// The JSON payload bytes.
+    pub payload: Vec<u8>,
+    /// Who asked (`http`, `cli`, ...).
+    pub caller: String,
+    /// The request id, carried into the plugin and its log lines.
+    pub request_id: String,
+}
+
+/// Why a call did not produce a reply. Each variant has a stable code and HTTP status.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum CallFailure {
+    /// No plugin of that name.
+    #[error("no plugin named '{0}'")]
+    UnknownPlugin(String),
+    /// The plugin exists but cannot take calls now.
+    #[error("plugin '{name}' is {state} and cannot take calls{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Unavailable {
+        /// Plugin name.
+        name: String,
+        /// Its state.
+        state: String,
+        /// The last error, if any.
+        detail: Option<String>,
+    },
+    /// Over the plugin's rate limit.
+    #[error("plugin '{name}' allows {calls} calls per {period_seconds} s; retry in {} s", retry_after.as_secs_f64().ceil())]
+    RateLimited {
+        /// Plugin name.
+        name: String,
+        /// The limit.
+        calls: u32,
+        /// Its window.
+        period_seconds: f64,
+        /// When a call will be accepted again.
+        retry_after: Duration,
+    },
+    /// The call ran past its deadline; the instance is being replaced.
+    #[error("plugin '{name}' did not answer action '{action}' within {timeout_ms} ms")]
+    Timeout {
+        /// Plugin name.
+        name: String,
+        /// Action.
+        action: String,
+        /// The deadline that passed.
+        timeout_ms: u64,
+    },
+    /// The plugin returned an error (including a caught panic).
+    #[error("{message}")]
+    Plugin {
+        /// The plugin's code.
+        code: String,
+        /// Its message.
+        message: String,
+        /// The HTTP status it chose.
+        status: u16,
+    },
+}
+
+impl CallFailure {
+    /// The stable error code.
+    pub fn code(&self) -> &str {
+        match self {
+            CallFailure::UnknownPlugin(_) => "unknown_plugin",
+            CallFailure::Unavailable { .. } => "unavailable",
+            CallFailure::RateLimited { .. } => "rate_limited",
+            CallFailure::Timeout { .. } => "timeout",
+            CallFailure::Plugin { code, .. } => code,
+        }
+    }
+
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallFailure::UnknownPlugin(_) => 404,
+            CallFailure::Unavailable { .. } => 503,
+            CallFailure::RateLimited { .. } => 429,
+            CallFailure::Timeout { .. } => 504,
+            // A plugin may only choose an error status; anything else would lie to clients.
+            CallFailure::Plugin { status, .. } if (400..600).contains(status) => *status,
+            CallFailure::Plugin { .. } => 500,
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! The plugin registry: name -> slot, and every operation on plugins.
+//!
+//! A [`PluginSlot`] outlives its instances: it keeps the plugin's state, counters, rate
+//! limiter and restart history while instances come and go (restart, reload). The hot
+//! path ([`PluginRegistry::call`]) takes a read lock on the map, an atomic state load
+//! and an `ArcSwap` load; admin operations are serialised by one async mutex so two
+//! reloads of the same plugin cannot interleave.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use thiserror::Error;
+use xcore_plugin_api::codes;
+
+use super::call::{CallFailure, CallInput};
+use super::rate_limit::RateLimiter;
+use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
+use super::trusted::instance::{Instance, InstanceGauges};
+use super::trusted::loader;
+use crate::manifest::{self, ExecutionMode, Manifest};
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::plugin_order;
+
+/// Where the registry finds plugins and keeps its runtime files.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// The plugins folder.
+    pub plugins_dir: PathBuf,
+    /// Where library copies go.
+    pub runtime_dir: PathBuf,
+    /// How long unload waits for in-flight calls.
+    pub drain_timeout: Duration,
+}
+
+/// Why an operation on a plugin failed.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    /// No plugin folder or slot of that name.
+    #[error("no plugin named '{0}'")]
+    UnknownPlugin(String),
+    /// The operation does not apply in the plugin's current state.
+    #[error("plugin '{name}' is {state}: {hint}")]
+    Conflict {
+        /// Plugin name.
+        name: String,
+        /// Its state.
+        state: PluginState,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// Loading failed; the message says why and where.
+    #[error("{0}")]
+    LoadFailed(String),
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    timeouts: AtomicU64,
+    rate_limited: AtomicU64,
+    panics_in_a_row: AtomicU32,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    last_error: Option<String>,
+    tracker: RestartTracker,
+    generation: u64,
+    ready_since: Option<Instant>,
+    load_time: Option<Duration>,
+}
+
+/// Everything the host keeps about one plugin across its instances.
+pub struct PluginSlot {
+    name: String,
+    dir: PathBuf,
+    state: AtomicU8,
+    manifest: ArcSwapOption<Manifest>,
+    instance: ArcSwapOption<Instance>,
+    inner: Mutex<SlotInner>,
+    limiter: Mutex<RateLimiter>,
+    gauges: Arc<InstanceGauges>,
+    counters: Counters,
+    metrics: PluginMetrics,
+}
+
+impl PluginSlot {
+    fn new(name: &str, dir: PathBuf, metrics: PluginMetrics) -> Self {
+        PluginSlot {
+            name: name.to_string(),
+            dir,
+            state: AtomicU8::new(PluginState::Discovered as u8),
+            manifest: ArcSwapOption::empty(),
+            instance: ArcSwapOption::empty(),
+            inner: Mutex::new(SlotInner::default()),
+            limiter: Mutex::new(RateLimiter::new(0, Duration::from_secs(1))),
+            gauges: Arc::default(),
+            counters: Counters::default(),
+            metrics,
+        }
+    }
+
+    /// The plugin's current state.
+    pub fn state(&self) -> PluginState {
+        PluginState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, s: PluginState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    fn fail(&self, reason: String) {
+        log::error!(target: "xcore::runtime", "plugin '{}' failed: {reason}", self.name);
+        self.inner.lock().last_error = Some(reason);
+        self.set_state(PluginState::Failed);
+    }
+
+    fn set_manifest(&self, m: Arc<Manifest>) {
+        let rl = &m.resources.rate_limit;
+        *self.limiter.lock() =
+            RateLimiter::new(rl.calls, Duration::from_secs_f64(rl.period_seconds.max(0.001)));
+        self.manifest.store(Some(m));
+    }
+}
+
+/// A snapshot of one plugin for the API.
+#[derive(Debug, Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: PluginState,
+    /// Version from the manifest (absent when the manifest is unreadable).
+    pub version: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Author.
+    pub author: Option<String>,
+    /// `trusted` or `sandboxed`.
+    pub execution_mode: Option<String>,
+    /// The manifest's api_version range.
+    pub api_version: Option<String>,
+    /// The contract version the loaded library was compiled against.
+    pub compiled_api_version: Option<String>,
+    /// The folder.
+    pub dir: PathBuf,
+    /// Limits from the manifest.
+    pub limits: Option<serde_json::Value>,
+    /// Restart policy.
+    pub restart_policy: Option<serde_json::Value>,
+    /// Declared routes.
+    pub routes: Vec<serde_json::Value>,
+    /// Requirements.
+    pub requires: Vec<String>,
+    /// Counters.
+    pub counters: serde_json::Value,
+    /// Restarts performed.
+    pub restarts: u64,
+    /// Worker threads stuck past a deadline.
+    pub abandoned_threads: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Seconds since the current instance became ready.
+    pub uptime_seconds: Option<f64>,
+    /// How long the last load took, in milliseconds.
+    pub load_time_ms: Option<f64>,
+    /// Which instance serves (1 = first load).
+    pub generation: u64,
+}
+
+/// What a boot or rescan did.
+#[derive(Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// Plugins now ready.
+    pub loaded: Vec<String>,
+    /// Plugins that failed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Plugins unloaded because their folder is gone.
+    pub removed: Vec<String>,
+}
+
+/// The registry of every plugin the host knows.
+pub struct PluginRegistry {
+    opts: RegistryOptions,
+    slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
+    metrics: Arc<Metrics>,
+    ops: tokio::sync::Mutex<()>,
+}
+
+/// Plugin folders under `dir`: directories whose names do not start with `_` or `.`.
+pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        log::warn!(target: "xcore::runtime", "plugins folder {} cannot be read", dir.display());
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!name.starts_with('_') && !name.starts_with('.')).then(|| (name, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+impl PluginRegistry {
+    /// An empty registry.
+    pub fn new(opts: RegistryOptions, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(PluginRegistry {
+            opts,
+            slots: RwLock::new(BTreeMap::new()),
+            metrics,
+            ops: Default::default(),
+        })
+    }
+
+    /// The metrics the registry feeds.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.slots.read().get(name).cloned()
+    }
+
+    fn slot_or_create(&self, name: &str, dir: PathBuf) -> Arc<PluginSlot> {
+        let mut slots = self.slots.write();
+        slots
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(PluginSlot::new(name, dir, self.metrics.plugin(name))))
+            .clone()
+    }
+
+    /// The manifest of a plugin, if it has a valid one.
+    pub fn manifest(&self, name: &str) -> Option<Arc<Manifest>> {
+        self.slot(name).and_then(|s| s.manifest.load_full())
+    }
+
+    /// Discovers the plugins folder and loads everything in dependency order. A bad
+    /// manifest, a missing dependency or a cycle fails only the plugins concerned.
+    pub async fn load_all(self: &Arc<Self>) -> LoadReport {
+        let _guard = self.ops.lock().await;
+        self.load_new(&mut LoadReport::default()).await
+    }
+
+    /// Loads every discovered plugin that has no slot yet, or whose slot is only
+    /// discovered; used by boot and rescan.
+    async fn load_new(self: &Arc<Self>, report: &mut LoadReport) -> LoadReport {
+        let mut manifests = Vec::new();
+        for (name, dir) in discover(&self.opts.plugins_dir) {
+            if let Some(s) = self.slot(&name) {
+                if s.state() != PluginState::Discovered {
+                    continue;
+                }
+            }
+            let slot = self.slot_or_create(&name, dir.clone());
+            match manifest::load(&dir) {
+                Ok(loaded) => {
+                    for w in &loaded.warnings {
+                        log::warn!(target: "xcore::manifest", "{w}");
+                    }
+                    let m = Arc::new(loaded.manifest);
+                    slot.set_manifest(m.clone());
+                    manifests.push(m);
+                }
+                Err(e) => {
+                    slot.fail(e.to_string());
+                    report.failed.push((name, e.to_string()));
+                }
+            }
+        }
+        let ready: Vec<(String, semver::Version)> = self
+            .slots
+            .read()
+            .values()
+            .filter(|s| s.state() == PluginState::Ready)
+            .filter_map(|s| s.manifest.load_full().map(|m| (s.name.clone(), m.version.clone())))
+            .collect();
+        let refs: Vec<&Manifest> = manifests.iter().map(|m| m.as_ref()).collect();
+        let plan = plugin_order::plan(&refs, &ready);
+        for (name, reason) in plan.failed {
+            if let Some(slot) = self.slot(&name) {
+                slot.fail(reason.clone());
+            }
+            report.failed.push((name, reason));
+        }
+        for name in plan.order {
+            match self.load_slot(&name).await {
+                Ok(()) => report.loaded.push(name),
+                Err(e) => report.failed.push((name, e.to_string())),
+            }
+        }
+        std::mem::take(report)
+    }
+
+    /// Loads (or, with `replace`, reloads) one plugin from its folder: reads the manifest
+    /// again, checks its requirements, maps a fresh library copy and starts an instance.
+    /// On a reload the old instance keeps serving until the new one is ready.
+    async fn load_slot(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let dir = self.opts.plugins_dir.join(name);
+        if !dir.is_dir() {
+            return Err(RegistryError::UnknownPlugin(name.to_string()));
+        }
+        let slot = self.slot_or_create(name, dir.clone());
+        let replacing = slot.state() == PluginState::Ready;
+        if !replacing {
+            slot.set_state(PluginState::Loading);
+        }
+        let fail = |slot: &PluginSlot, msg: String| {
+            if replacing {
+                // The old instance keeps serving; the error is reported, not applied.
+                log::error!(target: "xcore::runtime", "reload of '{}' failed, old version keeps serving: {msg}", slot.name);
+                slot.inner.lock().last_error = Some(msg.clone());
+            } else {
+                slot.fail(msg.clone());
+            }
+            RegistryError::LoadFailed(msg)
+        };
+        let loaded = match manifest::load(&dir) {
+            Ok(l) => l,
+            Err(e) => return Err(fail(&slot, e.to_string())),
+        };
+        for w in &loaded.warnings {
+            log::warn!(target: "xcore::manifest", "{w}");
+        }
+        let m = Arc::new(loaded.manifest);
+        if m.execution_mode == ExecutionMode::Sandboxed {
+            return Err(fail(
+                &slot,
+                format!(
+                    "plugin '{name}': execution_mode 'sandboxed' is not supported yet by this host \
+                     (in {}); use 'trusted'",
+                    dir.join(manifest::MANIFEST_FILE).display()
+                ),
+            ));
+        }
+        for req in &m.requires {
+            let ok = self.slot(&req.name).is_some_and(|s| {
+                s.state() == PluginState::Ready
+                    && s.manifest.load_full().is_some_and(|dm| req.version.matches(&dm.version))
+            });
+            if !ok {
+                return Err(fail(
+                    &slot,
+                    format!("plugin '{name}' requires '{}' {}, which is not loaded", req.name, req.version),
+                ));
+            }
+        }
+        let generation = slot.inner.lock().generation + 1;
+        let started = Instant::now();
+        let instance = {
+            let m = m.clone();
+            let runtime_dir = self.opts.runtime_dir.clone();
+            let gauges = slot.gauges.clone();
+            tokio::task::spawn_blocking(move || -> Result<Instance, String> {
+                let lib = loader::load(&m, &runtime_dir).map_err(|e| e.to_string())?;
+                Instance::start(&m.name, &m.config, lib, m.resources.concurrency, generation, gauges)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("plugin '{name}': loader task failed: {e}")))
+        };
+        let instance = match instance {
+            Ok(i) => Arc::new(i),
+            Err(e) => return Err(fail(&slot, e)),
+        };
+        let load_time = started.elapsed();
+        {
+            let mut inner = slot.inner.lock();
+            inner.generation = generation;
+            inner.last_error = None;
+            inner.ready_since = Some(Instant::now());
+            inner.load_time = Some(load_time);
+        }
+        slot.set_manifest(m.clone());
+        slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
+        // The old instance (if any) is dropped here; its workers drain queued calls and
+        // exit, and in-flight callers still hold it until they get their reply.
+        slot.instance.store(Some(instance));
+        slot.set_state(PluginState::Ready);
+        log::info!(target: "xcore::runtime", "plugin '{name}' {} {} (generation {generation}) in {:.2} ms",
+            m.version, if replacing { "reloaded" } else { "loaded" }, load_time.as_secs_f64() * 1e3);
+        Ok(())
+    }
+
+    /// Loads a plugin that is not loaded.
+    pub async fn load(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        if let Some(slot) = self.slot(name) {
+            let state = slot.state();
+            if matches!(state, PluginState::Ready | PluginState::Restarting | PluginState::Loading) {
+                return Err(RegistryError::Conflict {
+                    name: name.into(),
+                    state,
+                    hint: "already loaded; use reload",
+                });
+            }
+            if state == PluginState::Failed && slot.inner.lock().generation > 0 {
+                return Err(RegistryError::Conflict {
+                    name: name.into(),
+                    state,
+                    hint: "it failed after running; use reset",
+                });
+            }
+        }
+        self.load_slot(name).await
+    }
+
+    /// Loads a new instance beside the current one and switches to it; on failure the
+    /// current one keeps serving.
+    pub async fn reload(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        match slot.state() {
+            PluginState::Ready => self.load_slot(name).await,
+            state => Err(RegistryError::Conflict {
+                name: name.into(),
+                state,
+                hint: "not running; use load or reset",
+            }),
+        }
+    }
+
+    /// Brings a failed plugin back: forgets its restart history and loads it.
+    pub async fn reset(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        match slot.state() {
+            PluginState::Failed => {
+                slot.inner.lock().tracker.reset_window();
+                self.load_slot(name).await
+            }
+            state => Err(RegistryError::Conflict {
+                name: name.into(),
+                state,
+                hint: "only a failed plugin can be reset",
+            }),
+        }
+    }
+
+    /// Stops routing calls to a plugin, lets in-flight calls finish (up to the drain
+    /// timeout) and shuts its instance down. The library stays mapped.
+    pub async fn unload(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        self.unload_slot(&slot).await;
+        Ok(())
+    }
+
+    async fn unload_slot(&self, slot: &PluginSlot) {
+        slot.set_state(PluginState::Unloaded);
+        slot.inner.lock().ready_since = None;
+        let Some(instance) = slot.instance.swap(None) else { return };
+        let deadline = Instant::now() + self.opts.drain_timeout;
+        // Callers still waiting on a reply hold the instance; let them finish first.
+        while Arc::strong_count(&instance) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Dropping the last handle closes the queue: the workers drain it and exit, and
+        // the last one out calls the plugin's shutdown().
+        let workers = instance.live_workers_handle();
+        drop(instance);
+        while workers.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if workers.load(Ordering::SeqCst) > 0 {
+            log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
+        }
+        log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
+    }
+
+    /// Loads plugin folders that appeared and unloads those whose folder is gone.
+    pub async fn rescan(self: &Arc<Self>) -> LoadReport {
+        let _guard = self.ops.lock().await;
+        let present: Vec<String> = discover(&self.opts.plugins_dir).into_iter().map(|(n, _)| n).collect();
+        let gone: Vec<Arc<PluginSlot>> =
+            self.slots.read().values().filter(|s| !present.contains(&s.name)).cloned().collect();
+        let mut report = LoadReport::default();
+        for slot in gone {
+            self.unload_slot(&slot).await;
+            self.slots.write().remove(&slot.name);
+            report.removed.push(slot.name.clone());
+        }
+        self.load_new(&mut report).await
+    }
+
+    /// Unloads every plugin, dependents first.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let _guard = self.ops.lock().await;
+        let mut slots: Vec<Arc<PluginSlot>> = self.slots.read().values().cloned().collect();
+        // Later loads may depend on earlier ones: unload in reverse load order.
+        slots.sort_by_key(|s| std::cmp::Reverse(s.inner.lock().ready_since));
+        for slot in slots {
+            if slot.instance.load().is_some() {
+                self.unload_slot(&slot).await;
+            }
+        }
+    }
+
+    /// Calls `input.action` on plugin `name`: state check, rate limit, then the
+    /// instance's worker under the manifest's deadline.
+    pub async fn call(self: &Arc<Self>, name: &str, input: CallInput) -> Result<Vec<u8>, CallFailure> {
+        let slot = self.slot(name).ok_or_else(|| CallFailure::UnknownPlugin(name.to_string()))?;
+        let instance = match (slot.state(), slot.instance.load_full()) {
+            (PluginState::Ready, Some(i)) => i,
+            (state, _) => {
+                return Err(CallFailure::Unavailable {
+                    name: name.to_string(),
+                    state: state.to_string(),
+                    detail: slot.inner.lock().last_error.clone(),
+                })
+            }
+        };
+        let manifest = slot.manifest.load();
+        let Some(manifest) = manifest.as_ref() else {
+            return Err(CallFailure::Unavailable {
+                name: name.into(),
+                state: "loading".into(),
+                detail: None,
+            });
+        };
+        slot.counters.calls.fetch_add(1, Ordering::Relaxed);
+        slot.metrics.calls.inc();
+        if let Err(retry_after) = slot.limiter.lock().check(Instant::now()) {
+            slot.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            slot.metrics.rate_limited.inc();
+            let rl = &manifest.resources.rate_limit;
+            return Err(CallFailure::RateLimited {
+                name: name.to_string(),
+                calls: rl.calls,
+                period_seconds: rl.period_seconds,
+                retry_after,
+            });
+        }
+        let timeout_ms = manifest.resources.timeout_ms;
+        // 0 means no deadline; a day stands in for "never" without overflowing timers.
+        let timeout = Duration::from_millis(if timeout_ms == 0 { 86_400_000 } else { timeout_ms });
+        let action = input.action.clone();
+        let started = Instant::now();
+        let outcome = instance.call(input, timeout).await;
+        slot.metrics.latency.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(bytes)) => {
+                slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Ok(Err(e)) => {
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error(&e.code);
+                if e.code == codes::PLUGIN_PANIC {
+                    slot.counters.panics.fetch_add(1, Ordering::Relaxed);
+                    let streak = slot.counters.panics_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                    if streak >= PANICS_IN_A_ROW_IS_A_CRASH {
+                        self.on_instance_failure(
+                            &slot,
+                            instance.generation,
+                            format!("{streak} panics in a row; last: {}", e.message),
+                        );
+                    }
+                } else {
+                    slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
+                }
+                Err(CallFailure::Plugin { code: e.code, message: e.message, status: e.status })
+            }
+            Err(_deadline_passed) => {
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error("timeout");
+                self.on_instance_failure(
+                    &slot,
+                    instance.generation,
+                    format!("action '{action}' ran past its deadline of {timeout_ms} ms"),
+                );
+                Err(CallFailure::Timeout { name: name.to_string(), action, timeout_ms })
+            }
+        }
+    }
+
+    /// An instance misbehaved: stop routing to it and restart the plugin under its
+    /// policy. Only the first report about a given instance acts.
+    fn on_instance_failure(self: &Arc<Self>, slot: &Arc<PluginSlot>, generation: u64, reason: String) {
+        let decision = {
+            let mut inner = slot.inner.lock();
+            let current = slot.instance.load();
+            if inner.generation != generation || current.is_none() || slot.state() != PluginState::Ready {
+                return;
+            }
+            slot.set_state(PluginState::Degraded);
+            slot.instance.store(None);
+            inner.ready_since = None;
+            inner.last_error = Some(reason.clone());
+            let Some(m) = slot.manifest.load_full() else { return };
+            inner.tracker.on_failure(&m.restart, Instant::now())
+        };
+        log::warn!(target: "xcore::runtime", "plugin '{}' instance {generation} degraded: {reason}", slot.name);
+        self.apply_decision(slot.clone(), decision, reason);
+    }
+
+    fn apply_decision(self: &Arc<Self>, slot: Arc<PluginSlot>, decision: RestartDecision, reason: String) {
+        match decision {
+            RestartDecision::GiveUp { restarts } => {
+                let within = slot.manifest.load().as_ref().map(|m| m.restart.within_seconds).unwrap_or(0);
+                slot.fail(format!(
+                    "restart intensity exceeded ({restarts} failures within {within} s); last: {reason}; \
+                     reset it with POST /api/v1/plugins/{}/reset",
+                    slot.name
+                ));
+            }
+            RestartDecision::After(delay) => {
+                slot.set_state(PluginState::Restarting);
+                let registry = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _guard = registry.ops.lock().await;
+                    // An operator may have unloaded it meanwhile.
+                    if slot.state() != PluginState::Restarting {
+                        return;
+                    }
+                    slot.metrics.restarts.inc();
+                    if let Err(e) = registry.load_slot(&slot.name).await {
+                        // load_slot marked it failed; count this as another failure.
+                        let decision = {
+                            let mut inner = slot.inner.lock();
+                            let m = slot.manifest.load_full();
+                            m.map(|m| inner.tracker.on_failure(&m.restart, Instant::now()))
+                        };
+                        if let Some(d) = decision {
+                            drop(_guard);
+                            registry.apply_decision(slot.clone(), d, e.to_string());
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Names of every known plugin.
+    pub fn names(&self) -> Vec<String> {
+        self.slots.read().keys().cloned().collect()
+    }
+
+    /// Counts of plugins by state.
+    pub fn counts_by_state(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for s in self.slots.read().values() {
+            *counts.entry(s.state().as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// A snapshot of one plugin.
+    pub fn info(&self, name: &str) -> Option<PluginInfo> {
+        let slot = self.slot(name)?;
+        let m = slot.manifest.load_full();
+        let inner = slot.inner.lock();
+        let c = &slot.counters;
+        let instance = slot.instance.load_full();
+        Some(PluginInfo {
+            name: slot.name.clone(),
+            state: slot.state(),
+            version: m.as_ref().map(|m| m.version.to_string()),
+            description: m.as_ref().map(|m| m.description.clone()),
+            author: m.as_ref().map(|m| m.author.clone()),
+            execution_mode: m.as_ref().map(|m| m.execution_mode.to_string()),
+            api_version: m.as_ref().map(|m| m.api_version.to_string()),
+            compiled_api_version: instance.as_ref().map(|i| i.api_version.to_string()),
+            dir: slot.dir.clone(),
+            limits: m.as_ref().map(|m| {
+                let r = &m.resources;
+                serde_json::json!({
+                    "timeout_ms": r.timeout_ms,
+                    "concurrency": r.concurrency,
+                    "max_memory_mb": r.max_memory_mb,
+                    "max_disk_mb": r.max_disk_mb,
+                    "rate_limit": {"calls": r.rate_limit.calls, "period_seconds": r.rate_limit.period_seconds},
+                })
+            }),
+            restart_policy: m.as_ref().map(|m| {
+                let p = &m.restart;
+                serde_json::json!({
+                    "max_restarts": p.max_restarts,
+                    "within_seconds": p.within_seconds,
+                    "backoff_initial_ms": p.backoff_initial_ms,
+                    "backoff_max_ms": p.backoff_max_ms,
+                })
+            }),
+            routes: m
+                .as_ref()
+                .map(|m| {
+                    m.routes
+                        .iter()
+                        .map(|r| serde_json::json!({"method": r.method, "path": r.path, "action": r.action}))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            requires: m
+                .as_ref()
+                .map(|m| m.requires.iter().map(|r| format!("{} {}", r.name, r.version)).collect())
+                .unwrap_or_default(),
+            counters: serde_json::json!({
+                "calls": c.calls.load(Ordering::Relaxed),
+                "errors": c.errors.load(Ordering::Relaxed),
+                "panics": c.panics.load(Ordering::Relaxed),
+                "timeouts": c.timeouts.load(Ordering::Relaxed),
+                "rate_limited": c.rate_limited.load(Ordering::Relaxed),
+            }),
+            restarts: inner.tracker.total(),
+            abandoned_threads: slot.gauges.abandoned_threads.load(Ordering::Relaxed),
+            last_error: inner.last_error.clone(),
+            uptime_seconds: inner.ready_since.map(|t| t.elapsed().as_secs_f64()),
+            load_time_ms: inner.load_time.map(|d| d.as_secs_f64() * 1e3),
+            generation: inner.generation,
+        })
+    }
+
+    /// Refreshes the gauges that mirror state, just before a scrape.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        for s in self.slots.read().values() {
+            let current = s.state();
+            for st in PluginState::ALL {
+                m.state.with_label_values(&[s.name.as_str(), st.as_str()]).set(i64::from(st == current));
+            }
+            m.abandoned_threads
+                .with_label_values(&[s.name.as_str()])
+                .set(s.gauges.abandoned_threads.load(Ordering::Relaxed) as i64);
+        }
+        m.mapped_libraries.set(loader::mapped_libraries() as i64);
+    }
+}

@@ -1,0 +1,182 @@
+//! Maps a plugin library and checks it against the contract. The only `unsafe` of the
+//! runtime lives here.
+//!
+//! Two facts shape this module (see ARCHITECTURE.md, "Invariants"):
+//! - The dynamic loader caches libraries by path, and abi_stable's
+//!   `RootModule::load_from_file` caches one module per interface type. To load a second
+//!   plugin, or a new version of the same one, the library is copied to a unique path
+//!   and loaded with `RawLibrary::load_at` + `init_root_module`, which still runs
+//!   abi_stable's version and layout checks.
+//! - A library is never unloaded: objects it created (boxes, strings, vtables) may
+//!   outlive its instance, and dropping them after `dlclose` would crash. Each load
+//!   therefore leaks one mapping, counted in [`mapped_libraries`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use abi_stable::library::{lib_header_from_raw_library, RawLibrary};
+use thiserror::Error;
+use xcore_plugin_api::ffi::PluginModuleRef;
+use xcore_plugin_api::{api_compatible, API_VERSION};
+
+use crate::manifest::Manifest;
+
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// How many library copies this process has mapped (and keeps mapped).
+pub fn mapped_libraries() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
+
+/// A library that passed every check.
+#[derive(Clone, Copy)]
+pub struct LoadedLibrary {
+    /// Its root module.
+    pub module: PluginModuleRef,
+    /// The contract version it was compiled against.
+    pub api_version: &'static str,
+}
+
+/// Why a library was refused.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The manifest's `api_version` range excludes this host's contract.
+    #[error(
+        "plugin '{plugin}' declares api_version '{declared}' in {manifest}, but this host provides \
+         xcore-plugin-api {host}; update the plugin's api_version and rebuild it against \
+         xcore-plugin-api {host}"
+    )]
+    ManifestApiVersion {
+        /// Plugin name.
+        plugin: String,
+        /// The manifest's range.
+        declared: String,
+        /// This host's version.
+        host: &'static str,
+        /// The manifest path.
+        manifest: PathBuf,
+    },
+    /// The library file is missing.
+    #[error("plugin '{plugin}': library {path} not found (entry_point in plugin.yaml); build it with `xcore plugin build`")]
+    Missing {
+        /// Plugin name.
+        plugin: String,
+        /// Expected path.
+        path: PathBuf,
+    },
+    /// Copying or mapping failed.
+    #[error("plugin '{plugin}': cannot load {path}: {reason}")]
+    Io {
+        /// Plugin name.
+        plugin: String,
+        /// Library path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// abi_stable refused the library (version or layout of the contract types).
+    #[error(
+        "plugin '{plugin}' ({path}) was built against a contract incompatible with this host \
+         (xcore-plugin-api {host}); rebuild the plugin against xcore-plugin-api {host}. \
+         abi_stable said: {reason}"
+    )]
+    Abi {
+        /// Plugin name.
+        plugin: String,
+        /// Library path.
+        path: PathBuf,
+        /// This host's version.
+        host: &'static str,
+        /// abi_stable's explanation.
+        reason: String,
+    },
+    /// The library reports a contract version this host cannot serve.
+    #[error(
+        "plugin '{plugin}' was compiled against xcore-plugin-api {plugin_api}, but this host \
+         provides {host}; rebuild the plugin against xcore-plugin-api {host}"
+    )]
+    ApiVersion {
+        /// Plugin name.
+        plugin: String,
+        /// The plugin's version.
+        plugin_api: String,
+        /// This host's version.
+        host: &'static str,
+    },
+}
+
+/// Checks the manifest's range against this host before touching the library.
+pub fn check_manifest_api(manifest: &Manifest) -> Result<(), LoadError> {
+    let host = semver::Version::parse(API_VERSION).expect("API_VERSION is semver");
+    if manifest.api_version.matches(&host) {
+        Ok(())
+    } else {
+        Err(LoadError::ManifestApiVersion {
+            plugin: manifest.name.clone(),
+            declared: manifest.api_version.to_string(),
+            host: API_VERSION,
+            manifest: manifest.dir.join(crate::manifest::MANIFEST_FILE),
+        })
+    }
+}
+
+/// Copies the plugin's library to a unique path under `runtime_dir`, maps it, and checks
+/// it. The copy is removed once mapped (the mapping keeps the inode alive), so the
+/// runtime folder does not grow with reloads.
+pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, LoadError> {
+    check_manifest_api(manifest)?;
+    let plugin = manifest.name.clone();
+    let src = manifest.library_path();
+    if !src.is_file() {
+        return Err(LoadError::Missing { plugin, path: src });
+    }
+    let io = |reason: String| LoadError::Io { plugin: manifest.name.clone(), path: src.clone(), reason };
+
+    let dir = runtime_dir.join("libs");
+    std::fs::create_dir_all(&dir).map_err(|e| io(format!("creating {}: {e}", dir.display())))?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let copy = dir.join(format!(
+        "{}-{}-{}-{seq}{}",
+        manifest.name,
+        manifest.version,
+        std::process::id(),
+        std::env::consts::DLL_SUFFIX
+    ));
+    std::fs::copy(&src, &copy).map_err(|e| io(format!("copying to {}: {e}", copy.display())))?;
+
+    let started = Instant::now();
+    let raw = RawLibrary::load_at(&copy);
+    // Whatever happened, the copy is no longer needed on disk.
+    let _ = std::fs::remove_file(&copy);
+    let raw = raw.map_err(|e| io(e.to_string()))?;
+    // Never unmapped: see the module docs.
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
+    MAPPED.fetch_add(1, Ordering::Relaxed);
+
+    // SAFETY: `raw` is leaked above, so the library (and the `'static` references into it
+    // that the header hands out) stays mapped for the rest of the process.
+    let header = unsafe { lib_header_from_raw_library(raw) }.map_err(|e| LoadError::Abi {
+        plugin: manifest.name.clone(),
+        path: src.clone(),
+        host: API_VERSION,
+        reason: e.to_string(),
+    })?;
+    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| LoadError::Abi {
+        plugin: manifest.name.clone(),
+        path: src.clone(),
+        host: API_VERSION,
+        reason: e.to_string(),
+    })?;
+    let api_version = module.api_version()().as_str();
+    if !api_compatible(API_VERSION, api_version) {
+        return Err(LoadError::ApiVersion {
+            plugin: manifest.name.clone(),
+            plugin_api: api_version.to_string(),
+            host: API_VERSION,
+        });
+    }
+    log::debug!(target: "xcore::loader", "mapped {} in {:?}", src.display(), started.elapsed());
+    Ok(LoadedLibrary { module, api_version })
+}

@@ -1,0 +1,409 @@
+//! The safe plugin SDK: what a plugin author writes against.
+//!
+//! [`export_plugin!`](crate::export_plugin) turns a type implementing [`Plugin`] into the
+//! root module the host loads. Every entry point runs under [`catch_unwind`], so a panic
+//! becomes an error with code [`codes::PLUGIN_PANIC`] instead of killing the host.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codes;
+use crate::ffi::{self, CallError, CallRequest, CallResult, HostBox, InitArgs, PluginBox, PluginObject};
+
+/// A plugin. One instance serves every call; with `resources.concurrency` above 1 the host
+/// calls it from several threads at once, hence `Sync`.
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Builds the instance. Called at load and again on every restart.
+    fn new(ctx: &Context) -> Result<Self, PluginError>;
+
+    /// Runs one action. Unknown actions should answer [`PluginError::unknown_action`].
+    fn call(&self, ctx: &Context, req: Request<'_>) -> Result<Reply, PluginError>;
+
+    /// Handles an event the plugin subscribed to. The default ignores it.
+    fn on_event(&self, _ctx: &Context, _event: &str, _payload: &[u8]) -> Result<Reply, PluginError> {
+        Ok(Reply::empty())
+    }
+
+    /// Called once before the host drops the instance (unload, reload, restart).
+    fn shutdown(&self, _ctx: &Context) {}
+}
+
+/// A log level for [`Context::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Error.
+    Error,
+    /// Warning.
+    Warn,
+    /// Information.
+    Info,
+    /// Debug.
+    Debug,
+    /// Trace.
+    Trace,
+}
+
+impl LogLevel {
+    fn to_ffi(self) -> u8 {
+        match self {
+            LogLevel::Error => ffi::level::ERROR,
+            LogLevel::Warn => ffi::level::WARN,
+            LogLevel::Info => ffi::level::INFO,
+            LogLevel::Debug => ffi::level::DEBUG,
+            LogLevel::Trace => ffi::level::TRACE,
+        }
+    }
+}
+
+thread_local! {
+    // The request id of the call running on this thread, so that log lines carry it
+    // without the plugin threading it through by hand.
+    static CURRENT_REQUEST: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+struct ContextInner {
+    name: String,
+    config: serde_json::Value,
+    host: HostBox,
+}
+
+/// The plugin's handle on the host: its name, its configuration and the host services.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The plugin's name, from its manifest.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The manifest's `config` map (an empty object when absent).
+    pub fn config(&self) -> &serde_json::Value {
+        &self.inner.config
+    }
+
+    /// The manifest's `config` map deserialized into `T`.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        T::deserialize(&self.inner.config)
+            .map_err(|e| PluginError::new("invalid_config", format!("plugin config: {e}")))
+    }
+
+    /// Writes a log line under the plugin's name, tagged with the current request id.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        CURRENT_REQUEST.with(|rid| {
+            let rid = rid.borrow();
+            self.inner.host.log(level.to_ffi(), RStr::from_str(&rid), RStr::from_str(message));
+        });
+    }
+
+    /// Logs at error level.
+    pub fn error(&self, message: &str) {
+        self.log(LogLevel::Error, message)
+    }
+    /// Logs at warning level.
+    pub fn warn(&self, message: &str) {
+        self.log(LogLevel::Warn, message)
+    }
+    /// Logs at info level.
+    pub fn info(&self, message: &str) {
+        self.log(LogLevel::Info, message)
+    }
+    /// Logs at debug level.
+    pub fn debug(&self, message: &str) {
+        self.log(LogLevel::Debug, message)
+    }
+    /// Logs at trace level.
+    pub fn trace(&self, message: &str) {
+        self.log(LogLevel::Trace, message)
+    }
+
+    /// Calls a host service by name with a JSON payload. The typed helpers of later
+    /// services are built on this; unknown services answer [`codes::UNSUPPORTED`].
+    pub fn call_host<T: Serialize>(&self, service: &str, payload: &T) -> Result<Vec<u8>, PluginError> {
+        let bytes = serde_json::to_vec(payload)
+            .map_err(|e| PluginError::internal(format!("serialising host call: {e}")))?;
+        match self.inner.host.call_host(RStr::from_str(service), RSlice::from_slice(&bytes)) {
+            RResult::ROk(v) => Ok(v.into_vec()),
+            RResult::RErr(e) => Err(PluginError::from_ffi(e)),
+        }
+    }
+}
+
+/// Metadata of the current call.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta<'a> {
+    /// Who asked (`http`, `cli`, `plugin:<name>`...).
+    pub caller: &'a str,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The deadline, if the host set one.
+    pub deadline: Option<SystemTime>,
+}
+
+/// One call: the action, its payload and its metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    raw: CallRequest<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// The action name.
+    pub fn action(&self) -> &'a str {
+        self.raw.action.as_str()
+    }
+
+    /// The raw payload bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        self.raw.payload.as_slice()
+    }
+
+    /// The payload deserialized from JSON; a mismatch is an `invalid_payload` error (400)
+    /// that says what was expected.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        serde_json::from_slice(self.payload())
+            .map_err(|e| PluginError::invalid_payload(format!("action '{}': {e}", self.action())))
+    }
+
+    /// The call's metadata.
+    pub fn meta(&self) -> RequestMeta<'a> {
+        let ms = self.raw.meta.deadline_unix_ms;
+        RequestMeta {
+            caller: self.raw.meta.caller.as_str(),
+            request_id: self.raw.meta.request_id.as_str(),
+            deadline: (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// A successful reply: bytes, JSON by convention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply(Vec<u8>);
+
+impl Reply {
+    /// A reply serialised from any serde value.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Reply, PluginError> {
+        serde_json::to_vec(value)
+            .map(Reply)
+            .map_err(|e| PluginError::internal(format!("serialising reply: {e}")))
+    }
+
+    /// The JSON `null` reply.
+    pub fn empty() -> Reply {
+        Reply(b"null".to_vec())
+    }
+
+    /// A reply made of raw bytes (the host expects JSON).
+    pub fn bytes(bytes: Vec<u8>) -> Reply {
+        Reply(bytes)
+    }
+
+    /// The reply's bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl From<serde_json::Value> for Reply {
+    fn from(v: serde_json::Value) -> Self {
+        // Serialising a Value cannot fail.
+        Reply(serde_json::to_vec(&v).unwrap_or_default())
+    }
+}
+
+/// An error a plugin returns: a stable code, a message, and the HTTP status to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    /// Stable, machine-readable code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+impl PluginError {
+    /// An error with a code; the status is chosen from the code (400 for
+    /// `invalid_payload`, 404 for `unknown_action`/`not_found`, else 500).
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        let code = code.into();
+        let status = match code.as_str() {
+            codes::INVALID_PAYLOAD => 400,
+            codes::UNKNOWN_ACTION | codes::NOT_FOUND => 404,
+            codes::UNSUPPORTED => 501,
+            _ => 500,
+        };
+        PluginError { code, message: message.into(), status }
+    }
+
+    /// Sets the HTTP status the host answers with.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The action is not known to this plugin.
+    pub fn unknown_action(action: &str) -> Self {
+        Self::new(codes::UNKNOWN_ACTION, format!("unknown action '{action}'"))
+    }
+
+    /// The payload does not fit the action.
+    pub fn invalid_payload(message: impl Into<String>) -> Self {
+        Self::new(codes::INVALID_PAYLOAD, message)
+    }
+
+    /// Something the caller named does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(codes::NOT_FOUND, message)
+    }
+
+    /// A failure inside the plugin.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(codes::INTERNAL, message)
+    }
+
+    fn from_ffi(e: CallError) -> Self {
+        PluginError { code: e.code.into_string(), message: e.message.into_string(), status: e.status }
+    }
+
+    fn into_ffi(self) -> CallError {
+        CallError {
+            code: RString::from(self.code),
+            message: RString::from(self.message),
+            status: self.status,
+        }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// Runs `f`, turning a panic into a `plugin_panic` error. This is the one place where
+/// the SDK keeps a panic from crossing the boundary.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_string());
+            Err(PluginError::new(codes::PLUGIN_PANIC, format!("plugin panicked in {what}: {msg}")))
+        }
+    }
+}
+
+fn to_ffi(r: Result<Reply, PluginError>) -> CallResult {
+    match r {
+        Ok(reply) => RResult::ROk(RVec::from(reply.0)),
+        Err(e) => RResult::RErr(e.into_ffi()),
+    }
+}
+
+/// Bridges a [`Plugin`] to the ABI-stable [`PluginObject`].
+struct Adapter<P> {
+    plugin: P,
+    ctx: Context,
+}
+
+impl<P: Plugin> PluginObject for Adapter<P> {
+    fn call(&self, request: CallRequest<'_>) -> CallResult {
+        CURRENT_REQUEST.with(|r| {
+            let mut r = r.borrow_mut();
+            r.clear();
+            r.push_str(request.meta.request_id.as_str());
+        });
+        let result =
+            guarded(request.action.as_str(), || self.plugin.call(&self.ctx, Request { raw: request }));
+        CURRENT_REQUEST.with(|r| r.borrow_mut().clear());
+        to_ffi(result)
+    }
+
+    fn on_event(&self, event: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult {
+        to_ffi(guarded(event.as_str(), || {
+            self.plugin.on_event(&self.ctx, event.as_str(), payload.as_slice())
+        }))
+    }
+
+    fn shutdown(&self) {
+        // A panic in shutdown has nowhere to go but the log.
+        if let Err(e) = guarded("shutdown", || {
+            self.plugin.shutdown(&self.ctx);
+            Ok(())
+        }) {
+            self.ctx.error(&e.message);
+        }
+    }
+}
+
+/// Builds a plugin instance from the host's [`InitArgs`]. Used by
+/// [`export_plugin!`](crate::export_plugin); not meant to be called by hand.
+#[doc(hidden)]
+pub fn instantiate<P: Plugin>(args: InitArgs) -> RResult<PluginBox, CallError> {
+    let result = guarded("new", || {
+        let config = if args.config_json.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_str(args.config_json.as_str())
+                .map_err(|e| PluginError::new("invalid_config", format!("plugin config: {e}")))?
+        };
+        let ctx = Context {
+            inner: Arc::new(ContextInner { name: args.plugin_name.into_string(), config, host: args.host }),
+        };
+        let plugin = P::new(&ctx)?;
+        Ok(PluginBox::from_value(Adapter { plugin, ctx }, TD_Opaque))
+    });
+    match result {
+        Ok(b) => RResult::ROk(b),
+        Err(e) => RResult::RErr(e.into_ffi()),
+    }
+}
+
+/// Exports a [`Plugin`] type as the library's root module.
+///
+/// The plugin crate must be a `cdylib` and depend on `abi_stable` (0.11) as well as on
+/// `xcore-plugin-api`: abi_stable's export attribute names `::abi_stable`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        extern "C" fn __xcore_api_version() -> $crate::abi_stable::std_types::RStr<'static> {
+            $crate::abi_stable::std_types::RStr::from_str($crate::API_VERSION)
+        }
+
+        extern "C" fn __xcore_instantiate(
+            args: $crate::ffi::InitArgs,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::ffi::PluginBox, $crate::ffi::CallError> {
+            $crate::sdk::instantiate::<$plugin>(args)
+        }
+
+        /// The root module of this plugin library.
+        #[$crate::abi_stable::export_root_module]
+        pub fn __xcore_root_module() -> $crate::ffi::PluginModuleRef {
+            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+            $crate::ffi::PluginModule { api_version: __xcore_api_version, instantiate: __xcore_instantiate }
+                .leak_into_prefix()
+        }
+    };
+}
