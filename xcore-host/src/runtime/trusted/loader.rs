@@ -163,11 +163,15 @@ pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, Lo
         host: API_VERSION,
         reason: e.to_string(),
     })?;
-    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| LoadError::Abi {
-        plugin: manifest.name.clone(),
-        path: src.clone(),
-        host: API_VERSION,
-        reason: e.to_string(),
+    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| {
+        let full = e.to_string();
+        log::debug!(target: "xcore::loader", "abi_stable's full report for {}:\n{full}", src.display());
+        LoadError::Abi {
+            plugin: manifest.name.clone(),
+            path: src.clone(),
+            host: API_VERSION,
+            reason: summarize_abi_error(&full),
+        }
     })?;
     let api_version = module.api_version()().as_str();
     if !api_compatible(API_VERSION, api_version) {
@@ -179,4 +183,37 @@ pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, Lo
     }
     log::debug!(target: "xcore::loader", "mapped {} in {:?}", src.display(), started.elapsed());
     Ok(LoadedLibrary { module, api_version })
+}
+
+/// abi_stable's layout report dumps both type trees (hundreds of lines); the verdict is
+/// in its last `Error:` paragraph. Keep that, on one line; the full report goes to the
+/// debug log.
+fn summarize_abi_error(full: &str) -> String {
+    let tail = full.rfind("Error:").map(|i| &full[i..]).unwrap_or(full);
+    let words: Vec<&str> = tail.split_whitespace().collect();
+    let mut short = words.join(" ");
+    if short.len() > 400 {
+        let mut cut = 400;
+        while !short.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        short.truncate(cut);
+        short.push_str("...");
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_reports_are_cut_to_their_verdict() {
+        let full = "Compared <this>:\n  --- Type Layout ---\n lots\n\nError:mismatched package\nExpected:\n    xcore-plugin-api\nFound:\n    other\n\n";
+        assert_eq!(
+            summarize_abi_error(full),
+            "Error:mismatched package Expected: xcore-plugin-api Found: other"
+        );
+        assert_eq!(summarize_abi_error("short"), "short");
+    }
 }

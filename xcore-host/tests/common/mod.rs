@@ -1,0 +1,293 @@
+//! Test harness: real plugin folders in a temp dir, the real `xcore` binary, real HTTP.
+//!
+//! The libraries come from the workspace build (`make test` builds them first); a test
+//! copies them into its own plugins folder and writes the manifests it needs.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// The folder holding the built libraries (next to the `xcore` binary).
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xcore")).parent().expect("target dir").to_path_buf()
+}
+
+/// Path of a built workspace library by crate name (`xcore-plugin-echo`).
+pub fn lib(crate_name: &str) -> PathBuf {
+    let p = target_dir().join(format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(p.is_file(), "{} is missing: run `make test` (or `cargo build --workspace`) first", p.display());
+    p
+}
+
+/// One plugin folder to create: its name, the library crate to copy in, the manifest.
+pub struct PluginSpec {
+    pub folder: String,
+    pub library: Option<&'static str>,
+    pub manifest: String,
+}
+
+impl PluginSpec {
+    pub fn new(folder: &str, library: &'static str, manifest: &str) -> Self {
+        PluginSpec { folder: folder.into(), library: Some(library), manifest: manifest.into() }
+    }
+
+    /// A manifest for `name` with extra YAML lines appended.
+    pub fn with(folder: &str, library: &'static str, extra_yaml: &str) -> Self {
+        let manifest = format!(
+            "name: {folder}\nversion: 0.1.0\napi_version: \"^0.1\"\nentry_point: lib{folder}.so\n{extra_yaml}\n"
+        );
+        Self::new(folder, library, &manifest)
+    }
+
+    pub fn echo() -> Self {
+        Self::with("echo", "xcore-plugin-echo", "")
+    }
+
+    pub fn notes() -> Self {
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/notes/plugin.yaml"),
+        )
+        .expect("notes manifest");
+        PluginSpec::new("notes", "xcore-plugin-notes", &manifest)
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    agent: ureq::Agent,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// The problem's `code`, asserting the problem+json content type.
+    pub fn code(&self) -> String {
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.body);
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn write_plugins(root: &Path, plugins: &[PluginSpec]) {
+    for p in plugins {
+        let dir = root.join(&p.folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("plugin.yaml"), &p.manifest).unwrap();
+        if let Some(l) = p.library {
+            // Where the manifest points (default: lib<folder>.so).
+            let entry = p
+                .manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("entry_point:"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|| format!("lib{}.so", p.folder));
+            std::fs::copy(lib(l), dir.join(entry)).unwrap();
+        }
+    }
+}
+
+impl Server {
+    /// Starts `xcore serve` on a free port with these plugins and waits for /health.
+    pub fn start(plugins: &[PluginSpec]) -> Server {
+        Self::start_with(plugins, "")
+    }
+
+    pub fn start_with(plugins: &[PluginSpec], extra_config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        write_plugins(&dir.path().join("plugins"), plugins);
+        let port = free_port();
+        let config = format!(
+            "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{extra_config}"
+        );
+        std::fs::write(dir.path().join("xcore.yaml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_xcore"))
+            .args(["serve", "--config", "xcore.yaml"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn xcore");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut server = Server { child: Some(child), base: format!("http://127.0.0.1:{port}"), dir, agent };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = server.try_get("/health") {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("xcore exited early ({status}):\n{}", server.output());
+            }
+            assert!(Instant::now() < deadline, "xcore did not come up:\n{}", server.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// What the server printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default()
+    }
+
+    fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, ureq::Error> {
+        let mut resp = resp?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let mut body = String::new();
+        resp.body_mut().as_reader().read_to_string(&mut body).ok();
+        Ok(Reply { status, headers, body })
+    }
+
+    pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
+        Self::finish(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.output()))
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        self.post_with(path, body, None)
+    }
+
+    pub fn admin(&self, path: &str) -> Reply {
+        self.post_with(path, "", Some(TOKEN))
+    }
+
+    pub fn try_post(&self, path: &str, body: &[u8], token: Option<&str>) -> Result<Reply, ureq::Error> {
+        let mut req =
+            self.agent.post(format!("{}{path}", self.base)).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        Self::finish(req.send(body))
+    }
+
+    pub fn post_with(&self, path: &str, body: &str, token: Option<&str>) -> Reply {
+        self.try_post(path, body.as_bytes(), token)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.output()))
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("POST", b) => self.agent.post(&url).send(b.unwrap_or("").as_bytes()),
+            ("PUT", b) => self.agent.put(&url).send(b.unwrap_or("").as_bytes()),
+            _ => panic!("method {method}"),
+        };
+        Self::finish(resp).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.output()))
+    }
+
+    /// `GET /api/v1/plugins/{name}` as JSON.
+    pub fn info(&self, name: &str) -> Value {
+        let r = self.get(&format!("/api/v1/plugins/{name}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+
+    pub fn call(&self, plugin: &str, action: &str, body: &str) -> Reply {
+        self.post(&format!("/api/v1/plugins/{plugin}/call/{action}"), body)
+    }
+
+    /// Polls until the plugin reaches `state`, or panics after `within`.
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let info = self.info(name);
+            if info["state"] == state {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin {name} never reached {state}: {info}\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // The kill command keeps the tests free of unsafe libc calls.
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("xcore did not stop on SIGTERM:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

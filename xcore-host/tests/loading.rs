@@ -1,0 +1,153 @@
+//! Discovery, manifests, dependency order, contract checks and admin operations,
+//! through the real binary.
+
+mod common;
+
+use common::{PluginSpec, Server};
+
+fn misbehave_lib(folder: &str, manifest: &str) -> PluginSpec {
+    PluginSpec::new(folder, "xcore-fixture-misbehave", manifest)
+}
+
+fn manifest(name: &str, extra: &str) -> String {
+    format!("name: {name}\nversion: 0.1.0\napi_version: \"^0.1\"\nentry_point: lib{name}.so\n{extra}\n")
+}
+
+#[test]
+fn bad_manifests_fail_only_their_own_plugin_with_file_and_key() {
+    let bad_types = [
+        ("bad-timeout", "resources: { timeout_ms: fast }", "resources.timeout_ms"),
+        ("bad-concurrency", "resources: { concurrency: many }", "resources.concurrency"),
+        ("bad-memory", "resources: { max_memory_mb: [1] }", "resources.max_memory_mb"),
+        ("bad-disk", "resources: { max_disk_mb: lots }", "resources.max_disk_mb"),
+        ("bad-calls", "resources: { rate_limit: { calls: x } }", "resources.rate_limit.calls"),
+        (
+            "bad-period",
+            "resources: { rate_limit: { period_seconds: soon } }",
+            "resources.rate_limit.period_seconds",
+        ),
+        ("bad-restarts", "restart: { max_restarts: often }", "restart.max_restarts"),
+        ("bad-within", "restart: { within_seconds: \"1m\" }", "restart.within_seconds"),
+        ("bad-backoff", "restart: { backoff_initial_ms: -5 }", "restart.backoff_initial_ms"),
+        ("bad-backoff-max", "restart: { backoff_max_ms: {} }", "restart.backoff_max_ms"),
+        ("bad-mode", "execution_mode: turbo", "execution_mode"),
+    ];
+    let mut plugins: Vec<PluginSpec> =
+        bad_types.iter().map(|(n, extra, _)| misbehave_lib(n, &manifest(n, extra))).collect();
+    plugins.push(misbehave_lib("folder-name", &manifest("other-name", "")));
+    plugins.push(misbehave_lib("cycle-a", &manifest("cycle-a", "requires: [cycle-b]")));
+    plugins.push(misbehave_lib("cycle-b", &manifest("cycle-b", "requires: [cycle-a]")));
+    plugins.push(misbehave_lib("needs-ghost", &manifest("needs-ghost", "requires: [ghost]")));
+    plugins.push(misbehave_lib("broken-yaml", "name: [unclosed\n"));
+    plugins.push(misbehave_lib("unknown-key", &manifest("unknown-key", "colour: blue")));
+    plugins.push(PluginSpec::echo());
+    plugins.push(misbehave_lib(
+        "needs-echo",
+        &manifest("needs-echo", "requires: [{ name: echo, version: \"^0.1\" }]"),
+    ));
+    let s = Server::start(&plugins);
+
+    for (name, _, key) in bad_types {
+        let info = s.info(name);
+        assert_eq!(info["state"], "failed", "{name}: {info}");
+        let err = info["last_error"].as_str().unwrap();
+        assert!(err.contains(&format!("{name}/plugin.yaml")), "{name}: {err}");
+        assert!(err.contains(key), "{name}: {err}");
+    }
+    let err = s.info("folder-name")["last_error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("other-name") && err.contains("folder-name") && err.contains("plugin.yaml"),
+        "{err}"
+    );
+    for name in ["cycle-a", "cycle-b"] {
+        let err = s.info(name)["last_error"].as_str().unwrap().to_string();
+        assert!(err.contains("cycle"), "{err}");
+    }
+    assert!(s.info("needs-ghost")["last_error"].as_str().unwrap().contains("ghost"));
+    assert!(s.info("broken-yaml")["last_error"].as_str().unwrap().contains("broken-yaml/plugin.yaml"));
+    // An unknown key only warns.
+    assert_eq!(s.info("unknown-key")["state"], "ready");
+    assert!(s.output().contains("colour"), "the warning names the key");
+    // Good plugins, including one that depends on another, load.
+    assert_eq!(s.info("echo")["state"], "ready");
+    assert_eq!(s.info("needs-echo")["state"], "ready");
+    assert_eq!(s.call("echo", "echo", "1").status, 200);
+    let r = s.call("bad-mode", "ok", "{}");
+    assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
+}
+
+#[test]
+fn incompatible_contracts_are_refused_with_both_versions() {
+    let s = Server::start(&[
+        PluginSpec::new("layout", "xcore-fixture-abi-layout-mismatch", &manifest("layout", "")),
+        PluginSpec::new("future", "xcore-fixture-api-version-mismatch", &manifest("future", "")),
+        PluginSpec::new(
+            "wants-nine",
+            "xcore-plugin-echo",
+            &manifest("wants-nine", "").replace("^0.1", "^9.0"),
+        ),
+        PluginSpec::echo(),
+    ]);
+    let err = |n: &str| {
+        let info = s.info(n);
+        assert_eq!(info["state"], "failed", "{info}");
+        info["last_error"].as_str().unwrap().to_string()
+    };
+    let layout = err("layout");
+    assert!(
+        layout.contains("'layout'") && layout.contains("0.1.0") && layout.contains("rebuild"),
+        "{layout}"
+    );
+    let future = err("future");
+    assert!(future.contains("0.9.0") && future.contains("0.1.0") && future.contains("rebuild"), "{future}");
+    let nine = err("wants-nine");
+    assert!(nine.contains("^9.0") && nine.contains("0.1.0") && nine.contains("api_version"), "{nine}");
+    assert_eq!(s.info("echo")["state"], "ready");
+}
+
+#[test]
+fn sandboxed_mode_is_refused_as_not_supported_yet() {
+    let s = Server::start(&[misbehave_lib("boxed", &manifest("boxed", "execution_mode: sandboxed"))]);
+    let info = s.info("boxed");
+    assert_eq!(info["state"], "failed");
+    assert!(info["last_error"].as_str().unwrap().contains("not supported yet"), "{info}");
+}
+
+#[test]
+fn admin_operations_unload_load_reload_and_rescan() {
+    let s = Server::start(&[PluginSpec::echo()]);
+    let r = s.admin("/api/v1/plugins/echo/unload");
+    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("unloaded")));
+    let r = s.call("echo", "echo", "1");
+    assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
+    let r = s.admin("/api/v1/plugins/echo/reload");
+    assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
+    let r = s.admin("/api/v1/plugins/echo/load");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["generation"], 2);
+    assert_eq!(s.call("echo", "echo", "1").status, 200);
+    let r = s.admin("/api/v1/plugins/ghost/load");
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_plugin"));
+
+    // A reload that fails (broken manifest) leaves the old version serving.
+    let yaml = s.plugins_dir().join("echo/plugin.yaml");
+    let good = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(&yaml, good.replace("version: 0.1.0", "version: not-semver")).unwrap();
+    let r = s.admin("/api/v1/plugins/echo/reload");
+    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"));
+    assert_eq!(s.info("echo")["state"], "ready");
+    assert!(s.info("echo")["last_error"].as_str().unwrap().contains("version"));
+    assert_eq!(s.call("echo", "echo", "1").status, 200);
+    std::fs::write(&yaml, good).unwrap();
+
+    // Rescan picks up a new folder and drops a removed one.
+    common::write_plugins(&s.plugins_dir(), &[PluginSpec::notes()]);
+    let r = s.admin("/api/v1/plugins/rescan");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["loaded"], serde_json::json!(["notes"]));
+    assert_eq!(s.call("notes", "list", "").json()["count"], 0);
+    std::fs::remove_dir_all(s.plugins_dir().join("notes")).unwrap();
+    let r = s.admin("/api/v1/plugins/rescan");
+    assert_eq!(r.json()["removed"], serde_json::json!(["notes"]));
+    assert_eq!(s.get("/api/v1/plugins/notes").status, 404);
+}
