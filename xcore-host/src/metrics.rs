@@ -3,6 +3,10 @@
 //! Per-call series are resolved once per plugin ([`PluginMetrics`]) so the call path
 //! does no label lookup; gauges that mirror state are refreshed at scrape time.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -22,6 +26,8 @@ pub struct Metrics {
     pub abandoned_threads: IntGaugeVec,
     /// Library copies mapped by this process (never unmapped).
     pub mapped_libraries: IntGauge,
+    /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
+    error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// The per-call handles of one plugin.
@@ -36,6 +42,7 @@ pub struct PluginMetrics {
     /// Restarts of the plugin.
     pub restarts: IntCounter,
     errors: IntCounterVec,
+    error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
     name: String,
 }
 
@@ -43,6 +50,7 @@ impl PluginMetrics {
     /// Counts an error by code.
     pub fn error(&self, code: &str) {
         self.errors.with_label_values(&[self.name.as_str(), code]).inc();
+        self.error_codes.lock().insert((self.name.clone(), code.to_string()));
     }
 }
 
@@ -114,6 +122,7 @@ impl Metrics {
             state,
             abandoned_threads,
             mapped_libraries,
+            error_codes: Arc::default(),
         }
     }
 
@@ -125,8 +134,31 @@ impl Metrics {
             rate_limited: self.rate_limited.with_label_values(&[name]),
             restarts: self.restarts.with_label_values(&[name]),
             errors: self.errors.clone(),
+            error_codes: self.error_codes.clone(),
             name: name.to_string(),
         }
+    }
+
+    /// Drops the series of a plugin that no longer exists.
+    pub fn forget_plugin(&self, name: &str) {
+        for vec in [&self.calls, &self.restarts, &self.rate_limited] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        let _ = self.latency.remove_label_values(&[name]);
+        let _ = self.abandoned_threads.remove_label_values(&[name]);
+        for st in crate::runtime::PluginState::ALL {
+            let _ = self.state.remove_label_values(&[name, st.as_str()]);
+        }
+        // Error series are keyed by code too: drop the ones this plugin produced.
+        let mut seen = self.error_codes.lock();
+        seen.retain(|(plugin, code)| {
+            if plugin == name {
+                let _ = self.errors.remove_label_values(&[name, code]);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// The Prometheus text exposition.

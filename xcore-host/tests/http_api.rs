@@ -81,6 +81,9 @@ fn bad_input_gets_clear_problem_errors() {
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_json"));
     assert!(r.json()["detail"].as_str().unwrap().contains("line 1"), "{}", r.body);
 
+    // Errors carry the request id too, the caller's when it sent a sane one.
+    let r = s.request_with_id("/api/v1/plugins/echo/call/nope", "{}", "trace-42");
+    assert_eq!(r.header("x-request-id"), Some("trace-42"));
     let r = s.call("nope", "echo", "{}");
     assert_eq!((r.status, r.code().as_str()), (404, "unknown_plugin"));
     let r = s.call("echo", "nope", "{}");

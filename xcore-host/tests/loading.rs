@@ -72,6 +72,12 @@ fn bad_manifests_fail_only_their_own_plugin_with_file_and_key() {
     assert_eq!(s.info("echo")["state"], "ready");
     assert_eq!(s.info("needs-echo")["state"], "ready");
     assert_eq!(s.call("echo", "echo", "1").status, 200);
+    // A plugin others depend on cannot be unloaded from under them.
+    let r = s.admin("/api/v1/plugins/echo/unload");
+    assert_eq!((r.status, r.code().as_str()), (409, "required_by_others"));
+    assert!(r.json()["detail"].as_str().unwrap().contains("needs-echo"), "{}", r.body);
+    assert_eq!(s.admin("/api/v1/plugins/needs-echo/unload").status, 200);
+    assert_eq!(s.admin("/api/v1/plugins/echo/unload").status, 200);
     let r = s.call("bad-mode", "ok", "{}");
     assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
 }
@@ -150,4 +156,5 @@ fn admin_operations_unload_load_reload_and_rescan() {
     let r = s.admin("/api/v1/plugins/rescan");
     assert_eq!(r.json()["removed"], serde_json::json!(["notes"]));
     assert_eq!(s.get("/api/v1/plugins/notes").status, 404);
+    assert!(!s.get("/metrics").body.contains(r#"plugin="notes""#), "series of a removed plugin are dropped");
 }

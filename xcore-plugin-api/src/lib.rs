@@ -12,7 +12,7 @@
 //!
 //! # Writing a plugin
 //!
-//! ```ignore
+//! ```no_run
 //! use xcore_plugin_api::{export_plugin, Context, Plugin, PluginError, Reply, Request};
 //!
 //! #[derive(Default)]
@@ -41,7 +41,7 @@
 //! `process::exit(1)` of the whole host, and the host's own `catch_unwind` cannot catch
 //! it because the plugin carries its own copy of std. The SDK therefore wraps every entry
 //! point in `catch_unwind` and turns a panic into an error with code
-//! [`codes::PLUGIN_PANIC`]. See the `panic_guard` test of the host for the proof.
+//! [`codes::PLUGIN_PANIC`]. The host's test `panic_guard_without_it_a_plugin_panic_ends_the_host` (xcore-host/tests/supervision.rs) proves it.
 //!
 //! # Versioning
 //!

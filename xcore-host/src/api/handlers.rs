@@ -73,10 +73,11 @@ pub(super) async fn call(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (name, action) = path.into_inner();
-    let body = read_json(&req, payload, state.body_limit).await?;
     let rid = request_id(&req);
+    let tag = |e: ApiError| e.with_request_id(&rid);
+    let body = read_json(&req, payload, state.body_limit).await.map_err(tag)?;
     let input = CallInput { action, payload: body.to_vec(), caller: "http".into(), request_id: rid.clone() };
-    let reply = state.registry.call(&name, input).await?;
+    let reply = state.registry.call(&name, input).await.map_err(|e| tag(e.into()))?;
     Ok(json_reply(&rid, reply))
 }
 
@@ -87,29 +88,40 @@ pub(super) async fn plugin_route(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (name, tail) = path.into_inner();
+    let rid = request_id(&req);
+    plugin_route_inner(&state, &req, &name, &tail, payload, &rid).await.map_err(|e| e.with_request_id(&rid))
+}
+
+async fn plugin_route_inner(
+    state: &AppState,
+    req: &HttpRequest,
+    name: &str,
+    tail: &str,
+    payload: web::Payload,
+    rid: &str,
+) -> Result<HttpResponse, ApiError> {
     let manifest = state
         .registry
-        .manifest(&name)
+        .manifest(name)
         .ok_or_else(|| ApiError::new(404, "unknown_plugin", format!("no plugin named '{name}'")))?;
-    let (route, params) = match_route(&manifest.routes, req.method().as_str(), &tail).ok_or_else(|| {
+    let (route, params) = match_route(&manifest.routes, req.method().as_str(), tail).ok_or_else(|| {
         ApiError::new(404, "not_found", format!("plugin '{name}' declares no route {} /{tail}", req.method()))
     })?;
-    let body = read_json(&req, payload, state.body_limit).await?;
+    let body = read_json(req, payload, state.body_limit).await?;
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let query: BTreeMap<String, String> =
         web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
             .map_err(|e| ApiError::new(400, "bad_request", format!("query string: {e}")))?;
     let payload = json!({ "params": params, "query": query, "body": body });
-    let rid = request_id(&req);
     let input = CallInput {
         action: route.action.clone(),
         payload: serde_json::to_vec(&payload).unwrap_or_default(),
         caller: "http".into(),
-        request_id: rid.clone(),
+        request_id: rid.to_string(),
     };
-    let reply = state.registry.call(&name, input).await?;
-    Ok(json_reply(&rid, reply))
+    let reply = state.registry.call(name, input).await?;
+    Ok(json_reply(rid, reply))
 }
 
 async fn admin<F, Fut>(

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// The call's request id, echoed in `x-request-id`.
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -38,7 +40,14 @@ impl ApiError {
             code: code.to_string(),
             detail: detail.into(),
             retry_after: None,
+            request_id: None,
         }
+    }
+
+    /// Tags the error with the call's request id.
+    pub fn with_request_id(mut self, rid: &str) -> Self {
+        self.request_id = Some(rid.to_string());
+        self
     }
 
     /// 401.
@@ -71,6 +80,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if let Some(rid) = &self.request_id {
+            resp.insert_header(("x-request-id", rid.as_str()));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
@@ -95,6 +107,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::UnknownPlugin(_) => ApiError::new(404, "unknown_plugin", e.to_string()),
             RegistryError::Conflict { .. } => ApiError::new(409, "conflict", e.to_string()),
             RegistryError::LoadFailed(_) => ApiError::new(422, "load_failed", e.to_string()),
+            RegistryError::Required { .. } => ApiError::new(409, "required_by_others", e.to_string()),
         }
     }
 }

@@ -11,9 +11,9 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use xcore_host::config;
 
-/// XCore: a plugin host with real isolation, supervision and services.
+/// XCore: loads Rust plugins, supervises them, and serves them over HTTP.
 #[derive(Debug, Parser)]
-#[command(name = "xcore", version, about, propagate_version = true)]
+#[command(name = "xcore", version, propagate_version = true)]
 pub struct Cli {
     /// The configuration file (default: ./xcore.yaml when present, else built-in defaults).
     #[arg(long, short, global = true, env = "XCORE_CONFIG")]
@@ -55,6 +55,10 @@ enum ConfigCommand {
 /// Parses the command line and runs it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` sets up logging from the configuration; short commands log to stderr.
+        xcore_host::logging::init_cli(log::LevelFilter::Warn);
+    }
     match cli.command {
         Command::Serve(args) => serve::run(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::List(args)) => client::list(cli.config.as_deref(), args),

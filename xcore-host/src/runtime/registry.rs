@@ -21,7 +21,7 @@ use xcore_plugin_api::codes;
 use super::call::{CallFailure, CallInput};
 use super::rate_limit::RateLimiter;
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
-use super::trusted::instance::{Instance, InstanceGauges};
+use super::trusted::instance::{CallError as InstanceCallError, Instance, InstanceGauges};
 use super::trusted::loader;
 use crate::manifest::{self, ExecutionMode, Manifest};
 use crate::metrics::{Metrics, PluginMetrics};
@@ -57,6 +57,14 @@ pub enum RegistryError {
     /// Loading failed; the message says why and where.
     #[error("{0}")]
     LoadFailed(String),
+    /// Other loaded plugins require this one.
+    #[error("plugin '{name}' is required by {}; unload them first", by.join(", "))]
+    Required {
+        /// Plugin name.
+        name: String,
+        /// The loaded plugins that require it.
+        by: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -295,7 +303,8 @@ impl PluginRegistry {
             report.failed.push((name, reason));
         }
         for name in plan.order {
-            match self.load_slot(&name).await {
+            let parsed = manifests.iter().find(|m| m.name == name).cloned();
+            match self.load_slot(&name, parsed).await {
                 Ok(()) => report.loaded.push(name),
                 Err(e) => report.failed.push((name, e.to_string())),
             }
@@ -306,7 +315,11 @@ impl PluginRegistry {
     /// Loads (or, with `replace`, reloads) one plugin from its folder: reads the manifest
     /// again, checks its requirements, maps a fresh library copy and starts an instance.
     /// On a reload the old instance keeps serving until the new one is ready.
-    async fn load_slot(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+    async fn load_slot(
+        self: &Arc<Self>,
+        name: &str,
+        parsed: Option<Arc<Manifest>>,
+    ) -> Result<(), RegistryError> {
         let dir = self.opts.plugins_dir.join(name);
         if !dir.is_dir() {
             return Err(RegistryError::UnknownPlugin(name.to_string()));
@@ -326,14 +339,18 @@ impl PluginRegistry {
             }
             RegistryError::LoadFailed(msg)
         };
-        let loaded = match manifest::load(&dir) {
-            Ok(l) => l,
-            Err(e) => return Err(fail(&slot, e.to_string())),
+        let m = match parsed {
+            Some(m) => m,
+            None => match manifest::load(&dir) {
+                Ok(loaded) => {
+                    for w in &loaded.warnings {
+                        log::warn!(target: "xcore::manifest", "{w}");
+                    }
+                    Arc::new(loaded.manifest)
+                }
+                Err(e) => return Err(fail(&slot, e.to_string())),
+            },
         };
-        for w in &loaded.warnings {
-            log::warn!(target: "xcore::manifest", "{w}");
-        }
-        let m = Arc::new(loaded.manifest);
         if m.execution_mode == ExecutionMode::Sandboxed {
             return Err(fail(
                 &slot,
@@ -413,7 +430,7 @@ impl PluginRegistry {
                 });
             }
         }
-        self.load_slot(name).await
+        self.load_slot(name, None).await
     }
 
     /// Loads a new instance beside the current one and switches to it; on failure the
@@ -422,7 +439,7 @@ impl PluginRegistry {
         let _guard = self.ops.lock().await;
         let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
         match slot.state() {
-            PluginState::Ready => self.load_slot(name).await,
+            PluginState::Ready => self.load_slot(name, None).await,
             state => Err(RegistryError::Conflict {
                 name: name.into(),
                 state,
@@ -438,7 +455,7 @@ impl PluginRegistry {
         match slot.state() {
             PluginState::Failed => {
                 slot.inner.lock().tracker.reset_window();
-                self.load_slot(name).await
+                self.load_slot(name, None).await
             }
             state => Err(RegistryError::Conflict {
                 name: name.into(),
@@ -453,8 +470,23 @@ impl PluginRegistry {
     pub async fn unload(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
         let _guard = self.ops.lock().await;
         let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        let dependents = self.loaded_dependents(name);
+        if !dependents.is_empty() {
+            return Err(RegistryError::Required { name: name.into(), by: dependents });
+        }
         self.unload_slot(&slot).await;
         Ok(())
+    }
+
+    /// Loaded plugins whose manifest requires `name`.
+    fn loaded_dependents(&self, name: &str) -> Vec<String> {
+        self.slots
+            .read()
+            .values()
+            .filter(|s| s.instance.load().is_some())
+            .filter(|s| s.manifest.load().as_ref().is_some_and(|m| m.requires.iter().any(|r| r.name == name)))
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     async fn unload_slot(&self, slot: &PluginSlot) {
@@ -489,19 +521,26 @@ impl PluginRegistry {
         for slot in gone {
             self.unload_slot(&slot).await;
             self.slots.write().remove(&slot.name);
+            self.metrics.forget_plugin(&slot.name);
             report.removed.push(slot.name.clone());
         }
         self.load_new(&mut report).await
     }
 
-    /// Unloads every plugin, dependents first.
+    /// Unloads every plugin, dependents before what they require.
     pub async fn shutdown(self: &Arc<Self>) {
         let _guard = self.ops.lock().await;
-        let mut slots: Vec<Arc<PluginSlot>> = self.slots.read().values().cloned().collect();
-        // Later loads may depend on earlier ones: unload in reverse load order.
-        slots.sort_by_key(|s| std::cmp::Reverse(s.inner.lock().ready_since));
-        for slot in slots {
-            if slot.instance.load().is_some() {
+        loop {
+            let running: Vec<Arc<PluginSlot>> =
+                self.slots.read().values().filter(|s| s.instance.load().is_some()).cloned().collect();
+            if running.is_empty() {
+                break;
+            }
+            // Plugins nothing running depends on go first; a cycle cannot be loaded, so
+            // there is always one, but fall back to all of them rather than spin.
+            let leaves: Vec<_> =
+                running.iter().filter(|s| self.loaded_dependents(&s.name).is_empty()).cloned().collect();
+            for slot in if leaves.is_empty() { running } else { leaves } {
                 self.unload_slot(&slot).await;
             }
         }
@@ -543,8 +582,8 @@ impl PluginRegistry {
             });
         }
         let timeout_ms = manifest.resources.timeout_ms;
-        // 0 means no deadline; a day stands in for "never" without overflowing timers.
-        let timeout = Duration::from_millis(if timeout_ms == 0 { 86_400_000 } else { timeout_ms });
+        // 0 means no deadline.
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
         let action = input.action.clone();
         let started = Instant::now();
         let outcome = instance.call(input, timeout).await;
@@ -572,7 +611,16 @@ impl PluginRegistry {
                 }
                 Err(CallFailure::Plugin { code: e.code, message: e.message, status: e.status })
             }
-            Err(_deadline_passed) => {
+            Err(InstanceCallError::Overloaded) => {
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error("overloaded");
+                Err(CallFailure::Unavailable {
+                    name: name.to_string(),
+                    state: "overloaded".into(),
+                    detail: Some(format!("its call queue stayed full for {timeout_ms} ms")),
+                })
+            }
+            Err(InstanceCallError::DeadlinePassed) => {
                 slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                 slot.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 slot.metrics.error("timeout");
@@ -618,6 +666,7 @@ impl PluginRegistry {
             }
             RestartDecision::After(delay) => {
                 slot.set_state(PluginState::Restarting);
+                slot.metrics.restarts.inc();
                 let registry = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -626,16 +675,16 @@ impl PluginRegistry {
                     if slot.state() != PluginState::Restarting {
                         return;
                     }
-                    slot.metrics.restarts.inc();
-                    if let Err(e) = registry.load_slot(&slot.name).await {
+                    if let Err(e) = registry.load_slot(&slot.name, None).await {
                         // load_slot marked it failed; count this as another failure.
                         let decision = {
                             let mut inner = slot.inner.lock();
                             let m = slot.manifest.load_full();
                             m.map(|m| inner.tracker.on_failure(&m.restart, Instant::now()))
                         };
+                        // Still under the ops lock, so an operator's reset cannot slip
+                        // between the failure and the next decision.
                         if let Some(d) = decision {
-                            drop(_guard);
                             registry.apply_decision(slot.clone(), d, e.to_string());
                         }
                     }

@@ -210,6 +210,12 @@ impl Server {
             .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.output()))
     }
 
+    /// POST with an `x-request-id` header.
+    pub fn request_with_id(&self, path: &str, body: &str, rid: &str) -> Reply {
+        let req = self.agent.post(format!("{}{path}", self.base)).header("x-request-id", rid);
+        Self::finish(req.send(body.as_bytes())).unwrap()
+    }
+
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
         let url = format!("{}{path}", self.base);
         let resp = match (method, body) {

@@ -35,9 +35,14 @@ pub struct PluginErrorReply {
     pub status: u16,
 }
 
-/// The waiting side gave up on the call; no reply will be awaited.
-#[derive(Debug)]
-pub struct DeadlinePassed;
+/// Why [`Instance::call`] produced no outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// The call ran past its deadline; its thread is abandoned.
+    DeadlinePassed,
+    /// The instance's queue stayed full until the deadline; the call never started.
+    Overloaded,
+}
 
 // Job states: the worker and the waiting caller race to settle a job exactly once, so the
 // abandoned-thread gauge is exact (no thread is counted abandoned after it answered).
@@ -155,31 +160,44 @@ impl Instance {
         })
     }
 
-    /// Runs one call, waiting at most `timeout`. `Err(DeadlinePassed)` means the thread
-    /// running it has been abandoned and this instance must be replaced.
-    pub async fn call(&self, input: CallInput, timeout: Duration) -> Result<PluginOutcome, DeadlinePassed> {
+    /// Runs one call, waiting at most `timeout` in all (queueing included; `None`: no
+    /// deadline). [`CallError::DeadlinePassed`] means the thread running the call has
+    /// been abandoned and this instance must be replaced; [`CallError::Overloaded`]
+    /// means the call never started because the queue stayed full.
+    pub async fn call(
+        &self,
+        input: CallInput,
+        timeout: Option<Duration>,
+    ) -> Result<PluginOutcome, CallError> {
+        // A day stands in for "no deadline" on the host side; the plugin sees 0.
+        let wait = timeout.unwrap_or(Duration::from_secs(86_400));
+        let started = tokio::time::Instant::now();
         let (reply_tx, mut reply_rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(PENDING));
-        let deadline = SystemTime::now() + timeout;
-        let job = Job { input, deadline_unix_ms: unix_ms(deadline), state: state.clone(), reply: reply_tx };
+        let deadline_unix_ms = timeout.map(|t| unix_ms(SystemTime::now() + t)).unwrap_or(0);
+        let job = Job { input, deadline_unix_ms, state: state.clone(), reply: reply_tx };
         if let Err(crossbeam_channel::TrySendError::Full(job)) = self.tx.try_send(job) {
-            // Queue full: hand the blocking send to a blocking thread so the async
-            // worker is never blocked. Disconnected cannot happen while `self` lives.
+            // Queue full: wait for room on a blocking thread so the async worker is never
+            // blocked. Disconnected cannot happen while `self` lives.
             let tx = self.tx.clone();
-            let _ = tokio::task::spawn_blocking(move || tx.send_timeout(job, timeout).is_ok()).await;
+            let sent = tokio::task::spawn_blocking(move || tx.send_timeout(job, wait).is_ok()).await;
+            if !matches!(sent, Ok(true)) {
+                return Err(CallError::Overloaded);
+            }
         }
-        match tokio::time::timeout(timeout, &mut reply_rx).await {
+        let remaining = wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, &mut reply_rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             // The worker dropped the job without answering: only when its thread died.
-            Ok(Err(_)) => Err(DeadlinePassed),
+            Ok(Err(_)) => Err(CallError::DeadlinePassed),
             Err(_) => {
                 if state.compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     self.gauges.abandoned_threads.fetch_add(1, Ordering::SeqCst);
                     log::warn!(target: "xcore::runtime", "plugin '{}': a worker thread is stuck past its deadline and is abandoned", self.name);
-                    Err(DeadlinePassed)
+                    Err(CallError::DeadlinePassed)
                 } else {
                     // The worker answered at the very deadline: take the reply.
-                    reply_rx.await.map_err(|_| DeadlinePassed)
+                    reply_rx.await.map_err(|_| CallError::DeadlinePassed)
                 }
             }
         }

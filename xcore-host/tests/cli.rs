@@ -1,0 +1,102 @@
+//! The `xcore` command line: config check, plugin list/call against a running server,
+//! plugin build, help.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{PluginSpec, Server};
+
+fn xcore(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xcore"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("XCORE_CONFIG")
+        .env_remove("XCORE_URL")
+        .output()
+        .expect("run xcore")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn config_check_masks_secrets_and_names_bad_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("xcore.yaml"), "server:\n  port: 9000\n  admin_token: s3cret-value\n")
+        .unwrap();
+    let out = xcore(dir.path(), &["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("port: 9000") && stdout.contains("***"), "{stdout}");
+    assert!(!stdout.contains("s3cret-value"), "{stdout}");
+
+    std::fs::write(dir.path().join("xcore.yaml"), "server:\n  port: lots\nsurprise: 1\n").unwrap();
+    let out = xcore(dir.path(), &["config", "check"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("xcore.yaml") && stderr.contains("server.port"), "{stderr}");
+
+    // Environment overrides win over the file and are validated the same way.
+    std::fs::write(dir.path().join("xcore.yaml"), "server:\n  port: 9000\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xcore"))
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .env("XCORE__SERVER__PORT", "9100")
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("port: 9100"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn plugin_list_and_call_talk_to_a_running_server() {
+    let s = Server::start(&[PluginSpec::echo()]);
+    let dir = s.dir.path();
+    let out = xcore(dir, &["plugin", "call", "echo", "echo", r#"{"via":"cli"}"#, "--url", &s.base]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["echo"]["via"], "cli");
+
+    let out = xcore(dir, &["plugin", "call", "ghost", "echo", "--url", &s.base]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown_plugin"), "{}", text(&out.stderr));
+
+    let out = xcore(dir, &["plugin", "call", "echo", "echo", "{not json", "--url", &s.base]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not valid JSON"), "{}", text(&out.stderr));
+
+    let out = xcore(dir, &["plugin", "list", "--url", &s.base]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("\"echo\""));
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["plugin", "--help"],
+        vec!["plugin", "call", "--help"],
+        vec!["plugin", "build", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
+        let out = xcore(dir.path(), &args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(text(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn plugin_build_puts_the_library_where_the_manifest_points() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let plugins = repo.join("plugins");
+    let out = xcore(repo, &["plugin", "build", "--plugins-dir", plugins.to_str().unwrap(), "echo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lib = plugins.join("echo/libecho.so");
+    assert!(lib.is_file());
+    assert!(text(&out.stderr).contains("built echo"), "{}", text(&out.stderr));
+    // No temporary file is left behind by the write-then-rename.
+    assert!(!plugins.join("echo/libecho.tmp-build").exists());
+}
