@@ -4,6 +4,8 @@
 //!   floor that any supervision adds to.
 //! - `registry_call`: the full path the HTTP handler uses (registry lookup, state check,
 //!   rate limit, hand-off to the instance's worker thread, deadline, reply).
+//! - `registry_call_sandboxed`: the same, to the same library in a worker process
+//!   (socket round trip, postcard frames).
 //! - `plugin_load`: copy + dlopen + abi_stable checks + the plugin's constructor +
 //!   worker thread start. Each iteration maps one more library copy (never unmapped).
 //!
@@ -20,7 +22,7 @@ use xcore_host::manifest;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::host_services::HostServices;
 use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::trusted::instance::{Instance, InstanceGauges};
+use xcore_host::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
 use xcore_host::runtime::trusted::loader;
 use xcore_host::runtime::{CallInput, PluginRegistry};
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
@@ -52,6 +54,15 @@ fn echo_plugins_dir() -> tempfile::TempDir {
     )
     .unwrap();
     std::fs::copy(&lib, pdir.join("libecho.so")).unwrap();
+    // The same library in the sandboxed tier.
+    let sdir = dir.path().join("plugins/echo-sandboxed");
+    std::fs::create_dir_all(&sdir).unwrap();
+    std::fs::write(
+        sdir.join("plugin.yaml"),
+        "name: echo-sandboxed\nversion: 0.1.0\napi_version: \"^0.1\"\nexecution_mode: sandboxed\nentry_point: libecho.so\nresources:\n  rate_limit: { calls: 0, period_seconds: 1 }\n",
+    )
+    .unwrap();
+    std::fs::copy(&lib, sdir.join("libecho.so")).unwrap();
     dir
 }
 
@@ -86,9 +97,8 @@ fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let registry = PluginRegistry::new(
         RegistryOptions {
-            plugins_dir: plugins.clone(),
-            runtime_dir: runtime_dir.clone(),
-            drain_timeout: Duration::from_secs(1),
+            worker_exe: profile_dir().join("xcore"),
+            ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
     );
@@ -110,7 +120,8 @@ fn benches(c: &mut Criterion) {
     group.bench_function("load_and_start", |b| {
         b.iter(|| {
             let lib = loader::load(&m, &runtime_dir).expect("load");
-            Instance::start("echo", &m.config, lib, 1, 1, Arc::new(InstanceGauges::default())).expect("start")
+            TrustedInstance::start("echo", &m.config, lib, 1, 1, Arc::new(InstanceGauges::default()))
+                .expect("start")
         })
     });
     group.finish();

@@ -36,6 +36,30 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Sandboxed workers.
+    pub sandbox: SandboxConfig,
+}
+
+/// Settings of the sandboxed tier's worker processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxConfig {
+    /// Largest protocol frame between host and worker, in bytes (default 16 MiB). A
+    /// call whose payload or reply does not fit fails with `payload_too_large`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_frame_bytes: usize,
+    /// How long a new worker may take to load its plugin and say hello (default 10 s).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub startup_timeout_ms: u64,
+    /// Between SIGTERM and SIGKILL when a worker is stopped (default 200 ms).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub kill_grace_ms: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { max_frame_bytes: 16 << 20, startup_timeout_ms: 10_000, kill_grace_ms: 200 }
+    }
 }
 
 /// HTTP server settings.
@@ -408,6 +432,12 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
     }
     if c.logging.max_files == 0 {
         return Err(("logging.max_files", "must be at least 1".into()));
+    }
+    if c.sandbox.max_frame_bytes < 4096 {
+        return Err(("sandbox.max_frame_bytes", "must be at least 4096".into()));
+    }
+    if c.sandbox.startup_timeout_ms == 0 {
+        return Err(("sandbox.startup_timeout_ms", "must be at least 1".into()));
     }
     Ok(c)
 }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod hooks;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

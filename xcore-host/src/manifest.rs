@@ -69,6 +69,8 @@ pub struct Manifest {
     pub resources: Resources,
     /// Supervisor restart policy.
     pub restart: RestartPolicy,
+    /// Liveness pings (sandboxed workers).
+    pub health_check: HealthCheck,
     /// Environment for the plugin, after `${VAR}` substitution.
     pub env: BTreeMap<String, String>,
     /// Free configuration map handed to the plugin (always a JSON object).
@@ -119,8 +121,24 @@ pub struct Resources {
     pub max_memory_mb: u64,
     /// Quota of the plugin's `data/` folder in MiB; 0 means unlimited.
     pub max_disk_mb: u64,
+    /// CPU time one call may use in milliseconds (sandboxed only; enforced with
+    /// RLIMIT_CPU, so rounded up to whole seconds); 0 means unlimited. Defaults to
+    /// `timeout_ms`.
+    pub cpu_time_ms: u64,
+    /// Open file descriptors of the worker process (sandboxed only); 0 means the
+    /// system's limit.
+    pub max_open_files: u64,
     /// Call rate limit.
     pub rate_limit: RateLimit,
+}
+
+/// Liveness pings of a sandboxed worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    /// Milliseconds between pings; 0 disables them. Default: 30000 sandboxed, 0 trusted.
+    pub interval_ms: u64,
+    /// How long a ping may take before the worker is deemed hung (default 3000).
+    pub timeout_ms: u64,
 }
 
 /// At most `calls` calls per `period_seconds` (sliding window).
@@ -328,6 +346,7 @@ struct RawManifest {
     requires: Option<Vec<RawRequirement>>,
     resources: Option<RawResources>,
     restart: Option<RawRestart>,
+    health_check: Option<RawHealthCheck>,
     env: Option<BTreeMap<String, ScalarText>>,
     config: Option<serde_json::Value>,
     routes: Option<Vec<RawRoute>>,
@@ -340,7 +359,15 @@ struct RawResources {
     concurrency: Option<u32>,
     max_memory_mb: Option<u64>,
     max_disk_mb: Option<u64>,
+    cpu_time_ms: Option<u64>,
+    max_open_files: Option<u64>,
     rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+struct RawHealthCheck {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +571,18 @@ fn validate(
     let requires = validate_requires(&name, raw.requires.unwrap_or_default())?;
     let resources = validate_resources(execution_mode, raw.resources)?;
     let restart = validate_restart(raw.restart)?;
+    let health_check = {
+        let h = raw.health_check.unwrap_or(RawHealthCheck { interval_ms: None, timeout_ms: None });
+        let default_interval = if execution_mode == ExecutionMode::Sandboxed { 30_000 } else { 0 };
+        let hc = HealthCheck {
+            interval_ms: h.interval_ms.unwrap_or(default_interval),
+            timeout_ms: h.timeout_ms.unwrap_or(3_000),
+        };
+        if hc.timeout_ms == 0 {
+            return err("health_check.timeout_ms", "must be at least 1");
+        }
+        hc
+    };
     let env = validate_env(raw.env.unwrap_or_default(), lookup)?;
 
     let config = match raw.config {
@@ -574,6 +613,7 @@ fn validate(
         execution_mode,
         entry_point,
         requires,
+        health_check,
         resources,
         restart,
         env,
@@ -657,23 +697,28 @@ fn validate_requires(own_name: &str, raw: Vec<RawRequirement>) -> Result<Vec<Req
 
 fn validate_resources(mode: ExecutionMode, raw: Option<RawResources>) -> Result<Resources, Invalid> {
     // Tier defaults from the Python original (seconds converted to milliseconds).
-    let (timeout_ms, max_memory_mb, max_disk_mb, calls) = match mode {
-        ExecutionMode::Trusted => (30_000, 0, 0, 1000),
-        ExecutionMode::Sandboxed => (10_000, 128, 50, 100),
+    let (timeout_ms, max_memory_mb, max_disk_mb, calls, max_open_files) = match mode {
+        ExecutionMode::Trusted => (30_000, 0, 0, 1000, 0),
+        ExecutionMode::Sandboxed => (10_000, 128, 50, 100, 256),
     };
     let raw = raw.unwrap_or(RawResources {
         timeout_ms: None,
         concurrency: None,
         max_memory_mb: None,
         max_disk_mb: None,
+        cpu_time_ms: None,
+        max_open_files: None,
         rate_limit: None,
     });
     let rl = raw.rate_limit.unwrap_or(RawRateLimit { calls: None, period_seconds: None });
+    let timeout_ms = raw.timeout_ms.unwrap_or(timeout_ms);
     let res = Resources {
-        timeout_ms: raw.timeout_ms.unwrap_or(timeout_ms),
+        timeout_ms,
         concurrency: raw.concurrency.unwrap_or(1),
         max_memory_mb: raw.max_memory_mb.unwrap_or(max_memory_mb),
         max_disk_mb: raw.max_disk_mb.unwrap_or(max_disk_mb),
+        cpu_time_ms: raw.cpu_time_ms.unwrap_or(timeout_ms),
+        max_open_files: raw.max_open_files.unwrap_or(max_open_files),
         rate_limit: RateLimit {
             calls: rl.calls.unwrap_or(calls),
             period_seconds: rl.period_seconds.unwrap_or(60.0),
@@ -893,6 +938,8 @@ mod tests {
                 concurrency: 1,
                 max_memory_mb: 0,
                 max_disk_mb: 0,
+                cpu_time_ms: 30_000,
+                max_open_files: 0,
                 rate_limit: RateLimit { calls: 1000, period_seconds: 60.0 }
             }
         );

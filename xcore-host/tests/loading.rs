@@ -112,14 +112,6 @@ fn incompatible_contracts_are_refused_with_both_versions() {
 }
 
 #[test]
-fn sandboxed_mode_is_refused_as_not_supported_yet() {
-    let s = Server::start(&[misbehave_lib("boxed", &manifest("boxed", "execution_mode: sandboxed"))]);
-    let info = s.info("boxed");
-    assert_eq!(info["state"], "failed");
-    assert!(info["last_error"].as_str().unwrap().contains("not supported yet"), "{info}");
-}
-
-#[test]
 fn admin_operations_unload_load_reload_and_rescan() {
     let s = Server::start(&[PluginSpec::echo()]);
     let r = s.admin("/api/v1/plugins/echo/unload");

@@ -33,6 +33,13 @@ enum Command {
     /// Works with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The sandbox worker mode: started by the host only, never by hand.
+    #[command(name = "__sandbox-worker", hide = true)]
+    SandboxWorker {
+        /// The worker's specification (JSON), written by the host.
+        #[arg(long)]
+        spec: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +62,10 @@ enum ConfigCommand {
 /// Parses the command line and runs it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::SandboxWorker { spec } = &cli.command {
+        // No logger: the worker's stderr is a pipe the host reads into its own log.
+        return Ok(xcore_host::runtime::sandbox::worker::run(spec));
+    }
     if !matches!(cli.command, Command::Serve(_)) {
         // `serve` sets up logging from the configuration; short commands log to stderr.
         xcore_host::logging::init_cli(log::LevelFilter::Warn);
@@ -65,6 +76,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Call(args)) => client::call(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Build(args)) => build::run(cli.config.as_deref(), args),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
+        Command::SandboxWorker { .. } => unreachable!("handled above"),
     }
 }
 

@@ -63,14 +63,12 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         }
     };
 
-    let registry = PluginRegistry::new(
-        RegistryOptions {
-            plugins_dir: cfg.plugins.directory.clone(),
-            runtime_dir,
-            drain_timeout: Duration::from_secs(cfg.server.shutdown_timeout_seconds),
-        },
-        Arc::new(Metrics::new()),
-    );
+    let mut reg_opts = RegistryOptions::new(cfg.plugins.directory.clone(), runtime_dir);
+    reg_opts.drain_timeout = Duration::from_secs(cfg.server.shutdown_timeout_seconds);
+    reg_opts.max_frame = cfg.sandbox.max_frame_bytes;
+    reg_opts.startup_timeout = Duration::from_millis(cfg.sandbox.startup_timeout_ms);
+    reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
+    let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
     let opts = ServeOptions {
         host: cfg.server.host.clone(),
         port: cfg.server.port,

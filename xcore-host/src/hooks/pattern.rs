@@ -23,7 +23,10 @@ enum Segment {
     /// `**`: any number of segments, including none.
     DoubleStar,
     /// `pre*suf`: one segment starting with `prefix` and ending with `suffix`.
-    Affix { prefix: String, suffix: String },
+    Affix {
+        prefix: String,
+        suffix: String,
+    },
 }
 
 impl Segment {
@@ -34,7 +37,9 @@ impl Segment {
             // Only reached through `Pattern::matches`, which handles `**` itself.
             Segment::DoubleStar => true,
             Segment::Affix { prefix, suffix } => {
-                name.len() >= prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix)
+                name.len() >= prefix.len() + suffix.len()
+                    && name.starts_with(prefix)
+                    && name.ends_with(suffix)
             }
         }
     }
@@ -61,7 +66,10 @@ impl Pattern {
         let mut segments = Vec::new();
         for (i, seg) in source.split('.').enumerate() {
             if seg.is_empty() {
-                return Err(invalid(format!("segment {} is empty (leading, trailing or doubled dot)", i + 1)));
+                return Err(invalid(format!(
+                    "segment {} is empty (leading, trailing or doubled dot)",
+                    i + 1
+                )));
             }
             if let Some(c) = seg.chars().find(|c| c.is_whitespace() || c.is_control() || "?[]".contains(*c)) {
                 return Err(invalid(format!("unsupported character {c:?} in segment {seg:?}")));
@@ -186,7 +194,8 @@ mod tests {
 
     #[test]
     fn invalid_patterns_are_refused_with_a_reason() {
-        for bad in ["", ".", "a..b", ".a", "a.", "***", "a.***", "a**", "**b", "a*b*c", "a b", "a.?", "a.[x]"] {
+        for bad in ["", ".", "a..b", ".a", "a.", "***", "a.***", "a**", "**b", "a*b*c", "a b", "a.?", "a.[x]"]
+        {
             let err = Pattern::new(bad).unwrap_err();
             assert!(matches!(err, HookError::InvalidPattern { .. }), "{bad:?}");
             assert!(err.to_string().contains("invalid pattern"), "{err}");

@@ -148,7 +148,11 @@ pub struct InterceptorOptions {
 
 impl Default for InterceptorOptions {
     fn default() -> Self {
-        InterceptorOptions { priority: DEFAULT_PRIORITY, owner: DEFAULT_OWNER.to_owned(), name: String::new() }
+        InterceptorOptions {
+            priority: DEFAULT_PRIORITY,
+            owner: DEFAULT_OWNER.to_owned(),
+            name: String::new(),
+        }
     }
 }
 
@@ -455,7 +459,12 @@ impl EventCtx {
     }
 
     /// Emits `event` at depth + 1 in the given mode.
-    pub async fn emit_mode(&self, event: &str, payload: Value, mode: EmitMode) -> Result<EmitReport, HookError> {
+    pub async fn emit_mode(
+        &self,
+        event: &str,
+        payload: Value,
+        mode: EmitMode,
+    ) -> Result<EmitReport, HookError> {
         let result = self.manager.emit_at_depth(event, payload, self.depth.saturating_add(1), mode).await;
         self.note(&result);
         result

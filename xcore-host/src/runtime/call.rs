@@ -55,6 +55,25 @@ pub enum CallFailure {
         /// The deadline that passed.
         timeout_ms: u64,
     },
+    /// The sandbox worker died during the call.
+    #[error("plugin '{name}' crashed: the worker {reason}")]
+    Crashed {
+        /// Plugin name.
+        name: String,
+        /// Signal name or exit code.
+        reason: String,
+    },
+    /// The call or its reply is over the sandbox frame limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The plugin's `data/` folder is over its quota.
+    #[error("plugin '{name}' is over its disk quota: {detail}")]
+    DiskQuota {
+        /// Plugin name.
+        name: String,
+        /// Usage and quota.
+        detail: String,
+    },
     /// The plugin returned an error (including a caught panic).
     #[error("{message}")]
     Plugin {
@@ -75,6 +94,9 @@ impl CallFailure {
             CallFailure::Unavailable { .. } => "unavailable",
             CallFailure::RateLimited { .. } => "rate_limited",
             CallFailure::Timeout { .. } => "timeout",
+            CallFailure::Crashed { .. } => "plugin_crashed",
+            CallFailure::TooLarge(_) => "payload_too_large",
+            CallFailure::DiskQuota { .. } => "disk_quota",
             CallFailure::Plugin { code, .. } => code,
         }
     }
@@ -86,6 +108,9 @@ impl CallFailure {
             CallFailure::Unavailable { .. } => 503,
             CallFailure::RateLimited { .. } => 429,
             CallFailure::Timeout { .. } => 504,
+            CallFailure::Crashed { .. } => 502,
+            CallFailure::TooLarge(_) => 413,
+            CallFailure::DiskQuota { .. } => 507,
             // A plugin may only choose an error status; anything else would lie to clients.
             CallFailure::Plugin { status, .. } if (400..600).contains(status) => *status,
             CallFailure::Plugin { .. } => 500,

@@ -4,16 +4,21 @@
 //!   reload, reset, and the call entry point the HTTP layer uses.
 //! - [`supervisor`]: the restart policy (exponential backoff, restart intensity) and
 //!   the plugin state machine.
-//! - [`trusted`]: the in-process tier: the library loader (the only `unsafe` here) and
-//!   the persistent worker threads that run calls under a deadline.
+//! - [`instance`]: one running instance of either tier behind one interface.
+//! - [`trusted`]: the in-process tier: the library loader and the persistent worker
+//!   threads that run calls under a deadline.
+//! - [`sandbox`]: the sandboxed tier: the same library in a supervised, confined child
+//!   process.
 //! - [`host_services`]: the [`xcore_plugin_api::ffi::HostObject`] the host hands to
 //!   every plugin instance.
 //! - [`rate_limit`]: the per-plugin sliding-window limiter.
 
 pub mod call;
 pub mod host_services;
+pub mod instance;
 pub mod rate_limit;
 pub mod registry;
+pub mod sandbox;
 pub mod supervisor;
 pub mod trusted;
 

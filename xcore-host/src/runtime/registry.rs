@@ -19,9 +19,11 @@ use thiserror::Error;
 use xcore_plugin_api::codes;
 
 use super::call::{CallFailure, CallInput};
+use super::instance::{Instance, InstanceError};
 use super::rate_limit::RateLimiter;
+use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
-use super::trusted::instance::{CallError as InstanceCallError, Instance, InstanceGauges};
+use super::trusted::instance::{InstanceGauges, TrustedInstance};
 use super::trusted::loader;
 use crate::manifest::{self, ExecutionMode, Manifest};
 use crate::metrics::{Metrics, PluginMetrics};
@@ -36,6 +38,41 @@ pub struct RegistryOptions {
     pub runtime_dir: PathBuf,
     /// How long unload waits for in-flight calls.
     pub drain_timeout: Duration,
+    /// The `xcore` binary, re-executed as the sandbox worker.
+    pub worker_exe: PathBuf,
+    /// Largest host <-> worker frame in bytes.
+    pub max_frame: usize,
+    /// How long a worker may take to start.
+    pub startup_timeout: Duration,
+    /// SIGTERM to SIGKILL when a worker is stopped.
+    pub kill_grace: Duration,
+}
+
+impl RegistryOptions {
+    /// Defaults for `plugins_dir` and `runtime_dir`, with the sandbox worker being the
+    /// current executable.
+    pub fn new(plugins_dir: PathBuf, runtime_dir: PathBuf) -> Self {
+        RegistryOptions {
+            plugins_dir,
+            runtime_dir,
+            drain_timeout: Duration::from_secs(10),
+            worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xcore")),
+            max_frame: 16 << 20,
+            startup_timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_millis(200),
+        }
+    }
+
+    fn sandbox(&self) -> SandboxOptions {
+        SandboxOptions {
+            worker_exe: self.worker_exe.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            max_frame: self.max_frame,
+            startup_timeout: self.startup_timeout,
+            kill_grace: self.kill_grace,
+            drain_timeout: self.drain_timeout,
+        }
+    }
 }
 
 /// Why an operation on a plugin failed.
@@ -84,6 +121,8 @@ struct SlotInner {
     generation: u64,
     ready_since: Option<Instant>,
     load_time: Option<Duration>,
+    /// How the last sandbox worker ended (signal name or exit code).
+    last_exit: Option<String>,
 }
 
 /// Everything the host keeps about one plugin across its instances.
@@ -182,6 +221,9 @@ pub struct PluginInfo {
     pub load_time_ms: Option<f64>,
     /// Which instance serves (1 = first load).
     pub generation: u64,
+    /// Worker process details (sandboxed plugins): pid, RSS, last exit, disk use,
+    /// filesystem isolation.
+    pub sandbox: Option<serde_json::Value>,
 }
 
 /// What a boot or rescan did.
@@ -201,6 +243,33 @@ pub struct PluginRegistry {
     slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     metrics: Arc<Metrics>,
     ops: tokio::sync::Mutex<()>,
+    /// Runs restarts. A runtime of its own, because deaths are reported from plain
+    /// threads (a sandbox worker's watcher) and restarts must not depend on which HTTP
+    /// worker happened to notice a failure.
+    supervisor: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Drop for PluginRegistry {
+    fn drop(&mut self) {
+        // May run inside an async context, where a blocking runtime drop would panic.
+        if let Some(rt) = self.supervisor.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Where the plugin's `data/` quota applies: (folder, bytes).
+fn disk_quota(m: &Manifest) -> Option<(PathBuf, u64)> {
+    (m.execution_mode == ExecutionMode::Sandboxed && m.resources.max_disk_mb > 0)
+        .then(|| (m.dir.join("data"), m.resources.max_disk_mb * 1024 * 1024))
+}
+
+fn check_quota(name: &str, dir: &Path, limit: u64, when: &str) -> Option<CallFailure> {
+    let used = sandbox::disk::usage(dir);
+    (used > limit).then(|| CallFailure::DiskQuota {
+        name: name.to_string(),
+        detail: format!("{} uses {used} bytes {when} the call; the quota is {limit} bytes", dir.display()),
+    })
 }
 
 /// Plugin folders under `dir`: directories whose names do not start with `_` or `.`.
@@ -224,11 +293,40 @@ pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
 impl PluginRegistry {
     /// An empty registry.
     pub fn new(opts: RegistryOptions, metrics: Arc<Metrics>) -> Arc<Self> {
+        let supervisor = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("xcore-supervisor")
+            .enable_all()
+            .build()
+            .expect("building the supervisor runtime");
         Arc::new(PluginRegistry {
             opts,
             slots: RwLock::new(BTreeMap::new()),
             metrics,
             ops: Default::default(),
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+
+    fn supervisor(&self) -> tokio::runtime::Handle {
+        match self.supervisor.lock().as_ref() {
+            Some(rt) => rt.handle().clone(),
+            // Only while the registry is being dropped.
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// What a sandbox worker's watcher calls when the worker dies on its own.
+    fn death_hook(self: &Arc<Self>, slot: &Arc<PluginSlot>, generation: u64) -> sandbox::instance::DeathHook {
+        let registry = Arc::downgrade(self);
+        let slot = slot.clone();
+        Box::new(move |reason: String, unexpected: bool| {
+            slot.inner.lock().last_exit = Some(reason.clone());
+            if unexpected {
+                if let Some(registry) = registry.upgrade() {
+                    registry.on_instance_failure(&slot, generation, format!("worker {reason}"));
+                }
+            }
         })
     }
 
@@ -351,16 +449,6 @@ impl PluginRegistry {
                 Err(e) => return Err(fail(&slot, e.to_string())),
             },
         };
-        if m.execution_mode == ExecutionMode::Sandboxed {
-            return Err(fail(
-                &slot,
-                format!(
-                    "plugin '{name}': execution_mode 'sandboxed' is not supported yet by this host \
-                     (in {}); use 'trusted'",
-                    dir.join(manifest::MANIFEST_FILE).display()
-                ),
-            ));
-        }
         for req in &m.requires {
             let ok = self.slot(&req.name).is_some_and(|s| {
                 s.state() == PluginState::Ready
@@ -379,14 +467,40 @@ impl PluginRegistry {
             let m = m.clone();
             let runtime_dir = self.opts.runtime_dir.clone();
             let gauges = slot.gauges.clone();
+            let sandbox = self.opts.sandbox();
+            let on_death = self.death_hook(&slot, generation);
             tokio::task::spawn_blocking(move || -> Result<Instance, String> {
-                let lib = loader::load(&m, &runtime_dir).map_err(|e| e.to_string())?;
-                Instance::start(&m.name, &m.config, lib, m.resources.concurrency, generation, gauges)
-                    .map_err(|e| e.to_string())
+                match m.execution_mode {
+                    ExecutionMode::Trusted => {
+                        let lib = loader::load(&m, &runtime_dir).map_err(|e| e.to_string())?;
+                        TrustedInstance::start(
+                            &m.name,
+                            &m.config,
+                            lib,
+                            m.resources.concurrency,
+                            generation,
+                            gauges,
+                        )
+                        .map(Instance::Trusted)
+                        .map_err(|e| e.to_string())
+                    }
+                    ExecutionMode::Sandboxed => {
+                        loader::check_manifest_api(&m).map_err(|e| e.to_string())?;
+                        SandboxInstance::start(&m, &sandbox, generation, on_death).map(Instance::Sandboxed)
+                    }
+                }
             })
             .await
             .unwrap_or_else(|e| Err(format!("plugin '{name}': loader task failed: {e}")))
         };
+        if let Ok(Instance::Sandboxed(i)) = &instance {
+            if i.fs_isolation == "none" {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    log::warn!(target: "xcore::sandbox", "this kernel has no landlock: sandboxed plugins run without filesystem isolation (fs_isolation: none)");
+                });
+            }
+        }
         let instance = match instance {
             Ok(i) => Arc::new(i),
             Err(e) => return Err(fail(&slot, e)),
@@ -498,14 +612,15 @@ impl PluginRegistry {
         while Arc::strong_count(&instance) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Dropping the last handle closes the queue: the workers drain it and exit, and
-        // the last one out calls the plugin's shutdown().
-        let workers = instance.live_workers_handle();
+        // Dropping the last handle retires the instance: trusted workers drain their
+        // queue and the last one out calls shutdown(); a sandbox worker is told to shut
+        // down and is killed past the drain timeout.
+        let finished = instance.finished_probe();
         drop(instance);
-        while workers.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while !finished() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if workers.load(Ordering::SeqCst) > 0 {
+        if !finished() {
             log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
         }
         log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
@@ -584,6 +699,14 @@ impl PluginRegistry {
         let timeout_ms = manifest.resources.timeout_ms;
         // 0 means no deadline.
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        let quota = disk_quota(manifest);
+        if let Some((dir, limit)) = &quota {
+            if let Some(f) = check_quota(name, dir, *limit, "before") {
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error("disk_quota");
+                return Err(f);
+            }
+        }
         let action = input.action.clone();
         let started = Instant::now();
         let outcome = instance.call(input, timeout).await;
@@ -591,6 +714,13 @@ impl PluginRegistry {
         match outcome {
             Ok(Ok(bytes)) => {
                 slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
+                if let Some((dir, limit)) = &quota {
+                    if let Some(f) = check_quota(name, dir, *limit, "after") {
+                        slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        slot.metrics.error("disk_quota");
+                        return Err(f);
+                    }
+                }
                 Ok(bytes)
             }
             Ok(Err(e)) => {
@@ -602,7 +732,7 @@ impl PluginRegistry {
                     if streak >= PANICS_IN_A_ROW_IS_A_CRASH {
                         self.on_instance_failure(
                             &slot,
-                            instance.generation,
+                            instance.generation(),
                             format!("{streak} panics in a row; last: {}", e.message),
                         );
                     }
@@ -611,7 +741,18 @@ impl PluginRegistry {
                 }
                 Err(CallFailure::Plugin { code: e.code, message: e.message, status: e.status })
             }
-            Err(InstanceCallError::Overloaded) => {
+            Err(InstanceError::Crashed(reason)) => {
+                // The death itself is reported by the worker's watcher, at once.
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error("plugin_crashed");
+                Err(CallFailure::Crashed { name: name.to_string(), reason })
+            }
+            Err(InstanceError::TooLarge(detail)) => {
+                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.error("payload_too_large");
+                Err(CallFailure::TooLarge(detail))
+            }
+            Err(InstanceError::Overloaded) => {
                 slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                 slot.metrics.error("overloaded");
                 Err(CallFailure::Unavailable {
@@ -620,13 +761,13 @@ impl PluginRegistry {
                     detail: Some(format!("its call queue stayed full for {timeout_ms} ms")),
                 })
             }
-            Err(InstanceCallError::DeadlinePassed) => {
+            Err(InstanceError::DeadlinePassed) => {
                 slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                 slot.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 slot.metrics.error("timeout");
                 self.on_instance_failure(
                     &slot,
-                    instance.generation,
+                    instance.generation(),
                     format!("action '{action}' ran past its deadline of {timeout_ms} ms"),
                 );
                 Err(CallFailure::Timeout { name: name.to_string(), action, timeout_ms })
@@ -668,7 +809,7 @@ impl PluginRegistry {
                 slot.set_state(PluginState::Restarting);
                 slot.metrics.restarts.inc();
                 let registry = self.clone();
-                tokio::spawn(async move {
+                self.supervisor().spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _guard = registry.ops.lock().await;
                     // An operator may have unloaded it meanwhile.
@@ -722,7 +863,7 @@ impl PluginRegistry {
             author: m.as_ref().map(|m| m.author.clone()),
             execution_mode: m.as_ref().map(|m| m.execution_mode.to_string()),
             api_version: m.as_ref().map(|m| m.api_version.to_string()),
-            compiled_api_version: instance.as_ref().map(|i| i.api_version.to_string()),
+            compiled_api_version: instance.as_ref().map(|i| i.api_version().to_string()),
             dir: slot.dir.clone(),
             limits: m.as_ref().map(|m| {
                 let r = &m.resources;
@@ -769,6 +910,17 @@ impl PluginRegistry {
             uptime_seconds: inner.ready_since.map(|t| t.elapsed().as_secs_f64()),
             load_time_ms: inner.load_time.map(|d| d.as_secs_f64() * 1e3),
             generation: inner.generation,
+            sandbox: m.as_ref().filter(|m| m.execution_mode == ExecutionMode::Sandboxed).map(|m| {
+                let mut v = instance.as_ref().and_then(|i| i.sandbox_status()).unwrap_or_else(|| serde_json::json!({}));
+                v["last_exit"] = serde_json::json!(inner.last_exit);
+                v["disk_bytes"] = serde_json::json!(sandbox::disk::usage(&m.dir.join("data")));
+                v["disk_quota_bytes"] = serde_json::json!(m.resources.max_disk_mb * 1024 * 1024);
+                v["network"] = serde_json::json!(m.permissions.iter().any(|p| p == "network"));
+                if v.get("fs_isolation").is_none() {
+                    v["fs_isolation"] = serde_json::json!(null);
+                }
+                v
+            }),
         })
     }
 

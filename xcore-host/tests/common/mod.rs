@@ -120,6 +120,11 @@ impl Server {
     }
 
     pub fn start_with(plugins: &[PluginSpec], extra_config: &str) -> Server {
+        Self::start_full(plugins, extra_config, &[])
+    }
+
+    /// With extra top-level YAML and extra environment variables (`XCORE__...`).
+    pub fn start_full(plugins: &[PluginSpec], extra_config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         write_plugins(&dir.path().join("plugins"), plugins);
         let port = free_port();
@@ -130,6 +135,7 @@ impl Server {
         let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_xcore"))
             .args(["serve", "--config", "xcore.yaml"])
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -271,6 +277,14 @@ impl Server {
                 panic!("xcore did not stop on SIGTERM:\n{}", self.output());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as an OOM killer or an operator would.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 

@@ -20,29 +20,7 @@ use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs, PluginBox}
 use super::loader::LoadedLibrary;
 use crate::runtime::call::CallInput;
 use crate::runtime::host_services::HostServices;
-
-/// The outcome of one call inside the plugin: reply bytes or the plugin's error.
-pub type PluginOutcome = Result<Vec<u8>, PluginErrorReply>;
-
-/// An error as the plugin returned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginErrorReply {
-    /// Stable code.
-    pub code: String,
-    /// Message.
-    pub message: String,
-    /// HTTP status the plugin chose.
-    pub status: u16,
-}
-
-/// Why [`Instance::call`] produced no outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallError {
-    /// The call ran past its deadline; its thread is abandoned.
-    DeadlinePassed,
-    /// The instance's queue stayed full until the deadline; the call never started.
-    Overloaded,
-}
+use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 
 // Job states: the worker and the waiting caller race to settle a job exactly once, so the
 // abandoned-thread gauge is exact (no thread is counted abandoned after it answered).
@@ -64,8 +42,8 @@ pub struct InstanceGauges {
     pub abandoned_threads: AtomicU64,
 }
 
-/// A running plugin instance.
-pub struct Instance {
+/// A running in-process plugin instance.
+pub struct TrustedInstance {
     name: String,
     tx: Sender<Job>,
     live_workers: Arc<AtomicUsize>,
@@ -103,7 +81,7 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-impl Instance {
+impl TrustedInstance {
     /// Builds the plugin object from `library` and starts `concurrency` worker threads.
     pub fn start(
         name: &str,
@@ -112,7 +90,7 @@ impl Instance {
         concurrency: u32,
         generation: u64,
         gauges: Arc<InstanceGauges>,
-    ) -> Result<Instance, InstantiateError> {
+    ) -> Result<TrustedInstance, InstantiateError> {
         let host = HostBox::from_value(HostServices::new(name), TD_Opaque);
         let args = InitArgs {
             plugin_name: RString::from(name),
@@ -150,7 +128,7 @@ impl Instance {
                 return Err(InstantiateError::Spawn { name: name.to_string(), reason: e.to_string() });
             }
         }
-        Ok(Instance {
+        Ok(TrustedInstance {
             name: name.to_string(),
             tx,
             live_workers,
@@ -161,14 +139,14 @@ impl Instance {
     }
 
     /// Runs one call, waiting at most `timeout` in all (queueing included; `None`: no
-    /// deadline). [`CallError::DeadlinePassed`] means the thread running the call has
-    /// been abandoned and this instance must be replaced; [`CallError::Overloaded`]
+    /// deadline). [`InstanceError::DeadlinePassed`] means the thread running the call has
+    /// been abandoned and this instance must be replaced; [`InstanceError::Overloaded`]
     /// means the call never started because the queue stayed full.
     pub async fn call(
         &self,
         input: CallInput,
         timeout: Option<Duration>,
-    ) -> Result<PluginOutcome, CallError> {
+    ) -> Result<PluginOutcome, InstanceError> {
         // A day stands in for "no deadline" on the host side; the plugin sees 0.
         let wait = timeout.unwrap_or(Duration::from_secs(86_400));
         let started = tokio::time::Instant::now();
@@ -182,22 +160,22 @@ impl Instance {
             let tx = self.tx.clone();
             let sent = tokio::task::spawn_blocking(move || tx.send_timeout(job, wait).is_ok()).await;
             if !matches!(sent, Ok(true)) {
-                return Err(CallError::Overloaded);
+                return Err(InstanceError::Overloaded);
             }
         }
         let remaining = wait.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, &mut reply_rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
             // The worker dropped the job without answering: only when its thread died.
-            Ok(Err(_)) => Err(CallError::DeadlinePassed),
+            Ok(Err(_)) => Err(InstanceError::DeadlinePassed),
             Err(_) => {
                 if state.compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                     self.gauges.abandoned_threads.fetch_add(1, Ordering::SeqCst);
                     log::warn!(target: "xcore::runtime", "plugin '{}': a worker thread is stuck past its deadline and is abandoned", self.name);
-                    Err(CallError::DeadlinePassed)
+                    Err(InstanceError::DeadlinePassed)
                 } else {
                     // The worker answered at the very deadline: take the reply.
-                    reply_rx.await.map_err(|_| CallError::DeadlinePassed)
+                    reply_rx.await.map_err(|_| InstanceError::DeadlinePassed)
                 }
             }
         }

@@ -127,23 +127,22 @@ pub fn check_manifest_api(manifest: &Manifest) -> Result<(), LoadError> {
 /// runtime folder does not grow with reloads.
 pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, LoadError> {
     check_manifest_api(manifest)?;
-    let plugin = manifest.name.clone();
-    let src = manifest.library_path();
+    load_path(&manifest.name, &manifest.library_path(), runtime_dir)
+}
+
+/// [`load`] without the manifest: used by the sandbox worker, which gets the library
+/// path from the host (the host checked the manifest's range already).
+pub fn load_path(plugin: &str, src: &Path, runtime_dir: &Path) -> Result<LoadedLibrary, LoadError> {
+    let src = src.to_path_buf();
     if !src.is_file() {
-        return Err(LoadError::Missing { plugin, path: src });
+        return Err(LoadError::Missing { plugin: plugin.to_string(), path: src });
     }
-    let io = |reason: String| LoadError::Io { plugin: manifest.name.clone(), path: src.clone(), reason };
+    let io = |reason: String| LoadError::Io { plugin: plugin.to_string(), path: src.clone(), reason };
 
     let dir = runtime_dir.join("libs");
     std::fs::create_dir_all(&dir).map_err(|e| io(format!("creating {}: {e}", dir.display())))?;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let copy = dir.join(format!(
-        "{}-{}-{}-{seq}{}",
-        manifest.name,
-        manifest.version,
-        std::process::id(),
-        std::env::consts::DLL_SUFFIX
-    ));
+    let copy = dir.join(format!("{plugin}-{}-{seq}{}", std::process::id(), std::env::consts::DLL_SUFFIX));
     std::fs::copy(&src, &copy).map_err(|e| io(format!("copying to {}: {e}", copy.display())))?;
 
     let started = Instant::now();
@@ -158,7 +157,7 @@ pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, Lo
     // SAFETY: `raw` is leaked above, so the library (and the `'static` references into it
     // that the header hands out) stays mapped for the rest of the process.
     let header = unsafe { lib_header_from_raw_library(raw) }.map_err(|e| LoadError::Abi {
-        plugin: manifest.name.clone(),
+        plugin: plugin.to_string(),
         path: src.clone(),
         host: API_VERSION,
         reason: e.to_string(),
@@ -167,7 +166,7 @@ pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, Lo
         let full = e.to_string();
         log::debug!(target: "xcore::loader", "abi_stable's full report for {}:\n{full}", src.display());
         LoadError::Abi {
-            plugin: manifest.name.clone(),
+            plugin: plugin.to_string(),
             path: src.clone(),
             host: API_VERSION,
             reason: summarize_abi_error(&full),
@@ -176,7 +175,7 @@ pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, Lo
     let api_version = module.api_version()().as_str();
     if !api_compatible(API_VERSION, api_version) {
         return Err(LoadError::ApiVersion {
-            plugin: manifest.name.clone(),
+            plugin: plugin.to_string(),
             plugin_api: api_version.to_string(),
             host: API_VERSION,
         });

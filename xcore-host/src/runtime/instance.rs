@@ -1,0 +1,99 @@
+//! One running instance of a plugin, in either tier, behind one interface.
+
+use std::time::Duration;
+
+use super::call::CallInput;
+use super::sandbox::SandboxInstance;
+use super::trusted::instance::TrustedInstance;
+
+/// The outcome of one call inside the plugin: reply bytes or the plugin's error.
+pub type PluginOutcome = Result<Vec<u8>, PluginErrorReply>;
+
+/// An error as the plugin returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginErrorReply {
+    /// Stable code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// HTTP status the plugin chose.
+    pub status: u16,
+}
+
+/// Why an instance produced no outcome for a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceError {
+    /// The call ran past its deadline; the instance must be replaced.
+    DeadlinePassed,
+    /// The call never started: the instance's queue stayed full.
+    Overloaded,
+    /// The worker process died (sandboxed); the reason names the signal or exit code.
+    Crashed(String),
+    /// The call or its reply does not fit the sandbox's frame limit.
+    TooLarge(String),
+}
+
+/// A plugin instance of either tier.
+pub enum Instance {
+    /// In the host process.
+    Trusted(TrustedInstance),
+    /// In a worker process.
+    Sandboxed(SandboxInstance),
+}
+
+impl Instance {
+    /// Runs one call under `timeout` (`None`: no deadline).
+    pub async fn call(
+        &self,
+        input: CallInput,
+        timeout: Option<Duration>,
+    ) -> Result<PluginOutcome, InstanceError> {
+        match self {
+            Instance::Trusted(i) => i.call(input, timeout).await,
+            Instance::Sandboxed(i) => i.call(input, timeout).await,
+        }
+    }
+
+    /// Which instance of the plugin this is.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Instance::Trusted(i) => i.generation,
+            Instance::Sandboxed(i) => i.generation,
+        }
+    }
+
+    /// The contract version the library was compiled against.
+    pub fn api_version(&self) -> &str {
+        match self {
+            Instance::Trusted(i) => i.api_version,
+            Instance::Sandboxed(i) => &i.api_version,
+        }
+    }
+
+    /// A probe that turns true once the instance has finished (its threads or process
+    /// are gone), usable after the instance is dropped.
+    pub fn finished_probe(&self) -> Box<dyn Fn() -> bool + Send + Sync> {
+        match self {
+            Instance::Trusted(i) => {
+                let workers = i.live_workers_handle();
+                Box::new(move || workers.load(std::sync::atomic::Ordering::SeqCst) == 0)
+            }
+            Instance::Sandboxed(i) => Box::new(i.finished_probe()),
+        }
+    }
+
+    /// Process details of a sandboxed instance.
+    pub fn sandbox_status(&self) -> Option<serde_json::Value> {
+        match self {
+            Instance::Trusted(_) => None,
+            Instance::Sandboxed(i) => Some(serde_json::json!({
+                "pid": i.pid(),
+                "alive": i.is_alive(),
+                "rss_bytes": i.rss_bytes(),
+                "fs_isolation": i.fs_isolation,
+                "seccomp_sockets_denied": i.seccomp,
+                "start_time_ms": i.start_time.as_secs_f64() * 1e3,
+            })),
+        }
+    }
+}

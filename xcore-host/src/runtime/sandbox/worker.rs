@@ -1,0 +1,281 @@
+//! The worker process: `xcore __sandbox-worker --spec JSON`, started by the host.
+//!
+//! It loads the plugin library with the same loader as the trusted tier, confines
+//! itself (rlimits, landlock, seccomp), says hello over fd 3, then serves calls: the
+//! main thread reads frames and hands calls to `concurrency` call threads; replies and
+//! host-service requests go back over the same socket. The plugin's stdout and stderr
+//! are pipes the host reads into its log, so nothing the plugin prints can reach the
+//! protocol.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use xcore_plugin_api::codes;
+use xcore_plugin_api::ffi::{CallError, CallMeta, CallRequest, CallResult, HostBox, HostObject, InitArgs};
+
+use super::confine::{self, FsPolicy};
+use super::os;
+use super::protocol::{self, FromWorker, ToWorker, WireResult, PROTOCOL_VERSION};
+use crate::runtime::trusted::loader;
+
+/// Everything the worker needs, decided by the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// Plugin name.
+    pub name: String,
+    /// The library to load.
+    pub library: PathBuf,
+    /// The plugin folder (readable).
+    pub plugin_dir: PathBuf,
+    /// `data/` (writable).
+    pub data_dir: PathBuf,
+    /// Private temporary folder (writable).
+    pub tmp_dir: PathBuf,
+    /// Where the library copy goes.
+    pub runtime_dir: PathBuf,
+    /// The manifest's `config` map.
+    pub config: serde_json::Value,
+    /// Call threads.
+    pub concurrency: u32,
+    /// Address-space budget on top of the loaded worker, in MiB (0: none).
+    pub max_memory_mb: u64,
+    /// CPU per call in ms (0: none).
+    pub cpu_time_ms: u64,
+    /// Open files (0: unchanged).
+    pub max_open_files: u64,
+    /// Whether sockets are allowed.
+    pub network: bool,
+    /// Largest frame.
+    pub max_frame: usize,
+}
+
+struct Channel {
+    writer: Mutex<UnixStream>,
+    max_frame: usize,
+    next_host_call: AtomicU64,
+    host_calls: Mutex<HashMap<u64, crossbeam_channel::Sender<WireResult>>>,
+}
+
+impl Channel {
+    fn send(&self, msg: &FromWorker) -> Result<(), protocol::FrameError> {
+        let frame = protocol::encode(msg, self.max_frame)?;
+        protocol::write_frame(&mut *self.writer.lock(), &frame)
+    }
+}
+
+/// The host object inside the worker: every call travels to the host and is served by
+/// the same code (and checks) as for a trusted plugin.
+#[derive(Clone)]
+struct RemoteHost {
+    channel: Arc<Channel>,
+}
+
+impl HostObject for RemoteHost {
+    fn log(&self, level: u8, request_id: RStr<'_>, message: RStr<'_>) {
+        let _ = self.channel.send(&FromWorker::Log {
+            level,
+            request_id: request_id.as_str().to_string(),
+            message: message.as_str().to_string(),
+        });
+    }
+
+    fn call_host(&self, service: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult {
+        let id = self.channel.next_host_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.channel.host_calls.lock().insert(id, tx);
+        let sent = self.channel.send(&FromWorker::HostCall {
+            id,
+            service: service.as_str().to_string(),
+            payload: payload.as_slice().to_vec(),
+        });
+        let result = match sent {
+            Ok(()) => rx.recv().unwrap_or(WireResult::Err {
+                code: codes::INTERNAL.into(),
+                message: "the host went away".into(),
+                status: 500,
+            }),
+            Err(e) => WireResult::Err { code: codes::INTERNAL.into(), message: e.to_string(), status: 500 },
+        };
+        match result {
+            WireResult::Ok(b) => RResult::ROk(b.into()),
+            WireResult::Err { code, message, status } => {
+                RResult::RErr(CallError { code: code.into(), message: message.into(), status })
+            }
+        }
+    }
+}
+
+/// Runs the worker; never returns on success (the process exits without running the
+/// plugin's static destructors).
+pub fn run(spec_json: &str) -> ExitCode {
+    let spec: WorkerSpec = match serde_json::from_str(spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("xcore worker: invalid spec: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sock = match os::adopt_protocol_fd() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("xcore worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let channel = Arc::new(Channel {
+        writer: Mutex::new(sock.try_clone().expect("clone protocol socket")),
+        max_frame: spec.max_frame,
+        next_host_call: AtomicU64::new(1),
+        host_calls: Mutex::new(HashMap::new()),
+    });
+    let fail = |message: String| -> ExitCode {
+        let _ = channel.send(&FromWorker::InitFailed { message });
+        ExitCode::from(1)
+    };
+
+    let lib = match loader::load_path(&spec.name, &spec.library, &spec.runtime_dir) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string()),
+    };
+    // Confine before any plugin code runs (its constructor included), and while this is
+    // the only thread, so every later thread inherits the rules.
+    if let Err(e) = os::set_no_new_privs() {
+        return fail(format!("no_new_privs: {e}"));
+    }
+    if spec.max_open_files > 0 {
+        if let Err(e) = confine::limit_open_files(spec.max_open_files) {
+            return fail(e);
+        }
+    }
+    let policy = FsPolicy {
+        plugin_dir: spec.plugin_dir.clone(),
+        writable: vec![spec.data_dir.clone(), spec.tmp_dir.clone()],
+        network: spec.network,
+    };
+    let fs_isolation = match confine::apply_landlock(&policy) {
+        Ok(true) => "landlock",
+        Ok(false) => "none",
+        Err(e) => return fail(e),
+    };
+    let seccomp = if spec.network {
+        false
+    } else {
+        match confine::deny_sockets() {
+            Ok(()) => true,
+            Err(e) => return fail(e),
+        }
+    };
+    if spec.max_memory_mb > 0 {
+        if let Err(e) = confine::limit_memory(spec.max_memory_mb, spec.concurrency) {
+            return fail(e);
+        }
+    }
+
+    let host = HostBox::from_value(RemoteHost { channel: channel.clone() }, TD_Opaque);
+    let args = InitArgs {
+        plugin_name: RString::from(spec.name.as_str()),
+        config_json: RString::from(spec.config.to_string()),
+        host,
+    };
+    let plugin = match lib.module.instantiate()(args) {
+        RResult::ROk(p) => Arc::new(p),
+        RResult::RErr(e) => {
+            return fail(format!("plugin '{}' failed to initialise: {}: {}", spec.name, e.code, e.message))
+        }
+    };
+    if channel
+        .send(&FromWorker::Hello {
+            protocol: PROTOCOL_VERSION,
+            plugin: spec.name.clone(),
+            api_version: lib.api_version.to_string(),
+            fs_isolation: fs_isolation.to_string(),
+            seccomp,
+        })
+        .is_err()
+    {
+        os::exit_now(1);
+    }
+
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<ToWorker>();
+    let mut threads = Vec::new();
+    for i in 0..spec.concurrency.max(1) {
+        let (plugin, channel, jobs) = (plugin.clone(), channel.clone(), jobs_rx.clone());
+        let cpu_ms = spec.cpu_time_ms;
+        let t = std::thread::Builder::new().name(format!("call-{i}")).stack_size(2 << 20).spawn(move || {
+            while let Ok(ToWorker::Call { id, action, payload, caller, request_id, deadline_unix_ms }) =
+                jobs.recv()
+            {
+                confine::budget_cpu_for_next_call(cpu_ms);
+                let request = CallRequest {
+                    action: RStr::from_str(&action),
+                    payload: RSlice::from_slice(&payload),
+                    meta: CallMeta {
+                        caller: RStr::from_str(&caller),
+                        request_id: RStr::from_str(&request_id),
+                        deadline_unix_ms,
+                    },
+                };
+                let result = match plugin.call(request) {
+                    RResult::ROk(b) => WireResult::Ok(b.into_vec()),
+                    RResult::RErr(e) => WireResult::Err {
+                        code: e.code.into_string(),
+                        message: e.message.into_string(),
+                        status: e.status,
+                    },
+                };
+                let reply = FromWorker::Reply { id, result };
+                if let Err(protocol::FrameError::TooLarge { size, limit }) = channel.send(&reply) {
+                    let _ = channel.send(&FromWorker::Reply {
+                        id,
+                        result: WireResult::Err {
+                            code: "payload_too_large".into(),
+                            message: format!("the reply is {size} bytes; the frame limit is {limit} bytes"),
+                            status: 413,
+                        },
+                    });
+                }
+            }
+        });
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => return fail(format!("spawning call thread: {e}")),
+        }
+    }
+
+    // The reader: calls to the threads, pings answered here (the process is alive and
+    // reading), host replies to the thread that waits for them.
+    let mut reader = sock;
+    loop {
+        match protocol::read::<ToWorker>(&mut reader, spec.max_frame) {
+            Ok(call @ ToWorker::Call { .. }) => {
+                let _ = jobs_tx.send(call);
+            }
+            Ok(ToWorker::Ping { id }) => {
+                let _ = channel.send(&FromWorker::Pong { id });
+            }
+            Ok(ToWorker::HostReply { id, result }) => {
+                if let Some(tx) = channel.host_calls.lock().remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Ok(ToWorker::Shutdown) | Err(_) => break,
+        }
+    }
+    // Finish queued calls, then let the plugin shut down.
+    drop(jobs_tx);
+    for t in threads {
+        let _ = t.join();
+    }
+    plugin.shutdown();
+    let _ = std::io::stdout().flush();
+    os::exit_now(0)
+}
