@@ -103,7 +103,7 @@ fn benches(c: &mut Criterion) {
         Arc::new(Metrics::new()),
     );
     let report = rt.block_on(registry.load_all());
-    assert_eq!(report.loaded, vec!["echo".to_string()], "{:?}", report.failed);
+    assert_eq!(report.loaded, vec!["echo".to_string(), "echo-sandboxed".to_string()], "{:?}", report.failed);
     let input = CallInput {
         action: "echo".into(),
         payload: payload.clone(),
@@ -112,6 +112,9 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function("registry_call", |b| {
         b.iter(|| rt.block_on(registry.call("echo", input.clone())).expect("call"))
+    });
+    c.bench_function("registry_call_sandboxed", |b| {
+        b.iter(|| rt.block_on(registry.call("echo-sandboxed", input.clone())).expect("call"))
     });
 
     // Load: copy, map, check, construct, start the worker thread.

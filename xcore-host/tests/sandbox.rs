@@ -265,3 +265,65 @@ fn killing_the_host_with_sigkill_leaves_no_worker_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn cpu_time_per_call_and_open_files_are_limited() {
+    let s = Server::start(&[boxed(
+        "cpu",
+        "resources: { timeout_ms: 20000, cpu_time_ms: 500, max_open_files: 32 }",
+    )]);
+    // The CPU budget (rounded up to whole seconds by RLIMIT_CPU) ends a busy call long
+    // before its 20 s deadline.
+    let started = Instant::now();
+    let r = s.call("cpu", "busy", "{}");
+    assert_eq!((r.status, r.code().as_str()), (502, "plugin_crashed"), "{}", r.body);
+    assert!(r.body.contains("SIGXCPU"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(s.info("cpu")["state"] == "ready" && s.info("cpu")["generation"] == 2) {
+        assert!(Instant::now() < deadline, "{}", s.info("cpu"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The budget is per call: a fresh call on the same worker gets a fresh budget.
+    assert_eq!(s.call("cpu", "ok", "{}").status, 200);
+    let v = s.call("cpu", "open_many", "{}").json();
+    assert!(v["opened"].as_u64().unwrap() < 32, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("Too many open files"), "{v}");
+}
+
+#[test]
+fn host_services_reach_the_host_from_the_worker() {
+    let s = Server::start(&[boxed("caller", "")]);
+    // A log call travels over the socket and lands in the host's log under the plugin.
+    assert_eq!(s.call("caller", "log", "{}").json()["logged"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.output().contains("[caller] a warning from the plugin") {
+        assert!(Instant::now() < deadline, "{}", s.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A host service is answered by the host's own code (no such service yet: 501).
+    let v = s.call("caller", "host", r#"{"service":"nothing"}"#).json();
+    assert_eq!(v["code"], "unsupported", "{v}");
+    assert_eq!(v["status"], 501);
+    assert!(v["message"].as_str().unwrap().contains("'nothing'"), "{v}");
+}
+
+#[test]
+fn the_example_plugins_run_unchanged_in_the_sandbox() {
+    // Both log from their constructor, before the handshake completes.
+    let notes = PluginSpec::notes();
+    let notes = PluginSpec::new(
+        "notes",
+        "xcore-plugin-notes",
+        &format!("{}\nexecution_mode: sandboxed\n", notes.manifest),
+    );
+    let s =
+        Server::start(&[PluginSpec::with("echo", "xcore-plugin-echo", "execution_mode: sandboxed"), notes]);
+    assert_eq!(s.info("echo")["execution_mode"], "sandboxed");
+    let r = s.call("echo", "echo", r#"{"tier":"sandboxed"}"#);
+    assert_eq!(r.json()["echo"]["tier"], "sandboxed", "{}", r.body);
+    let r = s.request("POST", "/plugins/notes/notes", Some(r#"{"title":"boxed"}"#));
+    assert_eq!(r.json()["id"], 1, "{}", r.body);
+    assert_eq!(s.request("GET", "/plugins/notes/notes/1", None).json()["title"], "boxed");
+    assert!(s.output().contains("[echo] echo 0.1.0 ready"), "{}", s.output());
+}

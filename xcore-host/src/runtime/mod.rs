@@ -19,6 +19,7 @@ pub mod instance;
 pub mod rate_limit;
 pub mod registry;
 pub mod sandbox;
+mod spin;
 pub mod supervisor;
 pub mod trusted;
 

@@ -34,6 +34,10 @@ use crate::runtime::call::CallInput;
 use crate::runtime::host_services::HostServices;
 use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 
+/// How long a caller polls for the worker's reply before parking: a round trip is two
+/// thread wake-ups (the worker's reader, the host's reader), longer than a trusted call.
+const SPIN_BUDGET: Duration = Duration::from_micros(100);
+
 /// Host-wide settings of the sandboxed tier.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -104,6 +108,9 @@ impl Shared {
 pub struct SandboxInstance {
     shared: Arc<Shared>,
     next_id: AtomicU64,
+    /// At most `concurrency` calls in the worker at once, so one of its threads is
+    /// always free to answer pings and host-service replies.
+    permits: tokio::sync::Semaphore,
     tmp_dir: PathBuf,
     drain_timeout: Duration,
     /// Which instance of the plugin this is.
@@ -211,49 +218,10 @@ impl SandboxInstance {
             forward_output(name.clone(), err, "stderr");
         }
 
-        // Handshake, bounded in time.
-        let mut reader = host_sock.try_clone().map_err(|e| e.to_string())?;
-        reader.set_read_timeout(Some(opts.startup_timeout)).map_err(|e| e.to_string())?;
-        let hello = protocol::read::<FromWorker>(&mut reader, opts.max_frame);
-        let abort = |child: &mut std::process::Child, why: String| -> String {
-            os::kill_group(pid, libc::SIGKILL);
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(&tmp_dir);
-            why
-        };
-        let (api_version, fs_isolation, seccomp) = match hello {
-            Ok(FromWorker::Hello { protocol, plugin, api_version, fs_isolation, seccomp }) => {
-                if protocol != PROTOCOL_VERSION || plugin != name {
-                    return Err(abort(
-                        &mut child,
-                        format!(
-                            "plugin '{name}': worker speaks protocol {protocol} for '{plugin}', \
-                             expected protocol {PROTOCOL_VERSION} for '{name}'"
-                        ),
-                    ));
-                }
-                (api_version, fs_isolation, seccomp)
-            }
-            Ok(FromWorker::InitFailed { message }) => return Err(abort(&mut child, message)),
-            Ok(other) => {
-                return Err(abort(
-                    &mut child,
-                    format!("plugin '{name}': worker sent {other:?} before its hello"),
-                ))
-            }
-            Err(e) => {
-                os::kill_group(pid, libc::SIGKILL);
-                let exit = describe_exit(child.wait());
-                let _ = std::fs::remove_dir_all(&tmp_dir);
-                return Err(format!("plugin '{name}': the worker did not start ({e}); it {exit}"));
-            }
-        };
-        reader.set_read_timeout(None).map_err(|e| e.to_string())?;
-
         let shared = Arc::new(Shared {
             name: name.clone(),
             pid,
-            writer: Mutex::new(host_sock),
+            writer: Mutex::new(host_sock.try_clone().map_err(|e| e.to_string())?),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
@@ -263,12 +231,43 @@ impl SandboxInstance {
             max_frame: opts.max_frame,
             kill_grace: opts.kill_grace,
         });
-
+        // The reader starts before the handshake: the plugin's constructor may already
+        // log or call host services, and those must be served for it to finish.
+        let (hello_tx, hello_rx) = crossbeam_channel::bounded(1);
         let reader_shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("sandbox-reader-{name}"))
-            .spawn(move || read_loop(reader_shared, reader, child, on_death))
+            .spawn(move || read_loop(reader_shared, host_sock, child, hello_tx, on_death))
             .map_err(|e| format!("plugin '{name}': reader thread: {e}"))?;
+        let failed_start = |why: String| -> String {
+            // Not a crash of a running instance: nobody is to be told but the caller.
+            shared.retired.store(true, Ordering::SeqCst);
+            os::kill_group(pid, libc::SIGKILL);
+            let until = Instant::now() + Duration::from_secs(5);
+            while shared.alive.load(Ordering::SeqCst) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            why
+        };
+        let (api_version, fs_isolation, seccomp) = match hello_rx.recv_timeout(opts.startup_timeout) {
+            Ok(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp }) => {
+                if protocol != PROTOCOL_VERSION || plugin != name {
+                    return Err(failed_start(format!(
+                        "plugin '{name}': worker speaks protocol {protocol} for '{plugin}', \
+                         expected protocol {PROTOCOL_VERSION} for '{name}'"
+                    )));
+                }
+                (api_version, fs_isolation, seccomp)
+            }
+            Ok(Handshake::Failed(message)) => return Err(failed_start(message)),
+            Err(_) => {
+                return Err(failed_start(format!(
+                    "plugin '{name}': the worker did not say hello within {} ms",
+                    opts.startup_timeout.as_millis()
+                )))
+            }
+        };
 
         let hc = manifest.health_check.clone();
         if hc.interval_ms > 0 {
@@ -285,6 +284,7 @@ impl SandboxInstance {
         Ok(SandboxInstance {
             shared,
             next_id: AtomicU64::new(1),
+            permits: tokio::sync::Semaphore::new(manifest.resources.concurrency.max(1) as usize),
             tmp_dir,
             drain_timeout: opts.drain_timeout,
             generation,
@@ -306,6 +306,11 @@ impl SandboxInstance {
             return Err(InstanceError::Crashed(self.exit_reason()));
         }
         let wait = timeout.unwrap_or(Duration::from_secs(86_400));
+        let started = tokio::time::Instant::now();
+        let Ok(Ok(_permit)) = tokio::time::timeout(wait, self.permits.acquire()).await else {
+            return Err(InstanceError::Overloaded);
+        };
+        let wait = wait.saturating_sub(started.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let action = input.action.clone();
         let deadline_unix_ms = timeout
@@ -347,7 +352,12 @@ impl SandboxInstance {
             shared.pending.lock().remove(&id);
             return Err(InstanceError::Crashed(format!("writing to the worker failed: {e}")));
         }
-        match tokio::time::timeout(wait, rx).await {
+        let mut rx = rx;
+        let reply = match crate::runtime::spin::poll_briefly(&mut rx, SPIN_BUDGET) {
+            Some(r) => Ok(Ok(r)),
+            None => tokio::time::timeout(wait, rx).await,
+        };
+        match reply {
             Ok(Ok(Ok(WireResult::Ok(bytes)))) => Ok(Ok(bytes)),
             Ok(Ok(Ok(WireResult::Err { code, message, status }))) => {
                 Ok(Err(PluginErrorReply { code, message, status }))
@@ -415,10 +425,34 @@ impl Drop for SandboxInstance {
     }
 }
 
-fn read_loop(shared: Arc<Shared>, mut sock: UnixStream, mut child: std::process::Child, on_death: DeathHook) {
+/// The outcome of a worker's start, from the reader to `start`.
+enum Handshake {
+    Hello { protocol: u32, plugin: String, api_version: String, fs_isolation: String, seccomp: bool },
+    Failed(String),
+}
+
+fn read_loop(
+    shared: Arc<Shared>,
+    sock: UnixStream,
+    mut child: std::process::Child,
+    hello: crossbeam_channel::Sender<Handshake>,
+    on_death: DeathHook,
+) {
     let services = HostServices::new(&shared.name);
+    // Buffered: one read(2) usually brings a frame's length and body together.
+    let mut sock = std::io::BufReader::with_capacity(64 * 1024, sock);
+    let mut greeted = false;
     let end = loop {
         match protocol::read::<FromWorker>(&mut sock, shared.max_frame) {
+            Ok(FromWorker::Hello { protocol, plugin, api_version, fs_isolation, seccomp }) if !greeted => {
+                greeted = true;
+                let _ =
+                    hello.try_send(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp });
+            }
+            Ok(FromWorker::InitFailed { message }) if !greeted => {
+                greeted = true;
+                let _ = hello.try_send(Handshake::Failed(message));
+            }
             Ok(FromWorker::Reply { id, result }) => {
                 if let Some(tx) = shared.pending.lock().remove(&id) {
                     let _ = tx.send(Ok(result));
@@ -457,6 +491,14 @@ fn read_loop(shared: Arc<Shared>, mut sock: UnixStream, mut child: std::process:
     shared.alive.store(false, Ordering::SeqCst);
     let reason = shared.kill_reason.lock().take().unwrap_or_else(|| describe_exit(status));
     *shared.exit_reason.lock() = Some(reason.clone());
+    if !greeted {
+        // Died while starting: that is a failed load, told to `start`, not a crash.
+        shared.retired.store(true, Ordering::SeqCst);
+        let _ = hello.try_send(Handshake::Failed(format!(
+            "plugin '{}': the worker {reason} before it was ready",
+            shared.name
+        )));
+    }
     let unexpected = !shared.retired.load(Ordering::SeqCst);
     if unexpected {
         log::warn!(target: "xcore::sandbox", "plugin '{}': worker {} {reason}", shared.name, shared.pid);

@@ -1,8 +1,8 @@
 //! The worker process: `xcore __sandbox-worker --spec JSON`, started by the host.
 //!
 //! It loads the plugin library with the same loader as the trusted tier, confines
-//! itself (rlimits, landlock, seccomp), says hello over fd 3, then serves calls: the
-//! main thread reads frames and hands calls to `concurrency` call threads; replies and
+//! itself (rlimits, landlock, seccomp), says hello over fd 3, then serves calls on
+//! `concurrency + 1` threads that take turns reading the socket; replies and
 //! host-service requests go back over the same socket. The plugin's stdout and stderr
 //! are pipes the host reads into its log, so nothing the plugin prints can reach the
 //! protocol.
@@ -20,7 +20,9 @@ use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use xcore_plugin_api::codes;
-use xcore_plugin_api::ffi::{CallError, CallMeta, CallRequest, CallResult, HostBox, HostObject, InitArgs};
+use xcore_plugin_api::ffi::{
+    CallError, CallMeta, CallRequest, CallResult, HostBox, HostObject, InitArgs, PluginBox,
+};
 
 use super::confine::{self, FsPolicy};
 use super::os;
@@ -205,15 +207,55 @@ pub fn run(spec_json: &str) -> ExitCode {
         os::exit_now(1);
     }
 
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<ToWorker>();
+    // Leader/follower: `concurrency + 1` threads take turns reading the socket. The
+    // reader of a call runs it itself, so a call costs one thread wake-up in the worker,
+    // not two; the lock's next waiter becomes the reader meanwhile, off the critical
+    // path. The host never has more than `concurrency` calls in flight, so one thread
+    // is always free to answer pings and to route host-service replies.
+    // Buffered: one read(2) usually brings a frame's length and body together.
+    let reader = Arc::new(Mutex::new(std::io::BufReader::with_capacity(64 * 1024, sock)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut threads = Vec::new();
-    for i in 0..spec.concurrency.max(1) {
-        let (plugin, channel, jobs) = (plugin.clone(), channel.clone(), jobs_rx.clone());
-        let cpu_ms = spec.cpu_time_ms;
-        let t = std::thread::Builder::new().name(format!("call-{i}")).stack_size(2 << 20).spawn(move || {
-            while let Ok(ToWorker::Call { id, action, payload, caller, request_id, deadline_unix_ms }) =
-                jobs.recv()
-            {
+    for i in 0..=spec.concurrency.max(1) {
+        let (plugin, channel, reader, stop) = (plugin.clone(), channel.clone(), reader.clone(), stop.clone());
+        let (cpu_ms, max_frame) = (spec.cpu_time_ms, spec.max_frame);
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .stack_size(2 << 20)
+            .spawn(move || serve(&plugin, &channel, &reader, &stop, cpu_ms, max_frame));
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => return fail(format!("spawning worker thread: {e}")),
+        }
+    }
+    // Calls in flight finish; then the plugin shuts down.
+    for t in threads {
+        let _ = t.join();
+    }
+    plugin.shutdown();
+    let _ = std::io::stdout().flush();
+    os::exit_now(0)
+}
+
+/// One worker thread: read a frame when it is this thread's turn, handle it.
+fn serve(
+    plugin: &PluginBox,
+    channel: &Channel,
+    reader: &Mutex<std::io::BufReader<UnixStream>>,
+    stop: &std::sync::atomic::AtomicBool,
+    cpu_ms: u64,
+    max_frame: usize,
+) {
+    loop {
+        let msg = {
+            let mut sock = reader.lock();
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            protocol::read::<ToWorker>(&mut *sock, max_frame)
+        };
+        match msg {
+            Ok(ToWorker::Call { id, action, payload, caller, request_id, deadline_unix_ms }) => {
                 confine::budget_cpu_for_next_call(cpu_ms);
                 let request = CallRequest {
                     action: RStr::from_str(&action),
@@ -232,8 +274,9 @@ pub fn run(spec_json: &str) -> ExitCode {
                         status: e.status,
                     },
                 };
-                let reply = FromWorker::Reply { id, result };
-                if let Err(protocol::FrameError::TooLarge { size, limit }) = channel.send(&reply) {
+                if let Err(protocol::FrameError::TooLarge { size, limit }) =
+                    channel.send(&FromWorker::Reply { id, result })
+                {
                     let _ = channel.send(&FromWorker::Reply {
                         id,
                         result: WireResult::Err {
@@ -244,21 +287,6 @@ pub fn run(spec_json: &str) -> ExitCode {
                     });
                 }
             }
-        });
-        match t {
-            Ok(t) => threads.push(t),
-            Err(e) => return fail(format!("spawning call thread: {e}")),
-        }
-    }
-
-    // The reader: calls to the threads, pings answered here (the process is alive and
-    // reading), host replies to the thread that waits for them.
-    let mut reader = sock;
-    loop {
-        match protocol::read::<ToWorker>(&mut reader, spec.max_frame) {
-            Ok(call @ ToWorker::Call { .. }) => {
-                let _ = jobs_tx.send(call);
-            }
             Ok(ToWorker::Ping { id }) => {
                 let _ = channel.send(&FromWorker::Pong { id });
             }
@@ -267,15 +295,11 @@ pub fn run(spec_json: &str) -> ExitCode {
                     let _ = tx.send(result);
                 }
             }
-            Ok(ToWorker::Shutdown) | Err(_) => break,
+            Ok(ToWorker::Shutdown) | Err(_) => {
+                // Wake the threads blocked on the lock: they see `stop` and leave.
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
         }
     }
-    // Finish queued calls, then let the plugin shut down.
-    drop(jobs_tx);
-    for t in threads {
-        let _ = t.join();
-    }
-    plugin.shutdown();
-    let _ = std::io::stdout().flush();
-    os::exit_now(0)
 }

@@ -22,6 +22,9 @@ use crate::runtime::call::CallInput;
 use crate::runtime::host_services::HostServices;
 use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 
+/// How long a caller polls for the reply before parking (see `runtime/spin.rs`).
+const SPIN_BUDGET: Duration = Duration::from_micros(50);
+
 // Job states: the worker and the waiting caller race to settle a job exactly once, so the
 // abandoned-thread gauge is exact (no thread is counted abandoned after it answered).
 const PENDING: u8 = 0;
@@ -162,6 +165,11 @@ impl TrustedInstance {
             if !matches!(sent, Ok(true)) {
                 return Err(InstanceError::Overloaded);
             }
+        }
+        // Most calls answer within microseconds: poll briefly before parking, because
+        // waking a parked runtime thread costs more than the call itself.
+        if let Some(outcome) = crate::runtime::spin::poll_briefly(&mut reply_rx, SPIN_BUDGET) {
+            return Ok(outcome);
         }
         let remaining = wait.saturating_sub(started.elapsed());
         match tokio::time::timeout(remaining, &mut reply_rx).await {
