@@ -75,7 +75,7 @@ fn benches(c: &mut Criterion) {
 
     // Direct call through the vtable.
     let lib = loader::load(&m, &runtime_dir).expect("load");
-    let host = HostBox::from_value(HostServices::new("echo"), TD_Opaque);
+    let host = HostBox::from_value(HostServices::detached("echo"), TD_Opaque);
     let args = InitArgs { plugin_name: RString::from("echo"), config_json: RString::from("{}"), host };
     let plugin = lib.module.instantiate()(args).unwrap();
     c.bench_function("direct_vtable_call", |b| {
@@ -109,6 +109,7 @@ fn benches(c: &mut Criterion) {
         payload: payload.clone(),
         caller: "bench".into(),
         request_id: "r".into(),
+        origin: None,
     };
     c.bench_function("registry_call", |b| {
         b.iter(|| rt.block_on(registry.call("echo", input.clone())).expect("call"))
@@ -123,8 +124,16 @@ fn benches(c: &mut Criterion) {
     group.bench_function("load_and_start", |b| {
         b.iter(|| {
             let lib = loader::load(&m, &runtime_dir).expect("load");
-            TrustedInstance::start("echo", &m.config, lib, 1, 1, Arc::new(InstanceGauges::default()))
-                .expect("start")
+            TrustedInstance::start(
+                "echo",
+                HostServices::detached("echo"),
+                &m.config,
+                lib,
+                1,
+                1,
+                Arc::new(InstanceGauges::default()),
+            )
+            .expect("start")
         })
     });
     group.finish();

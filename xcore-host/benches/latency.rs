@@ -62,6 +62,7 @@ fn main() {
             payload: payload.clone(),
             caller: "bench".into(),
             request_id: "r".into(),
+            origin: None,
         };
         for _ in 0..2_000 {
             rt.block_on(registry.call(name, input.clone())).unwrap();

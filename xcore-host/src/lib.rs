@@ -12,3 +12,4 @@ pub mod manifest;
 pub mod metrics;
 pub mod plugin_order;
 pub mod runtime;
+pub mod services;

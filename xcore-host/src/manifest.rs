@@ -71,6 +71,8 @@ pub struct Manifest {
     pub restart: RestartPolicy,
     /// Liveness pings (sandboxed workers).
     pub health_check: HealthCheck,
+    /// Event subscriptions of the plugin's actions.
+    pub hooks: Vec<HookSpec>,
     /// Environment for the plugin, after `${VAR}` substitution.
     pub env: BTreeMap<String, String>,
     /// Free configuration map handed to the plugin (always a JSON object).
@@ -130,6 +132,22 @@ pub struct Resources {
     pub max_open_files: u64,
     /// Call rate limit.
     pub rate_limit: RateLimit,
+}
+
+/// One `hooks:` entry: an action of the plugin subscribed to the events matching
+/// `event` (a pattern: `*` one segment, `**` any number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookSpec {
+    /// Event pattern.
+    pub event: String,
+    /// The action called with `{"event": name, "payload": ...}`.
+    pub action: String,
+    /// Lower runs first (default 50).
+    pub priority: i32,
+    /// Unsubscribe after the first run.
+    pub once: bool,
+    /// Per-handler timeout in milliseconds (the action's own deadline applies too).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Liveness pings of a sandboxed worker.
@@ -347,6 +365,7 @@ struct RawManifest {
     resources: Option<RawResources>,
     restart: Option<RawRestart>,
     health_check: Option<RawHealthCheck>,
+    hooks: Option<Vec<RawHook>>,
     env: Option<BTreeMap<String, ScalarText>>,
     config: Option<serde_json::Value>,
     routes: Option<Vec<RawRoute>>,
@@ -362,6 +381,15 @@ struct RawResources {
     cpu_time_ms: Option<u64>,
     max_open_files: Option<u64>,
     rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+struct RawHook {
+    event: Option<String>,
+    action: Option<String>,
+    priority: Option<i32>,
+    once: Option<bool>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -592,6 +620,27 @@ fn validate(
     };
 
     let routes = validate_routes(raw.routes.unwrap_or_default())?;
+    let mut hooks = Vec::new();
+    for (i, h) in raw.hooks.unwrap_or_default().into_iter().enumerate() {
+        let event = match h.event {
+            Some(e) => e,
+            None => return err(format!("hooks[{i}].event"), "missing; an event pattern such as 'orders.*'"),
+        };
+        if let Err(e) = crate::hooks::Pattern::new(&event) {
+            return err(format!("hooks[{i}].event"), e.to_string());
+        }
+        let action = match h.action {
+            Some(a) if !a.trim().is_empty() => a,
+            _ => return err(format!("hooks[{i}].action"), "missing; the action to call"),
+        };
+        hooks.push(HookSpec {
+            event,
+            action,
+            priority: h.priority.unwrap_or(crate::hooks::DEFAULT_PRIORITY),
+            once: h.once.unwrap_or(false),
+            timeout_ms: h.timeout_ms,
+        });
+    }
 
     let mut permissions = Vec::new();
     for (i, p) in raw.permissions.unwrap_or_default().into_iter().enumerate() {
@@ -614,6 +663,7 @@ fn validate(
         entry_point,
         requires,
         health_check,
+        hooks,
         resources,
         restart,
         env,

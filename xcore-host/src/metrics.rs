@@ -139,6 +139,15 @@ impl Metrics {
         }
     }
 
+    /// Registers more collectors (the hook counters) in the same registry.
+    pub fn register_collectors(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            if let Err(e) = self.registry.register(c) {
+                log::error!(target: "xcore::metrics", "registering a collector: {e}");
+            }
+        }
+    }
+
     /// Drops the series of a plugin that no longer exists.
     pub fn forget_plugin(&self, name: &str) {
         for vec in [&self.calls, &self.restarts, &self.rate_limited] {

@@ -97,9 +97,11 @@ pub trait HostObject: Send + Sync {
     fn log(&self, level: u8, request_id: RStr<'_>, message: RStr<'_>);
 
     /// A generic entry point for host services (`service` names it, `payload` is JSON).
-    /// New services are added here without touching the vtable.
+    /// New services are added here without touching the vtable. `request_id` is the
+    /// call the plugin is serving (empty outside a call): the host uses it to follow
+    /// event chains across plugins.
     #[sabi(last_prefix_field)]
-    fn call_host(&self, service: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult;
+    fn call_host(&self, service: RStr<'_>, request_id: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult;
 }
 
 /// An owned, type-erased host object.

@@ -59,7 +59,7 @@ pub mod codes;
 pub mod ffi;
 pub mod sdk;
 
-pub use sdk::{Context, LogLevel, Plugin, PluginError, Reply, Request, RequestMeta};
+pub use sdk::{Context, LogLevel, Plugin, PluginError, Reply, Request, RequestMeta, Subscription};
 
 /// Re-exported so that plugin crates and the export macro use the exact same version.
 pub use abi_stable;

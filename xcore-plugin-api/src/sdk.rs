@@ -139,10 +139,90 @@ impl Context {
     pub fn call_host<T: Serialize>(&self, service: &str, payload: &T) -> Result<Vec<u8>, PluginError> {
         let bytes = serde_json::to_vec(payload)
             .map_err(|e| PluginError::internal(format!("serialising host call: {e}")))?;
-        match self.inner.host.call_host(RStr::from_str(service), RSlice::from_slice(&bytes)) {
+        let result = CURRENT_REQUEST.with(|rid| {
+            let rid = rid.borrow();
+            self.inner.host.call_host(
+                RStr::from_str(service),
+                RStr::from_str(&rid),
+                RSlice::from_slice(&bytes),
+            )
+        });
+        match result {
             RResult::ROk(v) => Ok(v.into_vec()),
             RResult::RErr(e) => Err(PluginError::from_ffi(e)),
         }
+    }
+
+    fn call_host_json<T: Serialize>(
+        &self,
+        service: &str,
+        payload: &T,
+    ) -> Result<serde_json::Value, PluginError> {
+        let bytes = self.call_host(service, payload)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| PluginError::internal(format!("host reply to {service}: {e}")))
+    }
+
+    /// Emits an event and waits for every subscriber; returns the emit report
+    /// (`{"event", "results": [{"handler", "outcome": {"ok": ...} | {"error": ...}}], ...}`).
+    /// Needs the permission `events.emit` (or `events.emit:<pattern>` matching `event`).
+    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<serde_json::Value, PluginError> {
+        self.call_host_json(
+            "events.emit",
+            &serde_json::json!({ "event": event, "payload": payload, "wait": true }),
+        )
+    }
+
+    /// Emits an event without waiting for its subscribers.
+    pub fn emit_detached<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), PluginError> {
+        self.call_host_json(
+            "events.emit",
+            &serde_json::json!({ "event": event, "payload": payload, "wait": false }),
+        )
+        .map(|_| ())
+    }
+
+    /// Subscribes one of this plugin's actions to the events matching `pattern`; the
+    /// action receives `{"event": name, "payload": ...}` through the normal call path.
+    /// Returns the subscription's id. Needs the permission `events.subscribe` (or
+    /// `events.subscribe:<pattern>`). Subscriptions end when the plugin unloads.
+    pub fn subscribe(&self, pattern: &str, action: &str, options: Subscription) -> Result<u64, PluginError> {
+        let v = self.call_host_json(
+            "events.subscribe",
+            &serde_json::json!({
+                "pattern": pattern,
+                "action": action,
+                "priority": options.priority,
+                "once": options.once,
+                "timeout_ms": options.timeout_ms,
+            }),
+        )?;
+        v.get("id")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| PluginError::internal("host sent no id"))
+    }
+
+    /// Ends one of this plugin's subscriptions; `false` if it did not exist.
+    pub fn unsubscribe(&self, id: u64) -> Result<bool, PluginError> {
+        let v = self.call_host_json("events.unsubscribe", &serde_json::json!({ "id": id }))?;
+        Ok(v.get("removed").and_then(serde_json::Value::as_bool).unwrap_or(false))
+    }
+}
+
+/// Options of [`Context::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Lower runs first (default 50).
+    pub priority: i32,
+    /// Run once, then unsubscribe.
+    pub once: bool,
+    /// Per-handler timeout in ms (the action's own deadline applies too).
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Subscription { priority: 50, once: false, timeout_ms: None }
     }
 }
 

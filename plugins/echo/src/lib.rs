@@ -35,7 +35,10 @@ impl Plugin for Echo {
         match req.action() {
             "echo" => {
                 let payload: Value = req.json()?;
-                ctx.debug("echoing");
+                // Called as an event handler, the caller is `event:<name>`.
+                if let Some(event) = req.meta().caller.strip_prefix("event:") {
+                    ctx.info(&format!("echoing event {event}"));
+                }
                 Reply::json(&json!({
                     "echo": payload,
                     "plugin": ctx.name(),

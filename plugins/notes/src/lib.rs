@@ -6,6 +6,9 @@
 //!
 //! Routes declared in plugin.yaml map REST calls to `route.*` actions, which receive
 //! `{"params": {...}, "query": {...}, "body": ...}` from the host and delegate.
+//!
+//! Creating a note emits `notes.created` with the note (the `echo` example subscribes
+//! to it); the reply's `notified` counts the subscribers that handled it.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -103,6 +106,21 @@ impl Notes {
     }
 }
 
+impl Notes {
+    /// Emits `notes.created` and waits for the subscribers (plugin.yaml grants
+    /// `events.emit:notes.*`); the reply says how many handled it.
+    fn announce(&self, ctx: &Context, note: Note) -> Result<Value, PluginError> {
+        let report = ctx.emit("notes.created", &note)?;
+        let handled = report["results"]
+            .as_array()
+            .map(|r| r.iter().filter(|r| r["outcome"].get("ok").is_some()).count())
+            .unwrap_or(0);
+        let mut reply = serde_json::to_value(&note).map_err(|e| PluginError::internal(e.to_string()))?;
+        reply["notified"] = json!(handled);
+        Ok(reply)
+    }
+}
+
 fn param_id(call: &RouteCall) -> Result<u64, PluginError> {
     let raw = call.params.get("id").ok_or_else(|| PluginError::invalid_payload("missing {id}"))?;
     raw.parse().map_err(|_| PluginError::invalid_payload(format!("note id '{raw}' is not a number")))
@@ -119,7 +137,7 @@ impl Plugin for Notes {
             "create" => {
                 let note = self.create(req.json()?)?;
                 ctx.info(&format!("created note {}", note.id));
-                Reply::json(&note)
+                Reply::json(&self.announce(ctx, note)?)
             }
             "get" => Reply::json(&self.get(req.json::<ById>()?.id)?),
             "delete" => Reply::json(&self.delete(req.json::<ById>()?.id)?),
@@ -129,7 +147,8 @@ impl Plugin for Notes {
                 let call: RouteCall = req.json()?;
                 let new: NewNote = serde_json::from_value(call.body)
                     .map_err(|e| PluginError::invalid_payload(format!("body: {e}")))?;
-                Reply::json(&self.create(new)?)
+                let note = self.create(new)?;
+                Reply::json(&self.announce(ctx, note)?)
             }
             "route.get" => Reply::json(&self.get(param_id(&req.json()?)?)?),
             "route.delete" => Reply::json(&self.delete(param_id(&req.json()?)?)?),

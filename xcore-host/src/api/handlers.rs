@@ -76,7 +76,13 @@ pub(super) async fn call(
     let rid = request_id(&req);
     let tag = |e: ApiError| e.with_request_id(&rid);
     let body = read_json(&req, payload, state.body_limit).await.map_err(tag)?;
-    let input = CallInput { action, payload: body.to_vec(), caller: "http".into(), request_id: rid.clone() };
+    let input = CallInput {
+        action,
+        payload: body.to_vec(),
+        caller: "http".into(),
+        request_id: rid.clone(),
+        origin: None,
+    };
     let reply = state.registry.call(&name, input).await.map_err(|e| tag(e.into()))?;
     Ok(json_reply(&rid, reply))
 }
@@ -119,6 +125,7 @@ async fn plugin_route_inner(
         payload: serde_json::to_vec(&payload).unwrap_or_default(),
         caller: "http".into(),
         request_id: rid.to_string(),
+        origin: None,
     };
     let reply = state.registry.call(name, input).await?;
     Ok(json_reply(rid, reply))
@@ -186,6 +193,31 @@ pub(super) async fn rescan(state: State, req: HttpRequest) -> Result<HttpRespons
     log::info!(target: "xcore::api", "admin: rescan");
     let report = state.registry.rescan().await;
     Ok(HttpResponse::Ok().json(report))
+}
+
+pub(super) async fn emit_event(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.check(&req)?;
+    let event = path.into_inner();
+    let body = read_json(&req, payload, state.body_limit).await?;
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    log::info!(target: "xcore::api", "admin: emit {event}");
+    let report = state.registry.hooks().emit(&event, payload).await;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+pub(super) async fn hooks(state: State) -> HttpResponse {
+    let hooks = state.registry.hooks();
+    HttpResponse::Ok()
+        .json(json!({ "subscriptions": hooks.list(), "interceptors": hooks.list_interceptors() }))
+}
+
+pub(super) async fn hook_metrics(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "events": state.registry.hooks().metrics_snapshot() }))
 }
 
 pub(super) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

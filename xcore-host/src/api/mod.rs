@@ -6,6 +6,8 @@
 //! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
 //! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
 //! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset}`, `POST /api/v1/plugins/rescan` | admin |
+//! | `POST /api/v1/events/{event}` | admin: emit an event, answer every handler's result |
+//! | `GET /api/v1/hooks`, `GET /api/v1/hooks/metrics` | anyone: subscriptions, per-event metrics |
 //! | `ANY /plugins/{name}/...` | routes the plugin declares |
 //!
 //! Calls go to `/call/{action}`, a segment of their own, so an action named `reload` is
@@ -49,7 +51,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/plugins/{name}/load", web::post().to(handlers::load))
                 .route("/plugins/{name}/reload", web::post().to(handlers::reload))
                 .route("/plugins/{name}/unload", web::post().to(handlers::unload))
-                .route("/plugins/{name}/reset", web::post().to(handlers::reset)),
+                .route("/plugins/{name}/reset", web::post().to(handlers::reset))
+                .route("/events/{event}", web::post().to(handlers::emit_event))
+                .route("/hooks", web::get().to(handlers::hooks))
+                .route("/hooks/metrics", web::get().to(handlers::hook_metrics)),
         )
         .route("/plugins/{name}/{tail:.*}", web::to(handlers::plugin_route))
         .default_service(web::to(handlers::not_found));

@@ -83,8 +83,14 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         for (name, why) in &report.failed {
             log::error!(target: "xcore", "plugin '{name}' not loaded: {why}");
         }
+        registry.emit_host_event(
+            "xcore.startup",
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "plugins": report.loaded }),
+        );
         let served = api::serve(state, opts).await;
         log::info!(target: "xcore", "shutting down: unloading plugins");
+        // Subscribers hear of the shutdown while every plugin is still loaded.
+        registry.hooks().emit("xcore.shutdown", serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })).await;
         registry.shutdown().await;
         served.context("HTTP server")
     })?;

@@ -4,8 +4,17 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+/// Where a call made by an event handler stands in its event chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOrigin {
+    /// The depth of the emit whose handler made the call.
+    pub depth: u32,
+    /// Plugins waiting on that emit (each blocked in its own call until it returns).
+    pub chain: Vec<String>,
+}
+
 /// A call as the runtime receives it, from HTTP or elsewhere.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CallInput {
     /// The action name.
     pub action: String,
@@ -15,6 +24,8 @@ pub struct CallInput {
     pub caller: String,
     /// The request id, carried into the plugin and its log lines.
     pub request_id: String,
+    /// Set when an event handler makes the call.
+    pub origin: Option<CallOrigin>,
 }
 
 /// Why a call did not produce a reply. Each variant has a stable code and HTTP status.
@@ -74,6 +85,18 @@ pub enum CallFailure {
         /// Usage and quota.
         detail: String,
     },
+    /// An event handler's call into a plugin that is itself waiting on the event, with
+    /// no free call slot: it would wait for itself.
+    #[error(
+        "plugin '{name}' is waiting on this event chain and all its {concurrency} call slot(s) are busy: \
+         the handler call would wait for itself; raise resources.concurrency or emit without waiting"
+    )]
+    Reentrant {
+        /// Plugin name.
+        name: String,
+        /// Its concurrency.
+        concurrency: u32,
+    },
     /// The plugin returned an error (including a caught panic).
     #[error("{message}")]
     Plugin {
@@ -97,6 +120,7 @@ impl CallFailure {
             CallFailure::Crashed { .. } => "plugin_crashed",
             CallFailure::TooLarge(_) => "payload_too_large",
             CallFailure::DiskQuota { .. } => "disk_quota",
+            CallFailure::Reentrant { .. } => "reentrant_call",
             CallFailure::Plugin { code, .. } => code,
         }
     }
@@ -111,6 +135,7 @@ impl CallFailure {
             CallFailure::Crashed { .. } => 502,
             CallFailure::TooLarge(_) => 413,
             CallFailure::DiskQuota { .. } => 507,
+            CallFailure::Reentrant { .. } => 409,
             // A plugin may only choose an error status; anything else would lie to clients.
             CallFailure::Plugin { status, .. } if (400..600).contains(status) => *status,
             CallFailure::Plugin { .. } => 500,

@@ -18,16 +18,32 @@ use serde::Serialize;
 use thiserror::Error;
 use xcore_plugin_api::codes;
 
-use super::call::{CallFailure, CallInput};
+use super::call::{CallFailure, CallInput, CallOrigin};
+use super::host_services::HostServices;
 use super::instance::{Instance, InstanceError};
 use super::rate_limit::RateLimiter;
 use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
 use super::trusted::instance::{InstanceGauges, TrustedInstance};
 use super::trusted::loader;
+use crate::hooks::{
+    self, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
+};
 use crate::manifest::{self, ExecutionMode, Manifest};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin_order;
+
+tokio::task_local! {
+    /// The plugins waiting on the emit that runs in this task (each blocked in a call
+    /// until the emit returns). Handlers read it to refuse a call that would wait for
+    /// itself.
+    pub static EMIT_CHAIN: Vec<String>;
+}
+
+/// The hook owner of a plugin's subscriptions (removed together at unload).
+pub fn owner_of(plugin: &str) -> String {
+    format!("plugin:{plugin}")
+}
 
 /// Where the registry finds plugins and keeps its runtime files.
 #[derive(Debug, Clone)]
@@ -112,6 +128,8 @@ struct Counters {
     timeouts: AtomicU64,
     rate_limited: AtomicU64,
     panics_in_a_row: AtomicU32,
+    /// Calls inside the instance now (for the re-entrancy check).
+    in_flight: AtomicU32,
 }
 
 #[derive(Default)]
@@ -247,6 +265,12 @@ pub struct PluginRegistry {
     /// threads (a sandbox worker's watcher) and restarts must not depend on which HTTP
     /// worker happened to notice a failure.
     supervisor: Mutex<Option<tokio::runtime::Runtime>>,
+    /// The one event system of the host and its plugins.
+    hooks: HookManager,
+    /// Event-chain position of calls made by event handlers, by request id.
+    origins: Mutex<std::collections::HashMap<String, CallOrigin>>,
+    /// Numbers the request ids of handler calls.
+    event_calls: AtomicU64,
 }
 
 impl Drop for PluginRegistry {
@@ -299,13 +323,112 @@ impl PluginRegistry {
             .enable_all()
             .build()
             .expect("building the supervisor runtime");
+        let hooks = HookManager::builder().runtime(supervisor.handle().clone()).build();
+        metrics.register_collectors(hooks.prometheus_collectors());
         Arc::new(PluginRegistry {
             opts,
             slots: RwLock::new(BTreeMap::new()),
             metrics,
             ops: Default::default(),
             supervisor: Mutex::new(Some(supervisor)),
+            hooks,
+            origins: Mutex::new(Default::default()),
+            event_calls: AtomicU64::new(0),
         })
+    }
+
+    /// The event system.
+    pub fn hooks(&self) -> &HookManager {
+        &self.hooks
+    }
+
+    /// The event-chain position of the call `request_id`, if an event handler made it.
+    pub fn call_origin(&self, request_id: &str) -> Option<CallOrigin> {
+        if request_id.is_empty() {
+            return None;
+        }
+        self.origins.lock().get(request_id).cloned()
+    }
+
+    /// The runtime that runs restarts and detached emits; plugin threads block on it to
+    /// wait for an emit.
+    pub fn supervisor_handle(&self) -> tokio::runtime::Handle {
+        self.supervisor()
+    }
+
+    /// Emits a host lifecycle event without waiting.
+    pub fn emit_host_event(&self, event: &str, payload: serde_json::Value) {
+        let hooks = self.hooks.clone();
+        let event = event.to_string();
+        self.supervisor().spawn(async move {
+            hooks.emit(&event, payload).await;
+        });
+    }
+
+    /// A handler that calls `action` of `plugin` through the supervised call path with
+    /// `{"event": name, "payload": ...}`.
+    fn action_handler(self: &Arc<Self>, plugin: &str, action: &str) -> hooks::HandlerFn {
+        let registry = Arc::downgrade(self);
+        let (plugin, action) = (plugin.to_string(), action.to_string());
+        hooks::handler(move |ctx: EventCtx| {
+            let (registry, plugin, action) = (registry.clone(), plugin.clone(), action.clone());
+            async move {
+                let Some(registry) = registry.upgrade() else {
+                    return HandlerOutcome::error("the host is shutting down");
+                };
+                let chain = EMIT_CHAIN.try_with(|c| c.clone()).unwrap_or_default();
+                let n = registry.event_calls.fetch_add(1, Ordering::Relaxed);
+                let payload = serde_json::json!({ "event": ctx.event(), "payload": ctx.payload() });
+                let input = CallInput {
+                    action,
+                    payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                    caller: format!("event:{}", ctx.event()),
+                    request_id: format!("event-{n}"),
+                    origin: Some(CallOrigin { depth: ctx.depth(), chain }),
+                };
+                match registry.call(&plugin, input).await {
+                    Ok(bytes) => HandlerOutcome::Value(
+                        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                    ),
+                    Err(f) => {
+                        HandlerOutcome::Error(Failure { code: f.code().to_string(), message: f.to_string() })
+                    }
+                }
+            }
+        })
+    }
+
+    /// Subscribes `action` of `plugin` to `pattern` (owner `plugin:<name>`).
+    pub fn subscribe_action(
+        self: &Arc<Self>,
+        plugin: &str,
+        pattern: &str,
+        action: &str,
+        priority: i32,
+        once: bool,
+        timeout: Option<Duration>,
+    ) -> Result<HandlerId, HookError> {
+        let mut options =
+            HandlerOptions::named(format!("{plugin}/{action}")).priority(priority).owner(owner_of(plugin));
+        if once {
+            options = options.once();
+        }
+        if let Some(t) = timeout {
+            options = options.timeout(t);
+        }
+        self.hooks.register(pattern, options, self.action_handler(plugin, action))
+    }
+
+    /// Replaces a plugin's subscriptions with those of its manifest.
+    fn register_manifest_hooks(self: &Arc<Self>, m: &Manifest) {
+        self.hooks.unregister_owner(&owner_of(&m.name));
+        for h in &m.hooks {
+            let timeout = h.timeout_ms.map(Duration::from_millis);
+            if let Err(e) = self.subscribe_action(&m.name, &h.event, &h.action, h.priority, h.once, timeout) {
+                // Patterns were validated with the manifest; this cannot happen.
+                log::error!(target: "xcore::hooks", "plugin '{}': hook on '{}': {e}", m.name, h.event);
+            }
+        }
     }
 
     fn supervisor(&self) -> tokio::runtime::Handle {
@@ -432,8 +555,16 @@ impl PluginRegistry {
                 // The old instance keeps serving; the error is reported, not applied.
                 log::error!(target: "xcore::runtime", "reload of '{}' failed, old version keeps serving: {msg}", slot.name);
                 slot.inner.lock().last_error = Some(msg.clone());
+                self.emit_host_event(
+                    "plugin.reload_failed",
+                    serde_json::json!({ "plugin": slot.name, "reason": msg }),
+                );
             } else {
                 slot.fail(msg.clone());
+                self.emit_host_event(
+                    "plugin.failed",
+                    serde_json::json!({ "plugin": slot.name, "reason": msg }),
+                );
             }
             RegistryError::LoadFailed(msg)
         };
@@ -469,12 +600,14 @@ impl PluginRegistry {
             let gauges = slot.gauges.clone();
             let sandbox = self.opts.sandbox();
             let on_death = self.death_hook(&slot, generation);
+            let services = HostServices::new(&m.name, &m.permissions, Arc::downgrade(self));
             tokio::task::spawn_blocking(move || -> Result<Instance, String> {
                 match m.execution_mode {
                     ExecutionMode::Trusted => {
                         let lib = loader::load(&m, &runtime_dir).map_err(|e| e.to_string())?;
                         TrustedInstance::start(
                             &m.name,
+                            services,
                             &m.config,
                             lib,
                             m.resources.concurrency,
@@ -486,7 +619,8 @@ impl PluginRegistry {
                     }
                     ExecutionMode::Sandboxed => {
                         loader::check_manifest_api(&m).map_err(|e| e.to_string())?;
-                        SandboxInstance::start(&m, &sandbox, generation, on_death).map(Instance::Sandboxed)
+                        SandboxInstance::start(&m, services, &sandbox, generation, on_death)
+                            .map(Instance::Sandboxed)
                     }
                 }
             })
@@ -519,8 +653,18 @@ impl PluginRegistry {
         // exit, and in-flight callers still hold it until they get their reply.
         slot.instance.store(Some(instance));
         slot.set_state(PluginState::Ready);
-        log::info!(target: "xcore::runtime", "plugin '{name}' {} {} (generation {generation}) in {:.2} ms",
-            m.version, if replacing { "reloaded" } else { "loaded" }, load_time.as_secs_f64() * 1e3);
+        self.register_manifest_hooks(&m);
+        let (verb, event) = match (replacing, generation) {
+            (true, _) => ("reloaded", "plugin.reloaded"),
+            (false, 1) => ("loaded", "plugin.loaded"),
+            (false, _) => ("restarted", "plugin.restarted"),
+        };
+        log::info!(target: "xcore::runtime", "plugin '{name}' {} {verb} (generation {generation}) in {:.2} ms",
+            m.version, load_time.as_secs_f64() * 1e3);
+        self.emit_host_event(
+            event,
+            serde_json::json!({ "plugin": name, "version": m.version.to_string(), "generation": generation }),
+        );
         Ok(())
     }
 
@@ -606,7 +750,10 @@ impl PluginRegistry {
     async fn unload_slot(&self, slot: &PluginSlot) {
         slot.set_state(PluginState::Unloaded);
         slot.inner.lock().ready_since = None;
-        let Some(instance) = slot.instance.swap(None) else { return };
+        let Some(instance) = slot.instance.swap(None) else {
+            self.hooks.unregister_owner(&owner_of(&slot.name));
+            return;
+        };
         let deadline = Instant::now() + self.opts.drain_timeout;
         // Callers still waiting on a reply hold the instance; let them finish first.
         while Arc::strong_count(&instance) > 1 && Instant::now() < deadline {
@@ -623,7 +770,9 @@ impl PluginRegistry {
         if !finished() {
             log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
         }
+        self.hooks.unregister_owner(&owner_of(&slot.name));
         log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
+        self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
     }
 
     /// Loads plugin folders that appeared and unloads those whose folder is gone.
@@ -708,8 +857,33 @@ impl PluginRegistry {
             }
         }
         let action = input.action.clone();
+        // A handler's call into a plugin that waits on the same event chain, with every
+        // call slot taken, would wait for itself until its deadline.
+        let origin_key = match &input.origin {
+            Some(origin) => {
+                let concurrency = manifest.resources.concurrency;
+                if origin.chain.iter().any(|p| p == name)
+                    && slot.counters.in_flight.load(Ordering::SeqCst) >= concurrency
+                {
+                    slot.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    slot.metrics.error("reentrant_call");
+                    return Err(CallFailure::Reentrant { name: name.to_string(), concurrency });
+                }
+                let mut chain = origin.chain.clone();
+                chain.push(name.to_string());
+                let key = input.request_id.clone();
+                self.origins.lock().insert(key.clone(), CallOrigin { depth: origin.depth, chain });
+                Some(key)
+            }
+            None => None,
+        };
         let started = Instant::now();
+        slot.counters.in_flight.fetch_add(1, Ordering::SeqCst);
         let outcome = instance.call(input, timeout).await;
+        slot.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(key) = origin_key {
+            self.origins.lock().remove(&key);
+        }
         slot.metrics.latency.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(bytes)) => {
@@ -792,6 +966,11 @@ impl PluginRegistry {
             inner.tracker.on_failure(&m.restart, Instant::now())
         };
         log::warn!(target: "xcore::runtime", "plugin '{}' instance {generation} degraded: {reason}", slot.name);
+        let version = slot.manifest.load().as_ref().map(|m| m.version.to_string());
+        self.emit_host_event(
+            "plugin.crashed",
+            serde_json::json!({ "plugin": slot.name, "version": version, "generation": generation, "reason": reason }),
+        );
         self.apply_decision(slot.clone(), decision, reason);
     }
 
@@ -799,11 +978,16 @@ impl PluginRegistry {
         match decision {
             RestartDecision::GiveUp { restarts } => {
                 let within = slot.manifest.load().as_ref().map(|m| m.restart.within_seconds).unwrap_or(0);
-                slot.fail(format!(
+                let why = format!(
                     "restart intensity exceeded ({restarts} failures within {within} s); last: {reason}; \
                      reset it with POST /api/v1/plugins/{}/reset",
                     slot.name
-                ));
+                );
+                slot.fail(why.clone());
+                self.emit_host_event(
+                    "plugin.failed",
+                    serde_json::json!({ "plugin": slot.name, "reason": why }),
+                );
             }
             RestartDecision::After(delay) => {
                 slot.set_state(PluginState::Restarting);

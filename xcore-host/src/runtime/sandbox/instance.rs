@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::RStr;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use xcore_plugin_api::ffi::HostObject;
@@ -156,6 +156,7 @@ impl SandboxInstance {
     /// Blocking: call it from a blocking context.
     pub fn start(
         manifest: &Manifest,
+        services: HostServices,
         opts: &SandboxOptions,
         generation: u64,
         on_death: DeathHook,
@@ -237,7 +238,7 @@ impl SandboxInstance {
         let reader_shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("sandbox-reader-{name}"))
-            .spawn(move || read_loop(reader_shared, host_sock, child, hello_tx, on_death))
+            .spawn(move || read_loop(reader_shared, host_sock, child, services, hello_tx, on_death))
             .map_err(|e| format!("plugin '{name}': reader thread: {e}"))?;
         let failed_start = |why: String| -> String {
             // Not a crash of a running instance: nobody is to be told but the caller.
@@ -435,10 +436,10 @@ fn read_loop(
     shared: Arc<Shared>,
     sock: UnixStream,
     mut child: std::process::Child,
+    services: HostServices,
     hello: crossbeam_channel::Sender<Handshake>,
     on_death: DeathHook,
 ) {
-    let services = HostServices::new(&shared.name);
     // Buffered: one read(2) usually brings a frame's length and body together.
     let mut sock = std::io::BufReader::with_capacity(64 * 1024, sock);
     let mut greeted = false;
@@ -464,17 +465,21 @@ fn read_loop(
             Ok(FromWorker::Log { level, request_id, message }) => {
                 services.log(level, RStr::from_str(&request_id), RStr::from_str(&message));
             }
-            Ok(FromWorker::HostCall { id, service, payload }) => {
-                let result = match services.call_host(RStr::from_str(&service), RSlice::from_slice(&payload))
-                {
-                    RResult::ROk(v) => WireResult::Ok(v.into_vec()),
-                    RResult::RErr(e) => WireResult::Err {
-                        code: e.code.into_string(),
-                        message: e.message.into_string(),
-                        status: e.status,
-                    },
-                };
-                let _ = shared.send(&ToWorker::HostReply { id, result });
+            Ok(FromWorker::HostCall { id, service, request_id, payload }) => {
+                // Served on a thread of its own: a service may wait (an emit whose
+                // handlers call this very plugin), and this thread must keep reading.
+                let (services, shared) = (services.clone(), shared.clone());
+                let _ = std::thread::Builder::new().name("sandbox-host-call".into()).spawn(move || {
+                    let result = match services.serve(&service, &request_id, &payload) {
+                        Ok(v) => WireResult::Ok(v),
+                        Err(e) => WireResult::Err {
+                            code: e.code.into_string(),
+                            message: e.message.into_string(),
+                            status: e.status,
+                        },
+                    };
+                    let _ = shared.send(&ToWorker::HostReply { id, result });
+                });
             }
             Ok(other) => {
                 break format!("protocol violation: unexpected {other:?}");

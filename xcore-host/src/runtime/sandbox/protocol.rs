@@ -114,6 +114,8 @@ pub enum FromWorker {
         id: u64,
         /// Service name.
         service: String,
+        /// The call being served when the plugin asked (empty outside a call).
+        request_id: String,
         /// JSON payload.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,

@@ -90,13 +90,14 @@ impl HostObject for RemoteHost {
         });
     }
 
-    fn call_host(&self, service: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult {
+    fn call_host(&self, service: RStr<'_>, request_id: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult {
         let id = self.channel.next_host_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.channel.host_calls.lock().insert(id, tx);
         let sent = self.channel.send(&FromWorker::HostCall {
             id,
             service: service.as_str().to_string(),
+            request_id: request_id.as_str().to_string(),
             payload: payload.as_slice().to_vec(),
         });
         let result = match sent {

@@ -88,13 +88,14 @@ impl TrustedInstance {
     /// Builds the plugin object from `library` and starts `concurrency` worker threads.
     pub fn start(
         name: &str,
+        host: HostServices,
         config: &serde_json::Value,
         library: LoadedLibrary,
         concurrency: u32,
         generation: u64,
         gauges: Arc<InstanceGauges>,
     ) -> Result<TrustedInstance, InstantiateError> {
-        let host = HostBox::from_value(HostServices::new(name), TD_Opaque);
+        let host = HostBox::from_value(host, TD_Opaque);
         let args = InitArgs {
             plugin_name: RString::from(name),
             config_json: RString::from(config.to_string()),

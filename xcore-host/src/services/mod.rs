@@ -1,0 +1,76 @@
+//! Host services offered to plugins through `Context::call_host`, with their
+//! permission checks. [`crate::runtime::host_services::HostServices`] is the FFI face
+//! (panic-safe, ABI types); this module is the logic, shared by both tiers: a sandboxed
+//! plugin's requests arrive over its socket and are served by the same functions.
+//!
+//! | service | permission | what |
+//! |---|---|---|
+//! | `events.emit` | `events.emit` or `events.emit:<pattern>` | emit an event, waiting for the results or not |
+//! | `events.subscribe` | `events.subscribe` or `events.subscribe:<pattern>` | subscribe one of the plugin's actions |
+//! | `events.unsubscribe` | (own subscriptions only) | end a subscription |
+
+pub mod events;
+pub mod permissions;
+
+use std::sync::{Arc, Weak};
+
+use serde_json::Value;
+
+use crate::runtime::PluginRegistry;
+
+/// A failed service request: a stable code, a message that says what to do, a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// Stable code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+impl ServiceError {
+    /// An error.
+    pub fn new(code: &str, status: u16, message: impl Into<String>) -> Self {
+        ServiceError { code: code.to_string(), message: message.into(), status }
+    }
+
+    /// 400 for a request the service cannot read.
+    pub fn bad_request(service: &str, e: impl std::fmt::Display) -> Self {
+        Self::new("invalid_payload", 400, format!("{service}: {e}"))
+    }
+}
+
+/// Who is asking: the plugin, its permissions, and the registry it lives in.
+#[derive(Clone)]
+pub struct Caller {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Its manifest's permissions.
+    pub permissions: Arc<[String]>,
+    /// The registry (weak: instances must not keep the registry alive).
+    pub registry: Weak<PluginRegistry>,
+}
+
+/// Serves one request.
+pub fn dispatch(
+    caller: &Caller,
+    service: &str,
+    request_id: &str,
+    payload: &[u8],
+) -> Result<Value, ServiceError> {
+    let registry = caller
+        .registry
+        .upgrade()
+        .ok_or_else(|| ServiceError::new("unavailable", 503, "the host is shutting down"))?;
+    match service {
+        "events.emit" => events::emit(&registry, caller, request_id, payload),
+        "events.subscribe" => events::subscribe(&registry, caller, payload),
+        "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
+        other => Err(ServiceError::new(
+            xcore_plugin_api::codes::UNSUPPORTED,
+            501,
+            format!("host service '{other}' is not available in this version of XCore"),
+        )),
+    }
+}
