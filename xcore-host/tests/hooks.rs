@@ -175,13 +175,15 @@ fn re_entrant_chains_end_with_a_clear_error_not_a_deadlock() {
 
 #[test]
 fn host_lifecycle_events_reach_subscribers() {
-    let s = Server::start(&[
+    let mut s = Server::start(&[
         misbehave(
             "watcher",
-            "hooks: [{ event: \"plugin.*\", action: ok }, { event: \"xcore.startup\", action: ok }]",
+            "hooks: [{ event: \"plugin.*\", action: ok }, { event: \"xcore.startup\", action: ok }, \
+             { event: \"xcore.shutdown\", action: log }]",
         ),
         PluginSpec::echo(),
         misbehave("boxed", "execution_mode: sandboxed\nrestart: { backoff_initial_ms: 10 }"),
+        misbehave("fragile", "execution_mode: sandboxed\nrestart: { max_restarts: 0 }"),
     ]);
     wait_for("xcore.startup", || metric(&s, "xcore.startup", "handler_runs") == 1);
     assert_eq!(s.admin("/api/v1/plugins/echo/reload").status, 200);
@@ -191,7 +193,16 @@ fn host_lifecycle_events_reach_subscribers() {
     wait_for("plugin.restarted", || metric(&s, "plugin.restarted", "handler_runs") >= 1);
     assert_eq!(s.admin("/api/v1/plugins/echo/unload").status, 200);
     wait_for("plugin.unloaded", || metric(&s, "plugin.unloaded", "handler_runs") == 1);
+    assert_eq!(s.admin("/api/v1/plugins/echo/load").status, 200);
+    wait_for("plugin.loaded", || metric(&s, "plugin.loaded", "handler_runs") == 1);
+    // No restart allowed: one crash and the plugin is failed.
+    assert_eq!(s.call("fragile", "abort", "{}").status, 502);
+    wait_for("plugin.failed", || metric(&s, "plugin.failed", "handler_runs") == 1);
+    assert_eq!(s.info("fragile")["state"], "failed");
     assert_eq!(metric(&s, "plugin.unloaded", "errors"), 0);
+    // xcore.shutdown runs while the plugins are still loaded: the watcher logs.
+    assert!(s.terminate().success());
+    assert!(s.output().contains("[watcher] a warning from the plugin"), "{}", s.output());
 }
 
 #[test]
