@@ -124,11 +124,23 @@ pub struct PluginsConfig {
     /// Loaded library copies and the generated admin token (default `runtime`).
     #[serde(deserialize_with = "lenient::path")]
     pub runtime_dir: PathBuf,
+    /// Watch the plugins folder and load, reload or unload plugins as their files change
+    /// (default `true`).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub watch: bool,
+    /// How long file events settle before the watcher acts, in ms (default 200).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub debounce_ms: u64,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
-        PluginsConfig { directory: PathBuf::from("plugins"), runtime_dir: PathBuf::from("runtime") }
+        PluginsConfig {
+            directory: PathBuf::from("plugins"),
+            runtime_dir: PathBuf::from("runtime"),
+            watch: true,
+            debounce_ms: 200,
+        }
     }
 }
 

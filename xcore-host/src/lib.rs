@@ -10,6 +10,8 @@ pub mod hooks;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod plugin_build;
 pub mod plugin_order;
 pub mod runtime;
 pub mod services;
+pub mod watcher;

@@ -108,13 +108,19 @@ impl Notes {
 
 impl Notes {
     /// Emits `notes.created` and waits for the subscribers (plugin.yaml grants
-    /// `events.emit:notes.*`); the reply says how many handled it.
+    /// `events.emit:notes.*`); the reply says how many handled it. The note is stored
+    /// already, so an emit that fails is logged, not returned as the call's error.
     fn announce(&self, ctx: &Context, note: Note) -> Result<Value, PluginError> {
-        let report = ctx.emit("notes.created", &note)?;
-        let handled = report["results"]
-            .as_array()
-            .map(|r| r.iter().filter(|r| r["outcome"].get("ok").is_some()).count())
-            .unwrap_or(0);
+        let handled = match ctx.emit("notes.created", &note) {
+            Ok(report) => report["results"]
+                .as_array()
+                .map(|r| r.iter().filter(|r| r["outcome"].get("ok").is_some()).count())
+                .unwrap_or(0),
+            Err(e) => {
+                ctx.warn(&format!("note {} stored, but notes.created was not emitted: {e}", note.id));
+                0
+            }
+        };
         let mut reply = serde_json::to_value(&note).map_err(|e| PluginError::internal(e.to_string()))?;
         reply["notified"] = json!(handled);
         Ok(reply)

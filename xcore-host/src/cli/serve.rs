@@ -11,6 +11,7 @@ use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::PluginRegistry;
+use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
 
 #[derive(Debug, Args)]
@@ -24,6 +25,10 @@ pub struct ServeArgs {
     /// Plugins folder (overrides plugins.directory).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
+    /// Development mode: watch the plugins and their sources, rebuild a crate with
+    /// cargo when its sources change, and hot-reload it.
+    #[arg(long)]
+    dev: bool,
 }
 
 pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
@@ -48,6 +53,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     }
 
     let runtime_dir = cfg.plugins.runtime_dir.clone();
+    let plugins_dir = cfg.plugins.directory.clone();
+    let watch = (cfg.plugins.watch || args.dev, Duration::from_millis(cfg.plugins.debounce_ms));
     // Library copies of a previous run are never mapped again.
     let _ = std::fs::remove_dir_all(runtime_dir.join("libs"));
     std::fs::create_dir_all(&runtime_dir)
@@ -87,6 +94,18 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             "xcore.startup",
             serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "plugins": report.loaded }),
         );
+        // Kept alive while serving; dropping it stops the watch.
+        let _watcher = if watch.0 {
+            match watcher::start(registry.clone(), &plugins_dir, WatchOptions { debounce: watch.1, dev: args.dev }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::error!(target: "xcore", "cannot watch {}: {e}; hot reload is off", plugins_dir.display());
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let served = api::serve(state, opts).await;
         log::info!(target: "xcore", "shutting down: unloading plugins");
         // Subscribers hear of the shutdown while every plugin is still loaded.

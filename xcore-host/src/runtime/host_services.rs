@@ -22,16 +22,21 @@ pub struct HostServices {
 
 impl HostServices {
     /// Services for the plugin `name` with its manifest's `permissions`.
-    pub fn new(name: &str, permissions: &[String], registry: Weak<PluginRegistry>) -> Self {
+    pub fn new(name: &str, generation: u64, permissions: &[String], registry: Weak<PluginRegistry>) -> Self {
         HostServices {
-            caller: Caller { plugin: Arc::from(name), permissions: Arc::from(permissions), registry },
+            caller: Caller {
+                plugin: Arc::from(name),
+                generation,
+                permissions: Arc::from(permissions),
+                registry,
+            },
         }
     }
 
     /// Services bound to no registry (benchmarks, tools): logging works, every other
     /// service answers that the host is unavailable.
     pub fn detached(name: &str) -> Self {
-        Self::new(name, &[], Weak::new())
+        Self::new(name, 0, &[], Weak::new())
     }
 
     /// Serves a host-service request; the same path for both tiers.

@@ -40,9 +40,11 @@ tokio::task_local! {
     pub static EMIT_CHAIN: Vec<String>;
 }
 
-/// The hook owner of a plugin's subscriptions (removed together at unload).
-pub fn owner_of(plugin: &str) -> String {
-    format!("plugin:{plugin}")
+/// The hook owner of the subscriptions of one instance of a plugin: manifest hooks and
+/// those its code made. They go together when the instance is replaced or unloaded,
+/// and a new instance's own subscriptions (made in its constructor) survive the swap.
+pub fn owner_of(plugin: &str, generation: u64) -> String {
+    format!("plugin:{plugin}/{generation}")
 }
 
 /// Where the registry finds plugins and keeps its runtime files.
@@ -141,6 +143,9 @@ struct SlotInner {
     load_time: Option<Duration>,
     /// How the last sandbox worker ended (signal name or exit code).
     last_exit: Option<String>,
+    /// SHA-256 of the manifest and library last loaded: a touch that changes neither
+    /// reloads nothing.
+    content_hash: Option<String>,
 }
 
 /// Everything the host keeps about one plugin across its instances.
@@ -271,6 +276,8 @@ pub struct PluginRegistry {
     origins: Mutex<std::collections::HashMap<String, CallOrigin>>,
     /// Numbers the request ids of handler calls.
     event_calls: AtomicU64,
+    /// A random tag in those request ids.
+    event_tag: u64,
 }
 
 impl Drop for PluginRegistry {
@@ -294,6 +301,50 @@ fn check_quota(name: &str, dir: &Path, limit: u64, when: &str) -> Option<CallFai
         name: name.to_string(),
         detail: format!("{} uses {used} bytes {when} the call; the quota is {limit} bytes", dir.display()),
     })
+}
+
+/// Counts a call inside an instance, and keeps its event-chain position registered,
+/// for as long as it lives.
+struct InFlight<'a> {
+    count: &'a AtomicU32,
+    origin: Option<(&'a Mutex<std::collections::HashMap<String, CallOrigin>>, String)>,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(
+        count: &'a AtomicU32,
+        origin: Option<(&'a Mutex<std::collections::HashMap<String, CallOrigin>>, String)>,
+    ) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight { count, origin }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        if let Some((origins, key)) = &self.origin {
+            origins.lock().remove(key);
+        }
+    }
+}
+
+/// SHA-256 over a plugin's manifest and library, streamed.
+fn content_hash(dir: &Path, m: &Manifest) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for path in [dir.join(manifest::MANIFEST_FILE), m.library_path()] {
+        let mut f = std::fs::File::open(&path).ok()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Plugin folders under `dir`: directories whose names do not start with `_` or `.`.
@@ -334,6 +385,7 @@ impl PluginRegistry {
             hooks,
             origins: Mutex::new(Default::default()),
             event_calls: AtomicU64::new(0),
+            event_tag: rand::random(),
         })
     }
 
@@ -378,12 +430,14 @@ impl PluginRegistry {
                 };
                 let chain = EMIT_CHAIN.try_with(|c| c.clone()).unwrap_or_default();
                 let n = registry.event_calls.fetch_add(1, Ordering::Relaxed);
+                let tag = registry.event_tag;
                 let payload = serde_json::json!({ "event": ctx.event(), "payload": ctx.payload() });
                 let input = CallInput {
                     action,
                     payload: serde_json::to_vec(&payload).unwrap_or_default(),
                     caller: format!("event:{}", ctx.event()),
-                    request_id: format!("event-{n}"),
+                    // Unguessable, so that no client-chosen request id can claim a chain.
+                    request_id: format!("event-{tag:016x}-{n}"),
                     origin: Some(CallOrigin { depth: ctx.depth(), chain }),
                 };
                 match registry.call(&plugin, input).await {
@@ -399,17 +453,20 @@ impl PluginRegistry {
     }
 
     /// Subscribes `action` of `plugin` to `pattern` (owner `plugin:<name>`).
+    #[allow(clippy::too_many_arguments)]
     pub fn subscribe_action(
         self: &Arc<Self>,
         plugin: &str,
+        generation: u64,
         pattern: &str,
         action: &str,
         priority: i32,
         once: bool,
         timeout: Option<Duration>,
     ) -> Result<HandlerId, HookError> {
-        let mut options =
-            HandlerOptions::named(format!("{plugin}/{action}")).priority(priority).owner(owner_of(plugin));
+        let mut options = HandlerOptions::named(format!("{plugin}/{action}"))
+            .priority(priority)
+            .owner(owner_of(plugin, generation));
         if once {
             options = options.once();
         }
@@ -419,12 +476,13 @@ impl PluginRegistry {
         self.hooks.register(pattern, options, self.action_handler(plugin, action))
     }
 
-    /// Replaces a plugin's subscriptions with those of its manifest.
-    fn register_manifest_hooks(self: &Arc<Self>, m: &Manifest) {
-        self.hooks.unregister_owner(&owner_of(&m.name));
+    /// Subscribes the actions a manifest lists, for instance `generation`.
+    fn register_manifest_hooks(self: &Arc<Self>, m: &Manifest, generation: u64) {
         for h in &m.hooks {
             let timeout = h.timeout_ms.map(Duration::from_millis);
-            if let Err(e) = self.subscribe_action(&m.name, &h.event, &h.action, h.priority, h.once, timeout) {
+            if let Err(e) =
+                self.subscribe_action(&m.name, generation, &h.event, &h.action, h.priority, h.once, timeout)
+            {
                 // Patterns were validated with the manifest; this cannot happen.
                 log::error!(target: "xcore::hooks", "plugin '{}': hook on '{}': {e}", m.name, h.event);
             }
@@ -547,6 +605,8 @@ impl PluginRegistry {
         }
         let slot = self.slot_or_create(name, dir.clone());
         let replacing = slot.state() == PluginState::Ready;
+        // The supervisor's restart task marks the slot before it loads.
+        let restarting = slot.state() == PluginState::Restarting;
         if !replacing {
             slot.set_state(PluginState::Loading);
         }
@@ -561,10 +621,13 @@ impl PluginRegistry {
                 );
             } else {
                 slot.fail(msg.clone());
-                self.emit_host_event(
-                    "plugin.failed",
-                    serde_json::json!({ "plugin": slot.name, "reason": msg }),
-                );
+                // A failed restart attempt is not final: the supervisor decides next.
+                if !restarting {
+                    self.emit_host_event(
+                        "plugin.failed",
+                        serde_json::json!({ "plugin": slot.name, "reason": msg }),
+                    );
+                }
             }
             RegistryError::LoadFailed(msg)
         };
@@ -600,7 +663,7 @@ impl PluginRegistry {
             let gauges = slot.gauges.clone();
             let sandbox = self.opts.sandbox();
             let on_death = self.death_hook(&slot, generation);
-            let services = HostServices::new(&m.name, &m.permissions, Arc::downgrade(self));
+            let services = HostServices::new(&m.name, generation, &m.permissions, Arc::downgrade(self));
             tokio::task::spawn_blocking(move || -> Result<Instance, String> {
                 match m.execution_mode {
                     ExecutionMode::Trusted => {
@@ -637,27 +700,36 @@ impl PluginRegistry {
         }
         let instance = match instance {
             Ok(i) => Arc::new(i),
-            Err(e) => return Err(fail(&slot, e)),
+            Err(e) => {
+                // Its constructor may have subscribed before failing.
+                self.hooks.unregister_owner(&owner_of(name, generation));
+                return Err(fail(&slot, e));
+            }
         };
         let load_time = started.elapsed();
-        {
+        let hash = content_hash(&dir, &m);
+        let previous = {
             let mut inner = slot.inner.lock();
+            let previous = inner.generation;
+            inner.content_hash = hash;
             inner.generation = generation;
             inner.last_error = None;
             inner.ready_since = Some(Instant::now());
             inner.load_time = Some(load_time);
-        }
+            previous
+        };
         slot.set_manifest(m.clone());
         slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
         // The old instance (if any) is dropped here; its workers drain queued calls and
         // exit, and in-flight callers still hold it until they get their reply.
         slot.instance.store(Some(instance));
         slot.set_state(PluginState::Ready);
-        self.register_manifest_hooks(&m);
-        let (verb, event) = match (replacing, generation) {
+        self.register_manifest_hooks(&m, generation);
+        self.hooks.unregister_owner(&owner_of(name, previous));
+        let (verb, event) = match (replacing, restarting) {
             (true, _) => ("reloaded", "plugin.reloaded"),
-            (false, 1) => ("loaded", "plugin.loaded"),
-            (false, _) => ("restarted", "plugin.restarted"),
+            (false, true) => ("restarted", "plugin.restarted"),
+            (false, false) => ("loaded", "plugin.loaded"),
         };
         log::info!(target: "xcore::runtime", "plugin '{name}' {} {verb} (generation {generation}) in {:.2} ms",
             m.version, load_time.as_secs_f64() * 1e3);
@@ -750,8 +822,10 @@ impl PluginRegistry {
     async fn unload_slot(&self, slot: &PluginSlot) {
         slot.set_state(PluginState::Unloaded);
         slot.inner.lock().ready_since = None;
+        let generation = slot.inner.lock().generation;
         let Some(instance) = slot.instance.swap(None) else {
-            self.hooks.unregister_owner(&owner_of(&slot.name));
+            self.hooks.unregister_owner(&owner_of(&slot.name, generation));
+            self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
             return;
         };
         let deadline = Instant::now() + self.opts.drain_timeout;
@@ -770,9 +844,48 @@ impl PluginRegistry {
         if !finished() {
             log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
         }
-        self.hooks.unregister_owner(&owner_of(&slot.name));
+        self.hooks.unregister_owner(&owner_of(&slot.name, generation));
         log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
         self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
+    }
+
+    /// Brings one plugin folder in line with the disk, for the file watcher: a removed
+    /// folder unloads the plugin, a new one loads it, a changed manifest or library
+    /// reloads it (the old version keeps serving if the new one fails). Content that
+    /// did not change does nothing; a plugin an operator unloaded stays unloaded.
+    pub async fn sync_folder(self: &Arc<Self>, name: &str) -> Option<&'static str> {
+        let _guard = self.ops.lock().await;
+        let dir = self.opts.plugins_dir.join(name);
+        let slot = self.slot(name);
+        if !dir.join(manifest::MANIFEST_FILE).is_file() {
+            let slot = slot?;
+            if dir.exists() {
+                // A folder being written or emptied: wait for its manifest.
+                return None;
+            }
+            self.unload_slot(&slot).await;
+            self.slots.write().remove(name);
+            self.metrics.forget_plugin(name);
+            return Some("removed");
+        }
+        if let Some(slot) = &slot {
+            if slot.state() == PluginState::Unloaded {
+                return None;
+            }
+            let new_hash = manifest::load(&dir).ok().and_then(|l| content_hash(&dir, &l.manifest));
+            if new_hash.is_some() && new_hash == slot.inner.lock().content_hash {
+                return None;
+            }
+        }
+        let verb = if slot.as_ref().is_some_and(|s| s.state() == PluginState::Ready) {
+            "reloaded"
+        } else {
+            "loaded"
+        };
+        match self.load_slot(name, None).await {
+            Ok(()) => Some(verb),
+            Err(_) => Some("failed"),
+        }
     }
 
     /// Loads plugin folders that appeared and unloads those whose folder is gone.
@@ -878,12 +991,13 @@ impl PluginRegistry {
             None => None,
         };
         let started = Instant::now();
-        slot.counters.in_flight.fetch_add(1, Ordering::SeqCst);
-        let outcome = instance.call(input, timeout).await;
-        slot.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(key) = origin_key {
-            self.origins.lock().remove(&key);
-        }
+        let outcome = {
+            // Undone on every path, the future being dropped (a handler timeout, a
+            // client gone) included.
+            let _in_flight =
+                InFlight::enter(&slot.counters.in_flight, origin_key.map(|k| (&self.origins, k)));
+            instance.call(input, timeout).await
+        };
         slot.metrics.latency.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(bytes)) => {
@@ -1056,6 +1170,8 @@ impl PluginRegistry {
                     "concurrency": r.concurrency,
                     "max_memory_mb": r.max_memory_mb,
                     "max_disk_mb": r.max_disk_mb,
+                    "cpu_time_ms": r.cpu_time_ms,
+                    "max_open_files": r.max_open_files,
                     "rate_limit": {"calls": r.rate_limit.calls, "period_seconds": r.rate_limit.period_seconds},
                 })
             }),

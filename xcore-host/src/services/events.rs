@@ -72,7 +72,10 @@ pub fn emit(
     // Where this plugin stands in an event chain: a top-level call emits at depth 0.
     let (depth, mut chain) =
         registry.call_origin(request_id).map(|o| (o.depth + 1, o.chain)).unwrap_or_else(|| (0, Vec::new()));
-    chain.push(caller.plugin.to_string());
+    // Only a waiting emitter blocks its own call: a detached emit leaves it free.
+    if req.wait {
+        chain.push(caller.plugin.to_string());
+    }
     let hooks = registry.hooks().clone();
     let handle = registry.supervisor_handle();
     if req.wait {
@@ -113,6 +116,7 @@ pub fn subscribe(
     let id = registry
         .subscribe_action(
             &caller.plugin,
+            caller.generation,
             &req.pattern,
             &req.action,
             req.priority,
@@ -131,7 +135,7 @@ pub fn unsubscribe(
 ) -> Result<Value, ServiceError> {
     let req: UnsubscribeRequest =
         serde_json::from_slice(payload).map_err(|e| ServiceError::bad_request("events.unsubscribe", e))?;
-    let owner = crate::runtime::registry::owner_of(&caller.plugin);
+    let owner = crate::runtime::registry::owner_of(&caller.plugin, caller.generation);
     let hooks = registry.hooks();
     let own = hooks.list().into_iter().any(|s| s.id == HandlerId(req.id) && s.owner == owner);
     Ok(json!({ "removed": own && hooks.unregister(HandlerId(req.id)) }))

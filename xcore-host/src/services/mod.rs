@@ -46,6 +46,8 @@ impl ServiceError {
 pub struct Caller {
     /// Plugin name.
     pub plugin: Arc<str>,
+    /// Which instance of it (its subscriptions belong to that instance).
+    pub generation: u64,
     /// Its manifest's permissions.
     pub permissions: Arc<[String]>,
     /// The registry (weak: instances must not keep the registry alive).

@@ -125,16 +125,31 @@ impl Server {
 
     /// With extra top-level YAML and extra environment variables (`XCORE__...`).
     pub fn start_full(plugins: &[PluginSpec], extra_config: &str, env: &[(&str, &str)]) -> Server {
+        Self::start_custom(|dir| write_plugins(dir, plugins), extra_config, env, &[])
+    }
+
+    /// `prepare` fills the plugins folder; `args` are added to `xcore serve`.
+    pub fn start_custom(
+        prepare: impl FnOnce(&Path),
+        extra_config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        write_plugins(&dir.path().join("plugins"), plugins);
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        prepare(&dir.path().join("plugins"));
         let port = free_port();
+        // The watcher is off unless a test turns it on: tests write into their plugins
+        // folder and call the admin routes themselves.
+        let plugins = if extra_config.contains("plugins:") { "" } else { "plugins:\n  watch: false\n" };
         let config = format!(
-            "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{extra_config}"
+            "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{plugins}{extra_config}"
         );
         std::fs::write(dir.path().join("xcore.yaml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_xcore"))
             .args(["serve", "--config", "xcore.yaml"])
+            .args(args)
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())

@@ -306,7 +306,8 @@ impl SandboxInstance {
         if !shared.alive.load(Ordering::SeqCst) {
             return Err(InstanceError::Crashed(self.exit_reason()));
         }
-        let wait = timeout.unwrap_or(Duration::from_secs(86_400));
+        let total = timeout.unwrap_or(Duration::from_secs(86_400));
+        let wait = total;
         let started = tokio::time::Instant::now();
         let Ok(Ok(_permit)) = tokio::time::timeout(wait, self.permits.acquire()).await else {
             return Err(InstanceError::Overloaded);
@@ -369,7 +370,7 @@ impl SandboxInstance {
                 shared.pending.lock().remove(&id);
                 shared.kill(format!(
                     "killed: action '{action}' ran past its deadline of {} ms",
-                    wait.as_millis()
+                    total.as_millis()
                 ));
                 Err(InstanceError::DeadlinePassed)
             }

@@ -1,5 +1,5 @@
-//! Maps a plugin library and checks it against the contract. The only `unsafe` of the
-//! runtime lives here.
+//! Maps a plugin library and checks it against the contract. With
+//! `runtime/sandbox/os.rs`, one of the two modules of the host that use `unsafe`.
 //!
 //! Two facts shape this module (see ARCHITECTURE.md, "Invariants"):
 //! - The dynamic loader caches libraries by path, and abi_stable's

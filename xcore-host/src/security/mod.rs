@@ -1,0 +1,4 @@
+//! Plugin signing: RSA key pairs ([`keys`]) and `plugin.sig` files ([`signing`]).
+
+pub mod keys;
+pub mod signing;

@@ -1,0 +1,162 @@
+//! Hot reload: watches the plugins folder (notify, with a debouncer) and brings each
+//! touched plugin folder in line with the disk through
+//! [`PluginRegistry::sync_folder`]: new folder -> load, changed `plugin.yaml` or
+//! library -> reload with no downtime, removed folder -> unload. A content hash makes
+//! a touch without a change do nothing.
+//!
+//! In dev mode (`xcore serve --dev`) a change under a plugin's `src/` or to its
+//! `Cargo.toml` first rebuilds the crate with cargo; the new library is renamed into
+//! place, which is itself the change that triggers the reload. A build that fails is
+//! logged and the old version keeps serving.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+
+use crate::plugin_build;
+use crate::runtime::PluginRegistry;
+
+/// Watcher settings.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How long events settle before acting.
+    pub debounce: Duration,
+    /// Rebuild crates whose sources change.
+    pub dev: bool,
+}
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct PluginWatcher {
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+}
+
+/// What changed inside one plugin folder.
+#[derive(Debug, Default)]
+struct Touched {
+    sources: bool,
+}
+
+/// Maps event paths to the plugin folders they touch. Paths inside `data/` (the
+/// plugin's own writes), `target/` and temporary build files are not changes of the
+/// plugin.
+fn classify(plugins_dir: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Vec<(String, Touched)> {
+    let mut folders: std::collections::BTreeMap<String, Touched> = Default::default();
+    for path in paths {
+        let Ok(rel) = path.strip_prefix(plugins_dir) else { continue };
+        let parts: Vec<&str> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => s.to_str(),
+                _ => None,
+            })
+            .collect();
+        let Some(folder) = parts.first() else { continue };
+        if folder.starts_with('_') || folder.starts_with('.') {
+            continue;
+        }
+        let inner = &parts[1..];
+        if matches!(inner.first(), Some(&"data") | Some(&"target") | Some(&".git"))
+            || inner.last().is_some_and(|f| f.ends_with(".tmp-build") || f.ends_with(".tmp"))
+        {
+            continue;
+        }
+        let t = folders.entry(folder.to_string()).or_default();
+        if matches!(inner.first(), Some(&"src")) || inner == ["Cargo.toml"] {
+            t.sources = true;
+        }
+    }
+    folders.into_iter().collect()
+}
+
+/// Starts watching `plugins_dir`.
+pub fn start(
+    registry: Arc<PluginRegistry>,
+    plugins_dir: &Path,
+    opts: WatchOptions,
+) -> Result<PluginWatcher, notify::Error> {
+    let plugins_dir = std::fs::canonicalize(plugins_dir).unwrap_or_else(|_| plugins_dir.to_path_buf());
+    let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(opts.debounce, None, tx)?;
+    debouncer.watch(&plugins_dir, RecursiveMode::Recursive)?;
+    let dir = plugins_dir.clone();
+    std::thread::Builder::new()
+        .name("plugin-watcher".into())
+        .spawn(move || {
+            for batch in rx {
+                match batch {
+                    Ok(events) => {
+                        // Reads (the loader's copy, the content hash) are events too:
+                        // acting on them would loop.
+                        let paths = events
+                            .into_iter()
+                            .filter(|e| !matches!(e.event.kind, notify::EventKind::Access(_)))
+                            .flat_map(|e| e.event.paths);
+                        handle(&registry, &dir, classify(&dir, paths), opts.dev);
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            log::warn!(target: "xcore::watcher", "file watch error: {e}");
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| notify::Error::generic(&e.to_string()))?;
+    log::info!(target: "xcore::watcher", "watching {} for plugin changes{}", plugins_dir.display(),
+        if opts.dev { " (dev: rebuilding changed crates)" } else { "" });
+    Ok(PluginWatcher { _debouncer: debouncer })
+}
+
+fn handle(registry: &Arc<PluginRegistry>, plugins_dir: &Path, touched: Vec<(String, Touched)>, dev: bool) {
+    if touched.is_empty() {
+        return;
+    }
+    let handle = registry.supervisor_handle();
+    log::debug!(target: "xcore::watcher", "changes in {:?}", touched.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for (name, t) in touched {
+        let dir = plugins_dir.join(&name);
+        if dev && t.sources && dir.join("Cargo.toml").is_file() {
+            log::info!(target: "xcore::watcher", "plugin '{name}': sources changed, rebuilding");
+            match plugin_build::build(&dir, false, |_| {}) {
+                // The renamed library arrives as its own event and reloads the plugin.
+                Ok(lib) => log::info!(target: "xcore::watcher", "plugin '{name}': built {}", lib.display()),
+                Err(e) => {
+                    log::error!(target: "xcore::watcher", "plugin '{name}': build failed, the old version keeps serving: {e}")
+                }
+            }
+            continue;
+        }
+        if let Some(what) = handle.block_on(registry.sync_folder(&name)) {
+            log::info!(target: "xcore::watcher", "plugin '{name}' {what} after a file change");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_plugin_folders() {
+        let root = Path::new("/p");
+        let got = classify(
+            root,
+            [
+                "/p/echo/plugin.yaml",
+                "/p/echo/libecho.so",
+                "/p/notes/src/lib.rs",
+                "/p/notes/data/notes.json",
+                "/p/notes/target/debug/x",
+                "/p/_disabled/plugin.yaml",
+                "/p/echo/libecho.tmp-build",
+                "/elsewhere/x",
+            ]
+            .map(PathBuf::from),
+        );
+        let names: Vec<_> = got.iter().map(|(n, t)| (n.as_str(), t.sources)).collect();
+        assert_eq!(names, vec![("echo", false), ("notes", true)]);
+    }
+}
