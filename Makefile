@@ -6,7 +6,7 @@ XCORE := target/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help build plugins run test lint fmt bench load clean
+.PHONY: help build keys plugins run run-dev sign-plugin test lint fmt bench load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -14,11 +14,21 @@ help: ## List the targets
 build: ## Build the host, the example plugins and the test fixtures (debug)
 	$(CARGO) build --workspace
 
-plugins: build ## Build the example plugins and put each library where its plugin.yaml points
+keys: build ## Create the development signing key pair keys/dev.key + keys/dev.pub (once)
+	@test -f keys/dev.key || $(XCORE) keys generate --dir keys --name dev
+
+plugins: build keys ## Build the example plugins, put each library in place, sign them with keys/dev.key
 	$(XCORE) plugin build
+	@for p in plugins/*/; do $(XCORE) plugin sign "$$p" --key keys/dev.key; done
+
+sign-plugin: keys ## Sign one plugin folder: make sign-plugin PLUGIN=plugins/echo
+	$(XCORE) plugin sign "$(PLUGIN)" --key keys/dev.key
 
 run: plugins ## Serve the example plugins on 127.0.0.1:$(PORT) with the embedded defaults
 	$(XCORE) serve --port $(PORT)
+
+run-dev: plugins ## Port 8082: watch plugins and their sources, rebuild and hot-reload (signatures off)
+	XCORE__SECURITY__REQUIRE_SIGNATURES=none $(XCORE) serve --dev --port 8082
 
 test: build ## Run every test (unit, integration through real HTTP, doc tests)
 	$(CARGO) test --workspace
@@ -39,4 +49,4 @@ load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 
 clean: ## Remove build outputs, runtime files and logs
 	$(CARGO) clean
-	rm -rf runtime logs plugins/*/*.so
+	rm -rf runtime logs plugins/*/*.so plugins/*/plugin.sig

@@ -38,6 +38,63 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Sandboxed workers.
     pub sandbox: SandboxConfig,
+    /// Plugin signatures.
+    pub security: SecurityConfig,
+}
+
+/// Which plugins must carry a valid signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RequireSignatures {
+    /// Signatures are not checked.
+    None,
+    /// Trusted-tier plugins must be signed by a trusted key (a sandboxed plugin that
+    /// ships a plugin.sig is checked too).
+    #[default]
+    Trusted,
+    /// Every plugin must be signed by a trusted key.
+    All,
+}
+
+/// Plugin signature settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// Public keys (PEM) whose signatures are trusted.
+    pub trusted_keys: Vec<PathBuf>,
+    /// A folder whose `*.pub` files are all trusted keys (default `keys`, where
+    /// `xcore keys generate` writes); a missing folder trusts nothing.
+    #[serde(deserialize_with = "lenient::path")]
+    pub trusted_keys_dir: PathBuf,
+    /// `none`, `trusted` (default) or `all`.
+    pub require_signatures: RequireSignatures,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            trusted_keys: Vec::new(),
+            trusted_keys_dir: PathBuf::from("keys"),
+            require_signatures: RequireSignatures::Trusted,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// Every trusted key file: the listed ones, then the folder's `*.pub`, sorted.
+    pub fn trusted_key_files(&self) -> Vec<PathBuf> {
+        let mut files = self.trusted_keys.clone();
+        if let Ok(entries) = std::fs::read_dir(&self.trusted_keys_dir) {
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+        files
+    }
 }
 
 /// Settings of the sandboxed tier's worker processes.
@@ -772,11 +829,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_future_sections_warn() {
-        let yaml = "server:\n  prot: 1\ndatabases:\n  main: {url: 'sqlite://x'}\ncache: {}\nscheduler: {}\nsecurity: {}\nhooks: []\n";
+        let yaml = "server:\n  prot: 1\ndatabases:\n  main: {url: 'sqlite://x'}\ncache: {}\nscheduler: {}\nhooks: []\n";
         let (c, w) = parse(yaml, &[]).unwrap();
         assert_eq!(c, Config::default());
         let all = w.join("\n");
-        for key in ["'server.prot'", "'databases'", "'cache'", "'scheduler'", "'security'", "'hooks'"] {
+        for key in ["'server.prot'", "'databases'", "'cache'", "'scheduler'", "'hooks'"] {
             assert!(all.contains(key), "{key} not in {all}");
         }
         assert!(all.starts_with("xcore.yaml: unknown key"), "{all}");

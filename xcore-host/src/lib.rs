@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod plugin_build;
 pub mod plugin_order;
 pub mod runtime;
+pub mod security;
 pub mod services;
 pub mod watcher;

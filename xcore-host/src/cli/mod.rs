@@ -2,6 +2,7 @@
 
 mod build;
 mod client;
+mod security;
 mod serve;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Command {
     /// Works with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manages signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The sandbox worker mode: started by the host only, never by hand.
     #[command(name = "__sandbox-worker", hide = true)]
     SandboxWorker {
@@ -51,6 +55,16 @@ enum PluginCommand {
     /// Builds plugin crates with cargo and puts each library where its manifest's
     /// entry_point says (written to a temporary file, then renamed into place).
     Build(build::BuildArgs),
+    /// Signs a plugin folder: writes plugin.sig (SHA-256 of every file, RSA-PSS).
+    Sign(security::SignArgs),
+    /// Verifies a plugin folder's signature and prints the result per file.
+    Verify(security::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generates an RSA key pair (3072 bits by default) as PEM files.
+    Generate(security::KeygenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +89,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::List(args)) => client::list(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Call(args)) => client::call(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Build(args)) => build::run(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Sign(args)) => security::sign(args),
+        Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
+        Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::SandboxWorker { .. } => unreachable!("handled above"),
     }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
+use xcore_host::config::RequireSignatures;
 use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
+use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
+use xcore_host::security::keys;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
 
@@ -75,6 +77,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_frame = cfg.sandbox.max_frame_bytes;
     reg_opts.startup_timeout = Duration::from_millis(cfg.sandbox.startup_timeout_ms);
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
+    reg_opts.signatures = signature_policy(&cfg.security)?;
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
     let opts = ServeOptions {
         host: cfg.server.host.clone(),
@@ -115,4 +118,24 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     })?;
     log::info!(target: "xcore", "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the trusted keys; a key file that cannot be read stops the start.
+fn signature_policy(sec: &config::SecurityConfig) -> Result<SignaturePolicy> {
+    let mut trusted = Vec::new();
+    for file in sec.trusted_key_files() {
+        let key = keys::load_public(&file).with_context(|| format!("trusted key {}", file.display()))?;
+        log::info!(target: "xcore", "trusted signing key {} ({})", keys::fingerprint(&key), file.display());
+        trusted.push(key);
+    }
+    match sec.require_signatures {
+        RequireSignatures::None => {
+            log::warn!(target: "xcore", "plugin signatures are not checked (security.require_signatures: none)")
+        }
+        level if trusted.is_empty() => log::warn!(target: "xcore",
+            "no trusted signing key: every plugin that must be signed ({level:?}) will be refused; \
+             create one with `xcore keys generate` and sign with `xcore plugin sign`"),
+        _ => {}
+    }
+    Ok(SignaturePolicy { require: sec.require_signatures, trusted: Arc::new(trusted) })
 }

@@ -26,12 +26,14 @@ use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
 use super::trusted::instance::{InstanceGauges, TrustedInstance};
 use super::trusted::loader;
+use crate::config::RequireSignatures;
 use crate::hooks::{
     self, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
 };
 use crate::manifest::{self, ExecutionMode, Manifest};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::plugin_order;
+use crate::security::signing;
 
 tokio::task_local! {
     /// The plugins waiting on the emit that runs in this task (each blocked in a call
@@ -64,6 +66,50 @@ pub struct RegistryOptions {
     pub startup_timeout: Duration,
     /// SIGTERM to SIGKILL when a worker is stopped.
     pub kill_grace: Duration,
+    /// Which plugins must be signed, and by whom.
+    pub signatures: SignaturePolicy,
+}
+
+/// The signature rule the registry applies at every load and reload.
+#[derive(Clone, Default)]
+pub struct SignaturePolicy {
+    /// Which plugins must be signed.
+    pub require: RequireSignatures,
+    /// The keys whose signatures count.
+    pub trusted: Arc<Vec<rsa::PublicKey>>,
+}
+
+impl std::fmt::Debug for SignaturePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = self.trusted.iter().map(crate::security::keys::fingerprint).collect();
+        f.debug_struct("SignaturePolicy").field("require", &self.require).field("trusted", &keys).finish()
+    }
+}
+
+impl SignaturePolicy {
+    /// Checks `m`'s folder; `Ok(Some(fingerprint))` when a valid signature was found.
+    pub fn check(&self, m: &Manifest) -> Result<Option<String>, String> {
+        let has_sig = m.dir.join(signing::SIGNATURE_FILE).is_file();
+        let required = match self.require {
+            RequireSignatures::None => return Ok(None),
+            RequireSignatures::Trusted => m.execution_mode == ExecutionMode::Trusted,
+            RequireSignatures::All => true,
+        };
+        if !required && !has_sig {
+            return Ok(None);
+        }
+        let entry = m.entry_point.to_string_lossy().replace('\\', "/");
+        if !signing::is_covered(&entry) {
+            return Err(format!(
+                "plugin '{}': entry_point '{entry}' is in a folder signatures do not cover (target/, data/); \
+                 put the library elsewhere in the plugin folder",
+                m.name
+            ));
+        }
+        signing::verify(&m.dir, &m.name, &m.version.to_string(), &self.trusted)
+            .map(|v| Some(v.key_fingerprint))
+            .map_err(|e| format!("plugin '{}': signature check failed: {e}", m.name))
+    }
 }
 
 impl RegistryOptions {
@@ -78,6 +124,9 @@ impl RegistryOptions {
             max_frame: 16 << 20,
             startup_timeout: Duration::from_secs(10),
             kill_grace: Duration::from_millis(200),
+            // The library's own default is to check nothing; `xcore serve` applies the
+            // configuration (trusted by default).
+            signatures: SignaturePolicy { require: RequireSignatures::None, trusted: Arc::default() },
         }
     }
 
@@ -146,6 +195,8 @@ struct SlotInner {
     /// SHA-256 of the manifest and library last loaded: a touch that changes neither
     /// reloads nothing.
     content_hash: Option<String>,
+    /// Fingerprint of the key that signed the loaded version.
+    signed_by: Option<String>,
 }
 
 /// Everything the host keeps about one plugin across its instances.
@@ -247,6 +298,8 @@ pub struct PluginInfo {
     /// Worker process details (sandboxed plugins): pid, RSS, last exit, disk use,
     /// filesystem isolation.
     pub sandbox: Option<serde_json::Value>,
+    /// Fingerprint of the key that signed the loaded version, if it was checked.
+    pub signed_by: Option<String>,
 }
 
 /// What a boot or rescan did.
@@ -643,6 +696,11 @@ impl PluginRegistry {
                 Err(e) => return Err(fail(&slot, e.to_string())),
             },
         };
+        // Every load verifies again: reloads (hot ones included) and restarts.
+        let signed_by = match self.opts.signatures.check(&m) {
+            Ok(s) => s,
+            Err(e) => return Err(fail(&slot, e)),
+        };
         for req in &m.requires {
             let ok = self.slot(&req.name).is_some_and(|s| {
                 s.state() == PluginState::Ready
@@ -712,6 +770,7 @@ impl PluginRegistry {
             let mut inner = slot.inner.lock();
             let previous = inner.generation;
             inner.content_hash = hash;
+            inner.signed_by = signed_by;
             inner.generation = generation;
             inner.last_error = None;
             inner.ready_since = Some(Instant::now());
@@ -1210,6 +1269,7 @@ impl PluginRegistry {
             uptime_seconds: inner.ready_since.map(|t| t.elapsed().as_secs_f64()),
             load_time_ms: inner.load_time.map(|d| d.as_secs_f64() * 1e3),
             generation: inner.generation,
+            signed_by: inner.signed_by.clone(),
             sandbox: m.as_ref().filter(|m| m.execution_mode == ExecutionMode::Sandboxed).map(|m| {
                 let mut v = instance.as_ref().and_then(|i| i.sandbox_status()).unwrap_or_else(|| serde_json::json!({}));
                 v["last_exit"] = serde_json::json!(inner.last_exit);

@@ -142,8 +142,11 @@ impl Server {
         // The watcher is off unless a test turns it on: tests write into their plugins
         // folder and call the admin routes themselves.
         let plugins = if extra_config.contains("plugins:") { "" } else { "plugins:\n  watch: false\n" };
+        // Signatures have tests of their own; elsewhere the test plugins are unsigned.
+        let security =
+            if extra_config.contains("security:") { "" } else { "security:\n  require_signatures: none\n" };
         let config = format!(
-            "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{plugins}{extra_config}"
+            "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{plugins}{security}{extra_config}"
         );
         std::fs::write(dir.path().join("xcore.yaml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
