@@ -6,7 +6,7 @@ XCORE := target/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help build keys plugins run run-dev sign-plugin test lint fmt bench load clean
+.PHONY: help build keys plugins run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ sign-plugin: keys ## Sign one plugin folder: make sign-plugin PLUGIN=plugins/ech
 
 run: plugins ## Serve the example plugins on 127.0.0.1:$(PORT) with the embedded defaults
 	$(XCORE) serve --port $(PORT)
+
+add-plugin: build ## Install from git: make add-plugin PLUGIN_REPO=url [PLUGIN_NAME=x] [PLUGIN_REF=tag]
+	$(XCORE) plugin add "$(PLUGIN_REPO)" $(if $(PLUGIN_NAME),--name "$(PLUGIN_NAME)") $(if $(PLUGIN_REF),--ref "$(PLUGIN_REF)")
+
+rm-plugin: build ## Unload and remove a plugin: make rm-plugin PLUGIN_NAME=x
+	$(XCORE) plugin rm "$(PLUGIN_NAME)"
 
 run-dev: plugins ## Port 8082: watch plugins and their sources, rebuild and hot-reload (signatures off)
 	XCORE__SECURITY__REQUIRE_SIGNATURES=none $(XCORE) serve --dev --port 8082

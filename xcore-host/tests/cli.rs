@@ -81,6 +81,11 @@ fn help_is_available_everywhere() {
         vec!["plugin", "call", "--help"],
         vec!["plugin", "build", "--help"],
         vec!["config", "check", "--help"],
+        vec!["plugin", "add", "--help"],
+        vec!["plugin", "rm", "--help"],
+        vec!["plugin", "sign", "--help"],
+        vec!["plugin", "verify", "--help"],
+        vec!["keys", "generate", "--help"],
     ] {
         let out = xcore(dir.path(), &args);
         assert!(out.status.success(), "{args:?}");

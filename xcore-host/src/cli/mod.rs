@@ -2,6 +2,7 @@
 
 mod build;
 mod client;
+mod install;
 mod security;
 mod serve;
 
@@ -59,6 +60,11 @@ enum PluginCommand {
     Sign(security::SignArgs),
     /// Verifies a plugin folder's signature and prints the result per file.
     Verify(security::VerifyArgs),
+    /// Installs a plugin from git: clone, build, check its signature, move into place,
+    /// and ask a running server to load it.
+    Add(install::AddArgs),
+    /// Unloads a plugin from a running server and removes its folder.
+    Rm(install::RmArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +96,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Call(args)) => client::call(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Build(args)) => build::run(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Sign(args)) => security::sign(args),
+        Command::Plugin(PluginCommand::Add(args)) => install::add(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Rm(args)) => install::rm(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
