@@ -48,7 +48,7 @@ fmt: ## Format the code
 
 bench: ## criterion benchmarks of the call path and the plugin load (release)
 	$(CARGO) build --release --workspace
-	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks
+	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload
 
 load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 	./scripts/load.sh
