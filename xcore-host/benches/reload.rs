@@ -31,8 +31,10 @@ fn main() {
     std::fs::copy(&lib, plugins.join("echo/libecho.so")).unwrap();
     std::fs::write(plugins.join("echo/plugin.yaml"), manifest("g0")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let registry =
-        PluginRegistry::new(RegistryOptions::new(plugins.clone(), dir.path().join("runtime")), Arc::new(Metrics::new()));
+    let registry = PluginRegistry::new(
+        RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
+        Arc::new(Metrics::new()),
+    );
     rt.block_on(registry.load_all());
     let debounce = Duration::from_millis(200);
     let _watch = watcher::start(registry.clone(), &plugins, WatchOptions { debounce, dev: false }).unwrap();
@@ -46,7 +48,9 @@ fn main() {
             request_id: "r".into(),
             origin: None,
         };
-        rt.block_on(registry.call("echo", input)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        rt.block_on(registry.call("echo", input))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     };
     let mut samples = Vec::new();
     for i in 1..=15 {
