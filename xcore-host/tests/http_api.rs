@@ -123,3 +123,17 @@ fn an_action_named_reload_is_just_an_action() {
     let r = s.call("misbehave", "teapot", "{}");
     assert_eq!((r.status, r.code().as_str()), (418, "teapot"));
 }
+
+#[test]
+fn without_a_configured_token_one_is_generated_owner_only() {
+    // An empty token means "none configured".
+    let s = Server::start_full(&[PluginSpec::echo()], "", &[("XCORE__SERVER__ADMIN_TOKEN", "")]);
+    let path = s.dir.path().join("runtime/admin.token");
+    let token = std::fs::read_to_string(&path).expect("generated token file");
+    assert_eq!(token.len(), 64, "256 random bits, hex");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(s.output().contains("admin.token"), "the log says where it is");
+    assert_eq!(s.post_with("/api/v1/plugins/echo/reload", "", Some(TOKEN)).status, 401);
+    assert_eq!(s.post_with("/api/v1/plugins/echo/reload", "", Some(&token)).status, 200);
+}
