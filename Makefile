@@ -6,10 +6,15 @@ XCORE := target/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help build keys plugins run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
+.PHONY: help init build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+init: ## Check the toolchain and fetch every dependency (first step on a new machine)
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+	@command -v cc >/dev/null || { echo "a C compiler is missing (gcc or clang)"; exit 1; }
+	$(CARGO) fetch
 
 build: ## Build the host, the example plugins and the test fixtures (debug)
 	$(CARGO) build --workspace
@@ -33,6 +38,12 @@ add-plugin: build ## Install from git: make add-plugin PLUGIN_REPO=url [PLUGIN_N
 rm-plugin: build ## Unload and remove a plugin: make rm-plugin PLUGIN_NAME=x
 	$(XCORE) plugin rm "$(PLUGIN_NAME)"
 
+run-st: keys ## Port 8081: release build, no file watching
+	$(CARGO) build --release --workspace
+	$(CARGO) run --release -q -p xcore-host --bin xcore -- plugin build --release
+	@for p in plugins/*/; do target/release/xcore plugin sign "$$p" --key keys/dev.key; done
+	XCORE__PLUGINS__WATCH=false target/release/xcore serve --port 8081
+
 run-dev: plugins ## Port 8082: watch plugins and their sources, rebuild and hot-reload (signatures off)
 	XCORE__SECURITY__REQUIRE_SIGNATURES=none $(XCORE) serve --dev --port 8082
 
@@ -43,10 +54,29 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+lint-fix: ## cargo fmt, then clippy --fix
+	$(CARGO) fmt --all
+	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged -- -D warnings
+
+logs-live: build ## Follow the log (all plugins)
+	$(XCORE) logs tail --follow
+
+logs-stats: build ## Counts per level, plugin and target
+	$(XCORE) logs stats
+
+logs-errors: build ## The last errors and warnings
+	$(XCORE) logs tail --level warn --lines 100
+
+logs-health-check: build ## healthy / degraded / critical over the last 15 minutes (exit 0/1/2)
+	$(XCORE) logs health
+
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## criterion benchmarks of the call path and the plugin load (release)
+docs: build ## Build the documentation site into target/site (docs/*.md, plugin pages, HTTP API)
+	$(XCORE) docgen --out target/site
+
+bench: ## Benchmarks (release): call path, latency percentiles, events, hot reload
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload
 

@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod config;
+pub mod docgen;
 pub mod hooks;
 pub mod logging;
+pub mod logtools;
 pub mod manifest;
 pub mod metrics;
 pub mod plugin_build;

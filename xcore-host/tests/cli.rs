@@ -105,3 +105,76 @@ fn plugin_build_puts_the_library_where_the_manifest_points() {
     // No temporary file is left behind by the write-then-rename.
     assert!(!plugins.join("echo/libecho.tmp-build").exists());
 }
+
+#[test]
+fn docgen_builds_the_site_from_the_real_docs_and_plugins_and_catches_broken_links() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let args = |docs: &std::path::Path| {
+        vec![
+            "docgen".to_string(),
+            "--docs".into(),
+            docs.to_string_lossy().into_owned(),
+            "--plugins-dir".into(),
+            repo.join("plugins").to_string_lossy().into_owned(),
+            "--out".into(),
+            out.path().to_string_lossy().into_owned(),
+        ]
+    };
+    let a = args(&repo.join("docs"));
+    let run = |a: &[String]| xcore(repo, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = run(&a);
+    assert!(first.status.success(), "the repository's docs have broken links:\n{}", text(&first.stderr));
+    for page in ["index.html", "api.html", "plugins.html", "plugins/echo.html", "plugins/notes.html"] {
+        assert!(out.path().join(page).is_file(), "{page}");
+    }
+    let api = std::fs::read_to_string(out.path().join("api.html")).unwrap();
+    assert!(
+        api.contains("/api/v1/plugins/{name}/call/{action}"),
+        "the API page comes from the OpenAPI document"
+    );
+    let notes = std::fs::read_to_string(out.path().join("plugins/notes.html")).unwrap();
+    assert!(notes.contains("route.create") && notes.contains("/notes/{id}"), "routes from the manifest");
+    let second = run(&a);
+    assert!(text(&second.stdout).contains("0 written"), "{}", text(&second.stdout));
+
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("README.md"),
+        "# Index\n\nSee [missing](nowhere.md) and [bad](#no-such-anchor).\n",
+    )
+    .unwrap();
+    let broken = run(&args(docs.path()));
+    assert!(!broken.status.success());
+    let err = text(&broken.stderr);
+    assert!(err.contains("nowhere.md") && err.contains("no-such-anchor"), "{err}");
+}
+
+#[test]
+fn log_tools_read_a_real_servers_log() {
+    let s = Server::start(&[PluginSpec::with("misbehave", "xcore-fixture-misbehave", "")]);
+    for _ in 0..3 {
+        assert_eq!(s.call("misbehave", "log", "{}").status, 200);
+    }
+    let dir = s.dir.path().join("logs");
+    let dir = dir.to_str().unwrap();
+    let out =
+        xcore(s.dir.path(), &["logs", "tail", "--dir", dir, "--plugin", "misbehave", "--level", "warn"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tail = text(&out.stdout);
+    assert_eq!(tail.matches("a warning from the plugin").count(), 3, "{tail}");
+    let out = xcore(s.dir.path(), &["logs", "stats", "--dir", dir, "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["by_plugin"]["misbehave"].as_u64().unwrap() >= 3, "{stats}");
+    assert!(stats["entries"].as_u64().unwrap() > 3, "{stats}");
+    // Three warnings: healthy at the default thresholds, degraded at 2, critical at 3.
+    let health = |extra: &[&str]| {
+        let mut args = vec!["logs", "health", "--dir", dir];
+        args.extend_from_slice(extra);
+        xcore(s.dir.path(), &args).status.code()
+    };
+    assert_eq!(health(&[]), Some(0));
+    assert_eq!(health(&["--warn-warnings", "2"]), Some(1));
+    assert_eq!(health(&["--critical-warnings", "3"]), Some(2));
+    assert_eq!(xcore(s.dir.path(), &["logs", "health", "--dir", "/nonexistent"]).status.code(), Some(3));
+}

@@ -220,6 +220,10 @@ pub(super) async fn hook_metrics(state: State) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "events": state.registry.hooks().metrics_snapshot() }))
 }
 
+pub(super) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}
+
 pub(super) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(404, "not_found", format!("no route {} {}", req.method(), req.path())))
 }

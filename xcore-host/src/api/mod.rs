@@ -2,7 +2,7 @@
 //!
 //! | route | who |
 //! |---|---|
-//! | `GET /health`, `GET /metrics` | anyone |
+//! | `GET /health`, `GET /metrics`, `GET /api/v1/openapi.json` | anyone |
 //! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
 //! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
 //! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset}`, `POST /api/v1/plugins/rescan` | admin |
@@ -15,7 +15,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod endpoints;
 mod handlers;
+pub mod openapi;
 pub mod plugin_routes;
 pub mod problem;
 
@@ -40,24 +42,10 @@ pub struct AppState {
 
 /// Registers every route on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(handlers::health))
-        .route("/metrics", web::get().to(handlers::metrics))
-        .service(
-            web::scope("/api/v1")
-                .route("/plugins", web::get().to(handlers::list))
-                .route("/plugins/rescan", web::post().to(handlers::rescan))
-                .route("/plugins/{name}", web::get().to(handlers::get))
-                .route("/plugins/{name}/call/{action}", web::post().to(handlers::call))
-                .route("/plugins/{name}/load", web::post().to(handlers::load))
-                .route("/plugins/{name}/reload", web::post().to(handlers::reload))
-                .route("/plugins/{name}/unload", web::post().to(handlers::unload))
-                .route("/plugins/{name}/reset", web::post().to(handlers::reset))
-                .route("/events/{event}", web::post().to(handlers::emit_event))
-                .route("/hooks", web::get().to(handlers::hooks))
-                .route("/hooks/metrics", web::get().to(handlers::hook_metrics)),
-        )
-        .route("/plugins/{name}/{tail:.*}", web::to(handlers::plugin_route))
-        .default_service(web::to(handlers::not_found));
+    for e in endpoints::ENDPOINTS {
+        cfg.route(&endpoints::actix_path(e.path), (e.route)());
+    }
+    cfg.default_service(web::to(handlers::not_found));
 }
 
 /// Server settings.

@@ -3,6 +3,7 @@
 mod build;
 mod client;
 mod install;
+mod logs;
 mod security;
 mod serve;
 
@@ -38,6 +39,12 @@ enum Command {
     /// Manages signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Reads the host's log files: tail (and follow), stats, health.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
+    /// Builds the static documentation site: docs/*.md, one page per plugin, and the
+    /// HTTP API reference from the OpenAPI document. Broken internal links fail it.
+    Docgen(DocgenArgs),
     /// The sandbox worker mode: started by the host only, never by hand.
     #[command(name = "__sandbox-worker", hide = true)]
     SandboxWorker {
@@ -65,6 +72,19 @@ enum PluginCommand {
     Add(install::AddArgs),
     /// Unloads a plugin from a running server and removes its folder.
     Rm(install::RmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DocgenArgs {
+    /// Markdown sources.
+    #[arg(long, default_value = "docs")]
+    docs: PathBuf,
+    /// Plugins folder (default: plugins.directory from the configuration).
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "target/site")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,8 +120,48 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Rm(args)) => install::rm(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
+        Command::Docgen(args) => docgen(cli.config.as_deref(), args),
+        Command::Logs(cmd) => logs::run(cmd),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::SandboxWorker { .. } => unreachable!("handled above"),
+    }
+}
+
+fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> {
+    let plugins_dir = match args.plugins_dir {
+        Some(d) => d,
+        None => config::load(path).context("invalid configuration")?.config.plugins.directory,
+    };
+    let input = xcore_host::docgen::DocgenInput {
+        docs_dir: args.docs,
+        plugins_dir,
+        openapi: xcore_host::api::openapi::document(),
+        out_dir: args.out.clone(),
+    };
+    match xcore_host::docgen::build(&input) {
+        Ok(r) => {
+            println!(
+                "{} pages in {}: {} written, {} unchanged, {} removed",
+                r.pages,
+                args.out.display(),
+                r.written,
+                r.unchanged,
+                r.removed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(xcore_host::docgen::DocgenError::BrokenLinks(links)) => {
+            for l in &links {
+                eprintln!("broken link: {l}");
+            }
+            eprintln!(
+                "{} broken internal link(s); the site was written to {}",
+                links.len(),
+                args.out.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -193,7 +193,10 @@ fn classify(raw: &str, docs_dir: &Path, pages: &BTreeSet<String>) -> Option<(Str
         return Some((rewritten, target));
     }
     if strip_suffix_ci(last, ".html").is_some() {
-        return Some((raw.to_string(), LinkTarget::Page { path: normalized, anchor: fragment, source: None }));
+        return Some((
+            raw.to_string(),
+            LinkTarget::Page { path: normalized, anchor: fragment, source: None },
+        ));
     }
     Some((raw.to_string(), LinkTarget::File(docs_dir.join(PathBuf::from(&normalized)))))
 }

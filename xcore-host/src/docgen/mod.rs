@@ -154,8 +154,7 @@ pub fn build(input: &DocgenInput) -> Result<DocgenReport, DocgenError> {
         (a.section, a.path != "index.html", &a.path).cmp(&(b.section, b.path != "index.html", &b.path))
     });
 
-    let rendered: Vec<(String, String)> =
-        pages.iter().map(|p| (p.path.clone(), layout(p, &pages))).collect();
+    let rendered: Vec<(String, String)> = pages.iter().map(|p| (p.path.clone(), layout(p, &pages))).collect();
     let broken = check_links(&pages, &rendered);
     let mut report = write_site(&input.out_dir, &rendered)?;
     if !broken.is_empty() {
@@ -183,11 +182,8 @@ fn doc_pages(docs_dir: &Path) -> Result<Vec<Page>, DocgenError> {
         let r = markdown::render(&src, &mode, &mut Slugger::default());
         let stem = name[..name.len() - 3].to_string();
         let title = r.h1.filter(|t| !t.trim().is_empty()).unwrap_or(stem);
-        let body = if r.html.contains("<h1") {
-            r.html
-        } else {
-            format!("<h1>{}</h1>\n{}", escape(&title), r.html)
-        };
+        let body =
+            if r.html.contains("<h1") { r.html } else { format!("<h1>{}</h1>\n{}", escape(&title), r.html) };
         pages.push(Page {
             path: markdown::page_name(name),
             title,
@@ -215,7 +211,13 @@ fn generated_index(pages: &[Page]) -> Page {
         }
         body.push_str("</ul>\n");
     }
-    Page { path: "index.html".into(), title: "Documentation".into(), section: Section::Docs, body, links: vec![] }
+    Page {
+        path: "index.html".into(),
+        title: "Documentation".into(),
+        section: Section::Docs,
+        body,
+        links: vec![],
+    }
 }
 
 const CSS: &str = "body{margin:0;font:16px/1.55 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;\
@@ -298,7 +300,11 @@ fn anchors(html: &str) -> HashSet<String> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 fn check_links(pages: &[Page], rendered: &[(String, String)]) -> Vec<BrokenLink> {

@@ -25,9 +25,11 @@ pub(crate) fn page(doc: &Value) -> Result<Option<Page>, DocgenError> {
     let mut out = String::new();
     let _ = writeln!(out, "<h1 id=\"{}\">HTTP API</h1>", slugger.slug("HTTP API"));
     let info = root.get("info");
-    let text = |v: Option<&Value>, key: &str| v.and_then(|v| v.get(key)).and_then(Value::as_str).map(str::to_string);
+    let text =
+        |v: Option<&Value>, key: &str| v.and_then(|v| v.get(key)).and_then(Value::as_str).map(str::to_string);
     if let Some(title) = text(info, "title") {
-        let version = text(info, "version").map(|v| format!(" <small>{}</small>", escape(&v))).unwrap_or_default();
+        let version =
+            text(info, "version").map(|v| format!(" <small>{}</small>", escape(&v))).unwrap_or_default();
         let _ = writeln!(out, "<p><strong>{}</strong>{version}</p>", escape(&title));
     }
     if let Some(d) = text(info, "description") {
@@ -47,7 +49,13 @@ pub(crate) fn page(doc: &Value) -> Result<Option<Page>, DocgenError> {
             operation(&mut out, &mut slugger, doc, path, method, op, &shared_params);
         }
     }
-    Ok(Some(Page { path: "api.html".into(), title: "HTTP API".into(), section: Section::Api, body: out, links: vec![] }))
+    Ok(Some(Page {
+        path: "api.html".into(),
+        title: "HTTP API".into(),
+        section: Section::Api,
+        body: out,
+        links: vec![],
+    }))
 }
 
 /// OpenAPI descriptions are CommonMark; raw HTML in them is escaped.
@@ -144,11 +152,8 @@ fn operation(
     if let Some(body) = op.get("requestBody").map(|b| resolve(doc, b)) {
         out.push_str("<h3>Request body</h3>\n");
         let types = content_types(body);
-        let required = if body.get("required").and_then(Value::as_bool) == Some(true) {
-            " (required)"
-        } else {
-            ""
-        };
+        let required =
+            if body.get("required").and_then(Value::as_bool) == Some(true) { " (required)" } else { "" };
         let _ = writeln!(out, "<p>{}{required}</p>", if types.is_empty() { "any".into() } else { types });
         if let Some(d) = str_of(body, "description") {
             out.push_str(&md(d, slugger));

@@ -56,7 +56,8 @@ pub(crate) fn pages(plugins_dir: &Path) -> Result<Vec<Page>, DocgenError> {
         plugins.push(Plugin { folder, name, manifest, crate_docs });
     }
     plugins.sort_by(|a, b| a.folder.cmp(&b.folder));
-    let by_name: BTreeMap<&str, &str> = plugins.iter().map(|p| (p.name.as_str(), p.folder.as_str())).collect();
+    let by_name: BTreeMap<&str, &str> =
+        plugins.iter().map(|p| (p.name.as_str(), p.folder.as_str())).collect();
     Ok(plugins.iter().map(|p| page(p, &by_name)).collect())
 }
 
@@ -68,10 +69,12 @@ pub(crate) fn module_docs(src: &str) -> Option<String> {
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix("//!") {
             lines.push(rest.strip_prefix(' ').unwrap_or(rest));
-        } else if !lines.is_empty() {
-            break;
-        } else if !(t.is_empty() || t.starts_with("#![") || (t.starts_with("//") && !t.starts_with("///"))) {
-            break;
+        } else {
+            let preamble =
+                t.is_empty() || t.starts_with("#![") || (t.starts_with("//") && !t.starts_with("///"));
+            if !lines.is_empty() || !preamble {
+                break;
+            }
         }
     }
     let docs = lines.join("\n");
@@ -134,7 +137,7 @@ fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>) -> Page {
         ("Author", get(m, "author").map(inline)),
         ("Execution mode", Some(mode)),
         ("Entry point", get(m, "entry_point").map(inline)),
-        ("Folder", Some(format!("plugins/{}", p.folder))),
+        ("Folder", Some(p.folder.clone())),
     ];
     for (k, v) in rows {
         if let Some(v) = v {
@@ -182,7 +185,9 @@ fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>) -> Page {
     let routes = seq(m, "routes");
     if !routes.is_empty() {
         h2(&mut out, &mut slugger, "Routes");
-        out.push_str("<table>\n<thead><tr><th>Method</th><th>Path</th><th>Action</th></tr></thead>\n<tbody>\n");
+        out.push_str(
+            "<table>\n<thead><tr><th>Method</th><th>Path</th><th>Action</th></tr></thead>\n<tbody>\n",
+        );
         for r in routes {
             let _ = writeln!(
                 out,
@@ -198,7 +203,9 @@ fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>) -> Page {
     let hooks = seq(m, "hooks");
     if !hooks.is_empty() {
         h2(&mut out, &mut slugger, "Hooks");
-        out.push_str("<table>\n<thead><tr><th>Event</th><th>Action</th><th>Priority</th></tr></thead>\n<tbody>\n");
+        out.push_str(
+            "<table>\n<thead><tr><th>Event</th><th>Action</th><th>Priority</th></tr></thead>\n<tbody>\n",
+        );
         for h in hooks {
             let _ = writeln!(
                 out,

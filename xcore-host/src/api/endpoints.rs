@@ -1,0 +1,151 @@
+//! The route table: one list drives both the actix registration and the OpenAPI
+//! document, so a route cannot exist without being documented.
+
+use actix_web::{web, Route};
+
+use super::handlers;
+
+/// One HTTP endpoint.
+pub struct Endpoint {
+    /// `GET`, `POST`...; `ANY` for declared plugin routes.
+    pub method: &'static str,
+    /// The path, with `{params}`.
+    pub path: &'static str,
+    /// One line for the OpenAPI summary.
+    pub summary: &'static str,
+    /// Needs the admin bearer token.
+    pub admin: bool,
+    /// Whether the request body is JSON passed on.
+    pub json_body: bool,
+    /// The actix route.
+    pub route: fn() -> Route,
+}
+
+/// Every endpoint, in registration order (`/plugins/rescan` before `/plugins/{name}`).
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/health",
+        summary: "Status and plugin counts by state",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::health),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/metrics",
+        summary: "Prometheus metrics (text exposition)",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::metrics),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/openapi.json",
+        summary: "This OpenAPI document",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::openapi),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/plugins",
+        summary: "Every plugin with its state, limits and counters",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::list),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/rescan",
+        summary: "Load new plugin folders, unload removed ones",
+        admin: true,
+        json_body: false,
+        route: || web::post().to(handlers::rescan),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/plugins/{name}",
+        summary: "One plugin: manifest summary, state, limits, counters, last error, sandbox details",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::get),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/{name}/call/{action}",
+        summary: "Call an action; the body is its JSON payload, the reply is the plugin's JSON",
+        admin: false,
+        json_body: true,
+        route: || web::post().to(handlers::call),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/{name}/load",
+        summary: "Load a plugin that is not loaded",
+        admin: true,
+        json_body: false,
+        route: || web::post().to(handlers::load),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/{name}/reload",
+        summary: "Load a new instance beside the current one and switch to it",
+        admin: true,
+        json_body: false,
+        route: || web::post().to(handlers::reload),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/{name}/unload",
+        summary: "Drain and unload a plugin",
+        admin: true,
+        json_body: false,
+        route: || web::post().to(handlers::unload),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/plugins/{name}/reset",
+        summary: "Bring a failed plugin back",
+        admin: true,
+        json_body: false,
+        route: || web::post().to(handlers::reset),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/events/{event}",
+        summary: "Emit an event; the reply lists every handler's result",
+        admin: true,
+        json_body: true,
+        route: || web::post().to(handlers::emit_event),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/hooks",
+        summary: "Subscriptions and interceptors",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::hooks),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/hooks/metrics",
+        summary: "Per-event metrics",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::hook_metrics),
+    },
+    Endpoint {
+        method: "ANY",
+        path: "/plugins/{name}/{tail}",
+        summary: "Routes the plugin declares in its manifest, mapped to its actions",
+        admin: false,
+        json_body: true,
+        route: || web::to(handlers::plugin_route),
+    },
+];
+
+/// The path as actix wants it (`{tail}` matches the rest of the path).
+pub fn actix_path(path: &str) -> String {
+    path.replace("{tail}", "{tail:.*}")
+}

@@ -1,0 +1,98 @@
+//! The OpenAPI 3.0 document of the control API, built from the route table
+//! ([`super::endpoints::ENDPOINTS`]), served at `GET /api/v1/openapi.json`.
+
+use serde_json::{json, Map, Value};
+
+use super::endpoints::ENDPOINTS;
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for e in ENDPOINTS {
+        let params: Vec<Value> = e
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut op = json!({
+            "summary": e.summary,
+            "operationId": format!("{} {}", e.method.to_lowercase(), e.path),
+            "parameters": params,
+            "responses": {
+                "200": { "description": "Success", "content": { "application/json": {} } },
+                "default": problem_response("An error, with a stable code"),
+            },
+        });
+        if e.admin {
+            op["security"] = json!([{ "bearer": [] }]);
+            op["responses"]["401"] = problem_response("Missing or wrong admin token");
+        }
+        if e.json_body {
+            op["requestBody"] =
+                json!({ "required": false, "content": { "application/json": { "schema": {} } } });
+            op["responses"]["400"] = problem_response("invalid_json");
+            op["responses"]["413"] = problem_response("payload_too_large");
+        }
+        let item = paths.entry(e.path.to_string()).or_insert_with(|| json!({}));
+        let methods: &[&str] =
+            if e.method == "ANY" { &["get", "post", "put", "patch", "delete"] } else { &[] };
+        if methods.is_empty() {
+            item[e.method.to_lowercase()] = op;
+        } else {
+            for m in methods {
+                item[*m] = op.clone();
+            }
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "XCore control API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Call plugin actions and declared routes; operate plugins (admin routes need a bearer token). Every error is application/problem+json with a stable code."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "code", "detail"],
+                    "properties": {
+                        "type": { "type": "string" },
+                        "title": { "type": "string" },
+                        "status": { "type": "integer" },
+                        "code": { "type": "string" },
+                        "detail": { "type": "string" }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_with_its_parameters() {
+        let doc = document();
+        for e in ENDPOINTS {
+            let item = &doc["paths"][e.path];
+            let method = if e.method == "ANY" { "post".to_string() } else { e.method.to_lowercase() };
+            assert!(item[&method].is_object(), "{} {} missing", e.method, e.path);
+            let n = e.path.matches('{').count();
+            assert_eq!(item[&method]["parameters"].as_array().unwrap().len(), n, "{}", e.path);
+            assert_eq!(item[&method]["security"].is_array(), e.admin, "{}", e.path);
+        }
+    }
+}
