@@ -6,7 +6,7 @@ XCORE := target/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help init build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
+.PHONY: help init new-plugin build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ sign-plugin: keys ## Sign one plugin folder: make sign-plugin PLUGIN=plugins/ech
 
 run: plugins ## Serve the example plugins on 127.0.0.1:$(PORT) with the embedded defaults
 	$(XCORE) serve --port $(PORT)
+
+new-plugin: build ## Create a plugin crate from plugin-template/: make new-plugin PLUGIN_NAME=x [SANDBOXED=1]
+	$(XCORE) plugin new "$(PLUGIN_NAME)" $(if $(SANDBOXED),--sandboxed)
 
 add-plugin: build ## Install from git: make add-plugin PLUGIN_REPO=url [PLUGIN_NAME=x] [PLUGIN_REF=tag]
 	$(XCORE) plugin add "$(PLUGIN_REPO)" $(if $(PLUGIN_NAME),--name "$(PLUGIN_NAME)") $(if $(PLUGIN_REF),--ref "$(PLUGIN_REF)")

@@ -17,4 +17,5 @@ pub mod plugin_order;
 pub mod runtime;
 pub mod security;
 pub mod services;
+pub mod template;
 pub mod watcher;

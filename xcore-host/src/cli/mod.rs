@@ -72,6 +72,29 @@ enum PluginCommand {
     Add(install::AddArgs),
     /// Unloads a plugin from a running server and removes its folder.
     Rm(install::RmArgs),
+    /// Creates a plugin crate from plugin-template/ (the same files cargo-generate renders).
+    New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NewArgs {
+    /// The plugin's name (`[a-z0-9_-]+`).
+    name: String,
+    /// Run it in the sandboxed tier.
+    #[arg(long)]
+    sandboxed: bool,
+    /// One line about it.
+    #[arg(long, default_value = "An XCore plugin")]
+    description: String,
+    /// Its author.
+    #[arg(long, default_value = "unknown")]
+    author: String,
+    /// Plugins folder (default: plugins.directory from the configuration).
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+    /// Path to the xcore-plugin-api crate, relative to the new crate or absolute.
+    #[arg(long, default_value = "../../xcore-plugin-api")]
+    api_path: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +141,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Sign(args)) => security::sign(args),
         Command::Plugin(PluginCommand::Add(args)) => install::add(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Rm(args)) => install::rm(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::New(args)) => new_plugin(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
         Command::Docgen(args) => docgen(cli.config.as_deref(), args),
@@ -125,6 +149,25 @@ pub fn run() -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::SandboxWorker { .. } => unreachable!("handled above"),
     }
+}
+
+fn new_plugin(path: Option<&std::path::Path>, args: NewArgs) -> Result<ExitCode> {
+    let dir = match args.plugins_dir {
+        Some(d) => d,
+        None => config::load(path).context("invalid configuration")?.config.plugins.directory,
+    };
+    let dest = dir.join(&args.name);
+    let vars = xcore_host::template::TemplateVars {
+        name: args.name.clone(),
+        description: args.description,
+        author: args.author,
+        execution_mode: if args.sandboxed { "sandboxed" } else { "trusted" }.into(),
+        api_path: args.api_path,
+    };
+    let files = xcore_host::template::render(&dest, &vars)?;
+    println!("created {} ({} files)", dest.display(), files.len());
+    println!("next: xcore plugin build {}   (then it loads with `xcore serve`)", args.name);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> {
