@@ -163,6 +163,23 @@ impl Context {
             .map_err(|e| PluginError::internal(format!("host reply to {service}: {e}")))
     }
 
+    /// Calls `action` of another plugin through the host's supervised call path (its
+    /// limits, deadline and rate limit apply; the callee sees the caller
+    /// `plugin:<this plugin>`), and returns its JSON reply. The callee's error comes back
+    /// as this call's error, with its code and status. Needs the permission `call` (or
+    /// `call:<plugin>`).
+    pub fn call<T: Serialize>(
+        &self,
+        plugin: &str,
+        action: &str,
+        payload: &T,
+    ) -> Result<serde_json::Value, PluginError> {
+        self.call_host_json(
+            "plugins.call",
+            &serde_json::json!({ "plugin": plugin, "action": action, "payload": payload }),
+        )
+    }
+
     /// Emits an event and waits for every subscriber; returns the emit report
     /// (`{"event", "results": [{"handler", "outcome": {"ok": ...} | {"error": ...}}], ...}`).
     /// Needs the permission `events.emit` (or `events.emit:<pattern>` matching `event`).

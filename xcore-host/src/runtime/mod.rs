@@ -23,6 +23,6 @@ mod spin;
 pub mod supervisor;
 pub mod trusted;
 
-pub use call::{CallFailure, CallInput};
+pub use call::{CallFailure, CallInput, CallOrigin};
 pub use registry::{PluginRegistry, RegistryError};
 pub use supervisor::PluginState;

@@ -455,6 +455,14 @@ impl PluginRegistry {
         self.origins.lock().get(request_id).cloned()
     }
 
+    /// A request id for a call the host makes on a plugin's behalf (event handlers,
+    /// plugin-to-plugin calls). Unguessable, so that no client-chosen request id can
+    /// claim a position in an event chain.
+    pub fn next_internal_request_id(&self, kind: &str) -> String {
+        let n = self.event_calls.fetch_add(1, Ordering::Relaxed);
+        format!("{kind}-{:016x}-{n}", self.event_tag)
+    }
+
     /// The runtime that runs restarts and detached emits; plugin threads block on it to
     /// wait for an emit.
     pub fn supervisor_handle(&self) -> tokio::runtime::Handle {
@@ -482,15 +490,13 @@ impl PluginRegistry {
                     return HandlerOutcome::error("the host is shutting down");
                 };
                 let chain = EMIT_CHAIN.try_with(|c| c.clone()).unwrap_or_default();
-                let n = registry.event_calls.fetch_add(1, Ordering::Relaxed);
-                let tag = registry.event_tag;
+
                 let payload = serde_json::json!({ "event": ctx.event(), "payload": ctx.payload() });
                 let input = CallInput {
                     action,
                     payload: serde_json::to_vec(&payload).unwrap_or_default(),
                     caller: format!("event:{}", ctx.event()),
-                    // Unguessable, so that no client-chosen request id can claim a chain.
-                    request_id: format!("event-{tag:016x}-{n}"),
+                    request_id: registry.next_internal_request_id("event"),
                     origin: Some(CallOrigin { depth: ctx.depth(), chain }),
                 };
                 match registry.call(&plugin, input).await {

@@ -8,7 +8,9 @@
 //! | `events.emit` | `events.emit` or `events.emit:<pattern>` | emit an event, waiting for the results or not |
 //! | `events.subscribe` | `events.subscribe` or `events.subscribe:<pattern>` | subscribe one of the plugin's actions |
 //! | `events.unsubscribe` | (own subscriptions only) | end a subscription |
+//! | `plugins.call` | `call` or `call:<plugin>` | call another plugin's action through the supervised path |
 
+pub mod calls;
 pub mod events;
 pub mod permissions;
 
@@ -69,6 +71,7 @@ pub fn dispatch(
         "events.emit" => events::emit(&registry, caller, request_id, payload),
         "events.subscribe" => events::subscribe(&registry, caller, payload),
         "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
+        "plugins.call" => calls::call(&registry, caller, request_id, payload),
         other => Err(ServiceError::new(
             xcore_plugin_api::codes::UNSUPPORTED,
             501,
