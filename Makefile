@@ -6,7 +6,7 @@ XCORE := target/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help init new-plugin build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
+.PHONY: help init new-plugin migrate build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ logs-health-check: build ## healthy / degraded / critical over the last 15 minut
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
+migrate: build ## Apply the host's schema migrations to every configured database (xcore migrate run)
+	$(XCORE) migrate run
+
 docs: build ## Build the documentation site into target/site (docs/*.md, plugin pages, HTTP API)
 	$(XCORE) docgen --out target/site
 
@@ -88,4 +91,4 @@ load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 
 clean: ## Remove build outputs, runtime files and logs
 	$(CARGO) clean
-	rm -rf runtime logs plugins/*/*.so plugins/*/plugin.sig
+	rm -rf runtime logs data plugins/*/*.so plugins/*/plugin.sig

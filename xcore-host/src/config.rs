@@ -27,7 +27,7 @@ pub const ENV_PREFIX: &str = "XCORE__";
 pub const MASK: &str = "***";
 
 /// The whole host configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// HTTP server.
@@ -40,6 +40,37 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Plugin signatures.
     pub security: SecurityConfig,
+    /// Named databases; `default` is an SQLite file under `data/` unless configured.
+    #[serde(default = "default_databases")]
+    pub databases: std::collections::BTreeMap<String, crate::db::DatabaseConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            plugins: PluginsConfig::default(),
+            logging: LoggingConfig::default(),
+            sandbox: SandboxConfig::default(),
+            security: SecurityConfig::default(),
+            databases: default_databases(),
+        }
+    }
+}
+
+fn default_databases() -> std::collections::BTreeMap<String, crate::db::DatabaseConfig> {
+    [("default".to_string(), crate::db::DatabaseConfig::default())].into()
+}
+
+impl Config {
+    /// The databases in effect: `DATABASE_URL`, when set, replaces the `default` one's URL.
+    pub fn effective_databases(&self) -> std::collections::BTreeMap<String, crate::db::DatabaseConfig> {
+        let mut dbs = self.databases.clone();
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty()) {
+            dbs.entry("default".into()).or_default().url = url;
+        }
+        dbs
+    }
 }
 
 /// Which plugins must carry a valid signature.
@@ -829,11 +860,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_future_sections_warn() {
-        let yaml = "server:\n  prot: 1\ndatabases:\n  main: {url: 'sqlite://x'}\ncache: {}\nscheduler: {}\nhooks: []\n";
+        let yaml = "server:\n  prot: 1\ncache: {}\nscheduler: {}\nhooks: []\n";
         let (c, w) = parse(yaml, &[]).unwrap();
         assert_eq!(c, Config::default());
         let all = w.join("\n");
-        for key in ["'server.prot'", "'databases'", "'cache'", "'scheduler'", "'hooks'"] {
+        for key in ["'server.prot'", "'cache'", "'scheduler'", "'hooks'"] {
             assert!(all.contains(key), "{key} not in {all}");
         }
         assert!(all.starts_with("xcore.yaml: unknown key"), "{all}");

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod docgen;
 pub mod hooks;
 pub mod logging;

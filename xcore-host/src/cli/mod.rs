@@ -4,6 +4,7 @@ mod build;
 mod client;
 mod install;
 mod logs;
+mod migrate;
 mod security;
 mod serve;
 
@@ -42,6 +43,8 @@ enum Command {
     /// Reads the host's log files: tail (and follow), stats, health.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
+    /// The host's schema migrations: status (default), run, revert.
+    Migrate(migrate::MigrateArgs),
     /// Builds the static documentation site: docs/*.md, one page per plugin, and the
     /// HTTP API reference from the OpenAPI document. Broken internal links fail it.
     Docgen(DocgenArgs),
@@ -146,6 +149,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
         Command::Docgen(args) => docgen(cli.config.as_deref(), args),
         Command::Logs(cmd) => logs::run(cmd),
+        Command::Migrate(args) => migrate::run(cli.config.as_deref(), args),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::SandboxWorker { .. } => unreachable!("handled above"),
     }

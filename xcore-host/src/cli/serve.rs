@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
 use xcore_host::config::RequireSignatures;
+use xcore_host::db::migrate;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
@@ -52,6 +53,17 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     match &loaded.source {
         Some(p) => log::info!(target: "xcore", "configuration: {}", p.display()),
         None => log::info!(target: "xcore", "no xcore.yaml: running on built-in defaults"),
+    }
+
+    // The host's tables are brought up to date before anything uses them.
+    for (name, db) in cfg.effective_databases() {
+        let report = std::thread::spawn(move || migrate::migrate(&name, &db.url, migrate::Op::Run))
+            .join()
+            .expect("migration thread")
+            .context("applying the host's migrations")?;
+        for v in &report.changed {
+            log::info!(target: "xcore::db", "database '{}': applied migration {v}", report.database);
+        }
     }
 
     let runtime_dir = cfg.plugins.runtime_dir.clone();

@@ -1,0 +1,4 @@
+DROP TABLE audit_log;
+DROP TABLE job_runs;
+DROP TABLE plugin_kv;
+DROP TABLE plugin_state;
