@@ -40,6 +40,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Plugin signatures.
     pub security: SecurityConfig,
+    /// The cache service.
+    pub cache: crate::services::cache::CacheConfig,
     /// Named databases; `default` is an SQLite file under `data/` unless configured.
     #[serde(default = "default_databases")]
     pub databases: std::collections::BTreeMap<String, crate::db::DatabaseConfig>,
@@ -53,6 +55,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             sandbox: SandboxConfig::default(),
             security: SecurityConfig::default(),
+            cache: crate::services::cache::CacheConfig::default(),
             databases: default_databases(),
         }
     }
@@ -860,11 +863,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_future_sections_warn() {
-        let yaml = "server:\n  prot: 1\ncache: {}\nscheduler: {}\nhooks: []\n";
+        let yaml = "server:\n  prot: 1\nscheduler: {}\nhooks: []\n";
         let (c, w) = parse(yaml, &[]).unwrap();
         assert_eq!(c, Config::default());
         let all = w.join("\n");
-        for key in ["'server.prot'", "'cache'", "'scheduler'", "'hooks'"] {
+        for key in ["'server.prot'", "'scheduler'", "'hooks'"] {
             assert!(all.contains(key), "{key} not in {all}");
         }
         assert!(all.starts_with("xcore.yaml: unknown key"), "{all}");

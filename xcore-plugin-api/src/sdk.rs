@@ -180,6 +180,57 @@ impl Context {
         )
     }
 
+    /// Reads `key` from this plugin's cache namespace; `None` when absent or expired.
+    /// Needs the permission `cache`.
+    pub fn cache_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PluginError> {
+        let v = self.call_host_json("cache.get", &serde_json::json!({ "key": key }))?;
+        if v["found"] != true {
+            return Ok(None);
+        }
+        T::deserialize(&v["value"])
+            .map(Some)
+            .map_err(|e| PluginError::internal(format!("cached '{key}': {e}")))
+    }
+
+    /// Stores `value` under `key`; `ttl` `None` takes the host's default, `Some(0 s)`
+    /// never expires.
+    pub fn cache_set<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), PluginError> {
+        let body = serde_json::json!({ "key": key, "value": value, "ttl_seconds": ttl.map(|t| t.as_secs()) });
+        self.call_host_json("cache.set", &body).map(|_| ())
+    }
+
+    /// Removes `key`; `true` if it was there.
+    pub fn cache_delete(&self, key: &str) -> Result<bool, PluginError> {
+        let v = self.call_host_json("cache.delete", &serde_json::json!({ "key": key }))?;
+        Ok(v["deleted"] == true)
+    }
+
+    /// Removes every key of this plugin's namespace (and only those); returns how many.
+    pub fn cache_clear(&self) -> Result<u64, PluginError> {
+        let v = self.call_host_json("cache.clear", &serde_json::json!({}))?;
+        Ok(v["removed"].as_u64().unwrap_or(0))
+    }
+
+    /// The cached value of `key`, or `compute()`'s, stored with `ttl`.
+    pub fn cache_get_or_set<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        compute: impl FnOnce() -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        if let Some(v) = self.cache_get(key)? {
+            return Ok(v);
+        }
+        let v = compute()?;
+        self.cache_set(key, &v, ttl)?;
+        Ok(v)
+    }
+
     /// Emits an event and waits for every subscriber; returns the emit report
     /// (`{"event", "results": [{"handler", "outcome": {"ok": ...} | {"error": ...}}], ...}`).
     /// Needs the permission `events.emit` (or `events.emit:<pattern>` matching `event`).

@@ -91,6 +91,14 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
     reg_opts.signatures = signature_policy(&cfg.security)?;
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
+    // The cache connects on the supervisor runtime, where every cache call runs.
+    let cache_cfg = cfg.cache.clone().from_env();
+    let cache = registry
+        .supervisor_handle()
+        .block_on(xcore_host::services::cache::Cache::connect(&cache_cfg))
+        .context("connecting the cache")?;
+    log::info!(target: "xcore", "cache: {}", cache.backend());
+    registry.set_cache(cache);
     let opts = ServeOptions {
         host: cfg.server.host.clone(),
         port: cfg.server.port,

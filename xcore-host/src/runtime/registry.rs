@@ -331,6 +331,8 @@ pub struct PluginRegistry {
     event_calls: AtomicU64,
     /// A random tag in those request ids.
     event_tag: u64,
+    /// The cache service, once connected (`xcore serve` connects it at start).
+    cache: std::sync::OnceLock<crate::services::cache::Cache>,
 }
 
 impl Drop for PluginRegistry {
@@ -439,7 +441,18 @@ impl PluginRegistry {
             origins: Mutex::new(Default::default()),
             event_calls: AtomicU64::new(0),
             event_tag: rand::random(),
+            cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands the registry its cache service (once).
+    pub fn set_cache(&self, cache: crate::services::cache::Cache) {
+        let _ = self.cache.set(cache);
+    }
+
+    /// The cache service, if one was connected.
+    pub fn cache(&self) -> Option<&crate::services::cache::Cache> {
+        self.cache.get()
     }
 
     /// The event system.

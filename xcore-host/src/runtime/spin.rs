@@ -22,7 +22,7 @@ pub fn poll_briefly<T>(rx: &mut oneshot::Receiver<T>, budget: Duration) -> Optio
         }
         spins += 1;
         // Reading the clock costs ~20 ns; check it every 64 spins.
-        if spins % 64 == 0 && start.elapsed() >= budget {
+        if spins.is_multiple_of(64) && start.elapsed() >= budget {
             return None;
         }
         std::hint::spin_loop();

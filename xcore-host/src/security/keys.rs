@@ -84,7 +84,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// `bits` must be in [`MIN_BITS`]`..=`[`MAX_BITS`] and a multiple of 8. 3072 bits takes about
 /// a second with an optimised `rsa`/`crypto-bigint` build and much longer in an unoptimised one.
 pub fn generate(bits: usize) -> Result<(RsaPrivateKey, RsaPublicKey), SignError> {
-    if !(MIN_BITS..=MAX_BITS).contains(&bits) || bits % 8 != 0 {
+    if !(MIN_BITS..=MAX_BITS).contains(&bits) || !bits.is_multiple_of(8) {
         return Err(SignError::KeySize { bits });
     }
     let private = RsaPrivateKey::new(&mut getrandom::SysRng, bits)

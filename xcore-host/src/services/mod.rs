@@ -9,7 +9,10 @@
 //! | `events.subscribe` | `events.subscribe` or `events.subscribe:<pattern>` | subscribe one of the plugin's actions |
 //! | `events.unsubscribe` | (own subscriptions only) | end a subscription |
 //! | `plugins.call` | `call` or `call:<plugin>` | call another plugin's action through the supervised path |
+//! | `cache.get`, `cache.set`, `cache.delete`, `cache.clear` | `cache` | the plugin's own cache namespace (memory or Redis) |
 
+pub mod cache;
+mod cache_service;
 pub mod calls;
 pub mod events;
 pub mod permissions;
@@ -35,6 +38,12 @@ impl ServiceError {
     /// An error.
     pub fn new(code: &str, status: u16, message: impl Into<String>) -> Self {
         ServiceError { code: code.to_string(), message: message.into(), status }
+    }
+
+    /// The same error with another message.
+    pub fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
     }
 
     /// 400 for a request the service cannot read.
@@ -72,6 +81,7 @@ pub fn dispatch(
         "events.subscribe" => events::subscribe(&registry, caller, payload),
         "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
         "plugins.call" => calls::call(&registry, caller, request_id, payload),
+        s if s.starts_with("cache.") => cache_service::serve(&registry, caller, s, payload),
         other => Err(ServiceError::new(
             xcore_plugin_api::codes::UNSUPPORTED,
             501,
