@@ -2,7 +2,9 @@
 # Everything goes through cargo and the `xcore` binary; one target dir for all.
 
 CARGO ?= cargo
-XCORE := target/debug/xcore
+# Honours CARGO_TARGET_DIR, like cargo.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+XCORE := $(TARGET_DIR)/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
@@ -44,8 +46,8 @@ rm-plugin: build ## Unload and remove a plugin: make rm-plugin PLUGIN_NAME=x
 run-st: keys ## Port 8081: release build, no file watching
 	$(CARGO) build --release --workspace
 	$(CARGO) run --release -q -p xcore-host --bin xcore -- plugin build --release
-	@for p in plugins/*/; do target/release/xcore plugin sign "$$p" --key keys/dev.key; done
-	XCORE__PLUGINS__WATCH=false target/release/xcore serve --port 8081
+	@for p in plugins/*/; do $(TARGET_DIR)/release/xcore plugin sign "$$p" --key keys/dev.key; done
+	XCORE__PLUGINS__WATCH=false $(TARGET_DIR)/release/xcore serve --port 8081
 
 run-dev: plugins ## Port 8082: watch plugins and their sources, rebuild and hot-reload (signatures off)
 	XCORE__SECURITY__REQUIRE_SIGNATURES=none $(XCORE) serve --dev --port 8082
