@@ -84,6 +84,7 @@ fn cargo_generate_renders_the_same_files() {
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("cg")).unwrap();
     run(Command::new("cargo")
         .args(["generate", "--path"])
         .arg(repo.join("plugin-template"))

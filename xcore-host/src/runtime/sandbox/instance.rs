@@ -38,6 +38,9 @@ use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 /// thread wake-ups (the worker's reader, the host's reader), longer than a trusted call.
 const SPIN_BUDGET: Duration = Duration::from_micros(100);
 
+/// How long the host's reader spins on the replies socket before sleeping in poll(2).
+const READER_SPIN: Duration = Duration::from_micros(0);
+
 /// Host-wide settings of the sandboxed tier.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -188,8 +191,11 @@ impl SandboxInstance {
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
 
-        let (host_sock, worker_sock) =
-            UnixStream::pair().map_err(|e| format!("plugin '{name}': socket pair: {e}"))?;
+        // One socket pair per direction, so that each reading end can be non-blocking
+        // (see `os::SpinReader`) while the writing ends stay blocking.
+        let pair = || UnixStream::pair().map_err(|e| format!("plugin '{name}': socket pair: {e}"));
+        let (host_requests, worker_requests) = pair()?;
+        let (worker_replies, host_replies) = pair()?;
         let mut cmd = Command::new(&opts.worker_exe);
         cmd.arg("__sandbox-worker")
             .arg("--spec")
@@ -207,10 +213,11 @@ impl SandboxInstance {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        os::configure_child(&mut cmd, worker_sock.as_raw_fd());
+        os::configure_child(&mut cmd, worker_requests.as_raw_fd(), worker_replies.as_raw_fd());
         let mut child =
             spawner::spawn(cmd).map_err(|e| format!("plugin '{name}': spawning the worker: {e}"))?;
-        drop(worker_sock);
+        // Only the worker holds its ends now: its death closes them, which the reader sees.
+        drop((worker_requests, worker_replies));
         let pid = child.id();
         if let Some(out) = child.stdout.take() {
             forward_output(name.clone(), out, "stdout");
@@ -222,7 +229,7 @@ impl SandboxInstance {
         let shared = Arc::new(Shared {
             name: name.clone(),
             pid,
-            writer: Mutex::new(host_sock.try_clone().map_err(|e| e.to_string())?),
+            writer: Mutex::new(host_requests),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
@@ -238,7 +245,7 @@ impl SandboxInstance {
         let reader_shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("sandbox-reader-{name}"))
-            .spawn(move || read_loop(reader_shared, host_sock, child, services, hello_tx, on_death))
+            .spawn(move || read_loop(reader_shared, host_replies, child, services, hello_tx, on_death))
             .map_err(|e| format!("plugin '{name}': reader thread: {e}"))?;
         let failed_start = |why: String| -> String {
             // Not a crash of a running instance: nobody is to be told but the caller.
@@ -441,7 +448,18 @@ fn read_loop(
     hello: crossbeam_channel::Sender<Handshake>,
     on_death: DeathHook,
 ) {
-    // Buffered: one read(2) usually brings a frame's length and body together.
+    // Buffered: one read(2) usually brings a frame's length and body together. Spinning
+    // briefly before sleeping saves a thread wake-up per reply on a busy channel.
+    let sock = match os::SpinReader::new(sock, READER_SPIN) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.kill(format!("killed: cannot read its socket: {e}"));
+            let _ = child.wait();
+            shared.alive.store(false, Ordering::SeqCst);
+            let _ = hello.try_send(Handshake::Failed(format!("plugin '{}': socket: {e}", shared.name)));
+            return;
+        }
+    };
     let mut sock = std::io::BufReader::with_capacity(64 * 1024, sock);
     let mut greeted = false;
     let end = loop {

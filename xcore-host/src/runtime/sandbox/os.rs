@@ -3,14 +3,11 @@
 //! sound.
 
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
-
-/// The fd number the protocol socket gets in the worker.
-pub const PROTOCOL_FD: RawFd = 3;
 
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret == -1 {
@@ -20,27 +17,35 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Prepares `cmd` so the child: has the protocol socket `fd` as fd 3, dies when the
-/// thread that spawned it dies (`PR_SET_PDEATHSIG`), and leads its own process group
-/// (so the host can kill it and anything it forked with one `kill(-pgid)`).
+/// The fd of the requests socket (host -> worker) in the worker.
+pub const REQUEST_FD: RawFd = 3;
+/// The fd of the replies socket (worker -> host) in the worker.
+pub const REPLY_FD: RawFd = 4;
+
+/// Prepares `cmd` so the child: has the requests socket `request` as fd 3 and the
+/// replies socket `reply` as fd 4, dies when the thread that spawned it dies
+/// (`PR_SET_PDEATHSIG`), and leads its own process group (so the host can kill it and
+/// anything it forked with one `kill(-pgid)`).
 ///
 /// `PR_SET_PDEATHSIG` fires when the spawning *thread* exits, not the process: spawn
 /// workers from a thread that lives as long as the host (see `spawner.rs`).
-pub fn configure_child(cmd: &mut Command, fd: RawFd) {
+pub fn configure_child(cmd: &mut Command, request: RawFd, reply: RawFd) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, fcntl, prctl, getppid, setpgid) on plain
-    // integers; it allocates nothing and touches no lock.
+    // async-signal-safe system calls (fcntl, dup2, close, prctl, getppid, setpgid) on
+    // plain integers; it allocates nothing and touches no lock.
     unsafe {
         cmd.pre_exec(move || {
-            if fd == PROTOCOL_FD {
-                // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                check(flags)?;
-                check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
-            } else {
-                check(libc::dup2(fd, PROTOCOL_FD))?;
-            }
+            // Move both out of the way first, so that placing one cannot clobber the
+            // other (either may already be 3 or 4); dup2 clears FD_CLOEXEC.
+            let high_request = libc::fcntl(request, libc::F_DUPFD_CLOEXEC, 10);
+            check(high_request)?;
+            let high_reply = libc::fcntl(reply, libc::F_DUPFD_CLOEXEC, 10);
+            check(high_reply)?;
+            check(libc::dup2(high_request, REQUEST_FD))?;
+            check(libc::dup2(high_reply, REPLY_FD))?;
+            check(libc::close(high_request))?;
+            check(libc::close(high_reply))?;
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
             // The parent may have died between fork and prctl: then nobody will.
             if libc::getppid() != parent {
@@ -52,21 +57,81 @@ pub fn configure_child(cmd: &mut Command, fd: RawFd) {
     }
 }
 
-/// Takes ownership of the protocol socket in the worker.
-///
-/// Fails unless fd 3 is an open socket (the worker was not started by a host).
-pub fn adopt_protocol_fd() -> io::Result<UnixStream> {
+fn is_socket(fd: RawFd) -> bool {
     // SAFETY: fstat only reads the descriptor's metadata into a zeroed struct we own.
-    let is_socket = unsafe {
+    unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(PROTOCOL_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
-    };
-    if !is_socket {
-        return Err(io::Error::other("fd 3 is not a socket: the worker mode is only started by the host"));
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
     }
-    // SAFETY: fd 3 is an open socket (checked above) that nothing else in this process
-    // owns: the host placed it there for us, and we take it exactly once at start.
-    Ok(unsafe { UnixStream::from_raw_fd(PROTOCOL_FD) })
+}
+
+/// Takes ownership of the protocol sockets in the worker: (requests, replies).
+///
+/// Fails unless fds 3 and 4 are open sockets (the worker was not started by a host).
+pub fn adopt_protocol_fds() -> io::Result<(UnixStream, UnixStream)> {
+    if !is_socket(REQUEST_FD) || !is_socket(REPLY_FD) {
+        return Err(io::Error::other(
+            "fds 3 and 4 are not sockets: the worker mode is only started by the host",
+        ));
+    }
+    // SAFETY: fds 3 and 4 are open sockets (checked above) that nothing else in this
+    // process owns: the host placed them there for us, and we take them once at start.
+    Ok(unsafe { (UnixStream::from_raw_fd(REQUEST_FD), UnixStream::from_raw_fd(REPLY_FD)) })
+}
+
+/// A reader that polls a non-blocking socket for a short while before it sleeps in
+/// `poll(2)`. A protocol round trip is two thread wake-ups (the worker's reader, the
+/// host's reader); waking a thread blocked in `read` costs tens of microseconds on a
+/// small VM, more than a trivial call. Spinning for a bounded time after each frame
+/// keeps a busy channel hot; an idle one costs nothing (it sleeps in `poll`).
+pub struct SpinReader {
+    sock: UnixStream,
+    budget: Duration,
+}
+
+impl SpinReader {
+    /// Wraps `sock` (made non-blocking here: use a socket whose writes go through
+    /// another file description, or they would become non-blocking too).
+    pub fn new(sock: UnixStream, budget: Duration) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        Ok(SpinReader { sock, budget })
+    }
+
+    fn wait_readable(&self) -> io::Result<()> {
+        let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: poll reads and writes the one pollfd we own, for the length we pass.
+            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl io::Read for SpinReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = std::time::Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match io::Read::read(&mut self.sock, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    spins += 1;
+                    if spins.is_multiple_of(32) && started.elapsed() >= self.budget {
+                        self.wait_readable()?;
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 /// Sends `signal` to the whole process group `pgid`.

@@ -29,6 +29,9 @@ use super::os;
 use super::protocol::{self, FromWorker, ToWorker, WireResult, PROTOCOL_VERSION};
 use crate::runtime::trusted::loader;
 
+/// How long the reading thread spins on the requests socket before sleeping in poll(2).
+const READER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// Everything the worker needs, decided by the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
@@ -127,7 +130,7 @@ pub fn run(spec_json: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sock = match os::adopt_protocol_fd() {
+    let (requests, replies) = match os::adopt_protocol_fds() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("xcore worker: {e}");
@@ -135,7 +138,7 @@ pub fn run(spec_json: &str) -> ExitCode {
         }
     };
     let channel = Arc::new(Channel {
-        writer: Mutex::new(sock.try_clone().expect("clone protocol socket")),
+        writer: Mutex::new(replies),
         max_frame: spec.max_frame,
         next_host_call: AtomicU64::new(1),
         host_calls: Mutex::new(HashMap::new()),
@@ -214,7 +217,10 @@ pub fn run(spec_json: &str) -> ExitCode {
     // path. The host never has more than `concurrency` calls in flight, so one thread
     // is always free to answer pings and to route host-service replies.
     // Buffered: one read(2) usually brings a frame's length and body together.
-    let reader = Arc::new(Mutex::new(std::io::BufReader::with_capacity(64 * 1024, sock)));
+    let reader = match os::SpinReader::new(requests, READER_SPIN) {
+        Ok(r) => Arc::new(Mutex::new(std::io::BufReader::with_capacity(64 * 1024, r))),
+        Err(e) => return fail(format!("protocol socket: {e}")),
+    };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut threads = Vec::new();
     for i in 0..=spec.concurrency.max(1) {
@@ -242,7 +248,7 @@ pub fn run(spec_json: &str) -> ExitCode {
 fn serve(
     plugin: &PluginBox,
     channel: &Channel,
-    reader: &Mutex<std::io::BufReader<UnixStream>>,
+    reader: &Mutex<std::io::BufReader<os::SpinReader>>,
     stop: &std::sync::atomic::AtomicBool,
     cpu_ms: u64,
     max_frame: usize,
