@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
     let payload = br#"{"hello":"world"}"#.to_vec();
 
     // Direct call through the vtable.
-    let lib = loader::load(&m, &runtime_dir).expect("load");
+    let lib = loader::load(&m, &runtime_dir, None).expect("load");
     let host = HostBox::from_value(HostServices::detached("echo"), TD_Opaque);
     let args = InitArgs { plugin_name: RString::from("echo"), config_json: RString::from("{}"), host };
     let plugin = lib.module.instantiate()(args).unwrap();
@@ -123,7 +123,7 @@ fn benches(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
     group.bench_function("load_and_start", |b| {
         b.iter(|| {
-            let lib = loader::load(&m, &runtime_dir).expect("load");
+            let lib = loader::load(&m, &runtime_dir, None).expect("load");
             TrustedInstance::start(
                 "echo",
                 HostServices::detached("echo"),

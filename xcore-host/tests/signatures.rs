@@ -155,3 +155,21 @@ fn a_hot_reload_of_a_tampered_plugin_keeps_the_old_version_serving() {
     assert_eq!((info["state"].as_str(), info["generation"].as_u64()), (Some("ready"), Some(1)), "{info}");
     assert_eq!(s.call("echo", "echo", "1").status, 200);
 }
+
+/// The loader maps only a copy whose hash is the signed one: a library swapped after the
+/// signature check (a race with whoever can write the plugin folder) is refused.
+#[test]
+fn the_mapped_copy_must_have_the_signed_hash() {
+    use xcore_host::runtime::trusted::loader;
+    let lib = common::lib("xcore-plugin-echo");
+    let runtime = tempfile::tempdir().unwrap();
+    let before = loader::mapped_libraries();
+    let wrong = "0".repeat(64);
+    let err = loader::load_path("echo", &lib, runtime.path(), Some(&wrong)).err().expect("refused");
+    assert!(err.to_string().contains("changed after its signature was checked"), "{err}");
+    assert_eq!(loader::mapped_libraries(), before, "nothing was mapped");
+    let bytes = std::fs::read(&lib).unwrap();
+    use sha2::Digest;
+    let right: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(loader::load_path("echo", &lib, runtime.path(), Some(&right)).is_ok());
+}

@@ -86,9 +86,18 @@ impl std::fmt::Debug for SignaturePolicy {
     }
 }
 
+/// What a valid signature vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The signing key's fingerprint.
+    pub fingerprint: String,
+    /// The signed SHA-256 of the library: the copy that is mapped must have it.
+    pub library_sha256: String,
+}
+
 impl SignaturePolicy {
-    /// Checks `m`'s folder; `Ok(Some(fingerprint))` when a valid signature was found.
-    pub fn check(&self, m: &Manifest) -> Result<Option<String>, String> {
+    /// Checks `m`'s folder; `Ok(Some(..))` when a valid signature was found.
+    pub fn check(&self, m: &Manifest) -> Result<Option<Signed>, String> {
         let has_sig = m.dir.join(signing::SIGNATURE_FILE).is_file();
         let required = match self.require {
             RequireSignatures::None => return Ok(None),
@@ -106,9 +115,12 @@ impl SignaturePolicy {
                 m.name
             ));
         }
-        signing::verify(&m.dir, &m.name, &m.version.to_string(), &self.trusted)
-            .map(|v| Some(v.key_fingerprint))
-            .map_err(|e| format!("plugin '{}': signature check failed: {e}", m.name))
+        let v = signing::verify(&m.dir, &m.name, &m.version.to_string(), &self.trusted)
+            .map_err(|e| format!("plugin '{}': signature check failed: {e}", m.name))?;
+        let library_sha256 = v.hashes.get(&entry).cloned().ok_or_else(|| {
+            format!("plugin '{}': its signature does not cover its library '{entry}'", m.name)
+        })?;
+        Ok(Some(Signed { fingerprint: v.key_fingerprint, library_sha256 }))
     }
 }
 
@@ -741,10 +753,13 @@ impl PluginRegistry {
             let sandbox = self.opts.sandbox();
             let on_death = self.death_hook(&slot, generation);
             let services = HostServices::new(&m.name, generation, &m.permissions, Arc::downgrade(self));
+            // The signed hash travels to the loader, which checks the very copy it maps.
+            let expected = signed_by.as_ref().map(|s| s.library_sha256.clone());
             tokio::task::spawn_blocking(move || -> Result<Instance, String> {
                 match m.execution_mode {
                     ExecutionMode::Trusted => {
-                        let lib = loader::load(&m, &runtime_dir).map_err(|e| e.to_string())?;
+                        let lib =
+                            loader::load(&m, &runtime_dir, expected.as_deref()).map_err(|e| e.to_string())?;
                         TrustedInstance::start(
                             &m.name,
                             services,
@@ -759,7 +774,7 @@ impl PluginRegistry {
                     }
                     ExecutionMode::Sandboxed => {
                         loader::check_manifest_api(&m).map_err(|e| e.to_string())?;
-                        SandboxInstance::start(&m, services, &sandbox, generation, on_death)
+                        SandboxInstance::start(&m, services, &sandbox, generation, expected, on_death)
                             .map(Instance::Sandboxed)
                     }
                 }
@@ -789,7 +804,7 @@ impl PluginRegistry {
             let mut inner = slot.inner.lock();
             let previous = inner.generation;
             inner.content_hash = hash;
-            inner.signed_by = signed_by;
+            inner.signed_by = signed_by.map(|s| s.fingerprint);
             inner.generation = generation;
             inner.last_error = None;
             inner.ready_since = Some(Instant::now());

@@ -125,6 +125,9 @@ pub struct Verified {
     pub key_fingerprint: String,
     /// Number of files checked.
     pub files: usize,
+    /// The verified SHA-256 (hex) of every signed file, by relative path: the loader
+    /// checks the library it maps against it.
+    pub hashes: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a plugin failed verification. Per-file variants carry the plugin folder and the relative
@@ -530,7 +533,7 @@ pub fn verify(
     let signed = sig.map(|s| s.files).unwrap_or_default();
     match compare(plugin_dir, &signed, true) {
         (_, Some(e)) => Err(e),
-        (_, None) => Ok(Verified { key_fingerprint, files: signed.len() }),
+        (_, None) => Ok(Verified { key_fingerprint, files: signed.len(), hashes: signed }),
     }
 }
 
@@ -611,7 +614,9 @@ pub fn verify_report(plugin_dir: &Path, name: &str, version: &str, trusted: &[Rs
     let (files, file_error) = compare(plugin_dir, &sig.files, false);
     let result = match (header, file_error) {
         (Err(e), _) | (Ok(_), Some(e)) => Err(e),
-        (Ok(key_fingerprint), None) => Ok(Verified { key_fingerprint, files: sig.files.len() }),
+        (Ok(key_fingerprint), None) => {
+            Ok(Verified { key_fingerprint, files: sig.files.len(), hashes: sig.files.clone() })
+        }
     };
     Report { dir: plugin_dir.into(), signed_for: Some((sig.plugin, sig.version)), key, files, result }
 }

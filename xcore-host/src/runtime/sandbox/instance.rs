@@ -162,6 +162,7 @@ impl SandboxInstance {
         services: HostServices,
         opts: &SandboxOptions,
         generation: u64,
+        library_sha256: Option<String>,
         on_death: DeathHook,
     ) -> Result<SandboxInstance, String> {
         let started = Instant::now();
@@ -177,6 +178,7 @@ impl SandboxInstance {
         let spec = WorkerSpec {
             name: name.clone(),
             library: abs(&manifest.library_path()),
+            library_sha256,
             plugin_dir: abs(&manifest.dir),
             data_dir: abs(&data_dir),
             tmp_dir: abs(&tmp_dir),

@@ -39,6 +39,8 @@ pub struct WorkerSpec {
     pub name: String,
     /// The library to load.
     pub library: PathBuf,
+    /// Its signed SHA-256, when a signature was checked: the worker's copy must match.
+    pub library_sha256: Option<String>,
     /// The plugin folder (readable).
     pub plugin_dir: PathBuf,
     /// `data/` (writable).
@@ -148,10 +150,12 @@ pub fn run(spec_json: &str) -> ExitCode {
         ExitCode::from(1)
     };
 
-    let lib = match loader::load_path(&spec.name, &spec.library, &spec.runtime_dir) {
-        Ok(l) => l,
-        Err(e) => return fail(e.to_string()),
-    };
+    let lib =
+        match loader::load_path(&spec.name, &spec.library, &spec.runtime_dir, spec.library_sha256.as_deref())
+        {
+            Ok(l) => l,
+            Err(e) => return fail(e.to_string()),
+        };
     // Confine before any plugin code runs (its constructor included), and while this is
     // the only thread, so every later thread inherits the rules.
     if let Err(e) = os::set_no_new_privs() {

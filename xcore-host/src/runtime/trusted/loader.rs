@@ -125,14 +125,27 @@ pub fn check_manifest_api(manifest: &Manifest) -> Result<(), LoadError> {
 /// Copies the plugin's library to a unique path under `runtime_dir`, maps it, and checks
 /// it. The copy is removed once mapped (the mapping keeps the inode alive), so the
 /// runtime folder does not grow with reloads.
-pub fn load(manifest: &Manifest, runtime_dir: &Path) -> Result<LoadedLibrary, LoadError> {
+///
+/// With `expected_sha256` (the library's signed hash), the private copy is hashed before
+/// it is mapped and refused if it differs: a library swapped between the signature check
+/// and the load is never mapped.
+pub fn load(
+    manifest: &Manifest,
+    runtime_dir: &Path,
+    expected_sha256: Option<&str>,
+) -> Result<LoadedLibrary, LoadError> {
     check_manifest_api(manifest)?;
-    load_path(&manifest.name, &manifest.library_path(), runtime_dir)
+    load_path(&manifest.name, &manifest.library_path(), runtime_dir, expected_sha256)
 }
 
 /// [`load`] without the manifest: used by the sandbox worker, which gets the library
 /// path from the host (the host checked the manifest's range already).
-pub fn load_path(plugin: &str, src: &Path, runtime_dir: &Path) -> Result<LoadedLibrary, LoadError> {
+pub fn load_path(
+    plugin: &str,
+    src: &Path,
+    runtime_dir: &Path,
+    expected_sha256: Option<&str>,
+) -> Result<LoadedLibrary, LoadError> {
     let src = src.to_path_buf();
     if !src.is_file() {
         return Err(LoadError::Missing { plugin: plugin.to_string(), path: src });
@@ -145,6 +158,15 @@ pub fn load_path(plugin: &str, src: &Path, runtime_dir: &Path) -> Result<LoadedL
     let copy = dir.join(format!("{plugin}-{}-{seq}{}", std::process::id(), std::env::consts::DLL_SUFFIX));
     std::fs::copy(&src, &copy).map_err(|e| io(format!("copying to {}: {e}", copy.display())))?;
 
+    if let Some(expected) = expected_sha256 {
+        let actual = sha256_file(&copy).map_err(|e| io(format!("hashing {}: {e}", copy.display())))?;
+        if actual != expected {
+            let _ = std::fs::remove_file(&copy);
+            return Err(io(format!(
+                "the library changed after its signature was checked (sha256 {actual}, signed {expected}); not mapped"
+            )));
+        }
+    }
     let started = Instant::now();
     let raw = RawLibrary::load_at(&copy);
     // Whatever happened, the copy is no longer needed on disk.
@@ -182,6 +204,22 @@ pub fn load_path(plugin: &str, src: &Path, runtime_dir: &Path) -> Result<LoadedL
     }
     log::debug!(target: "xcore::loader", "mapped {} in {:?}", src.display(), started.elapsed());
     Ok(LoadedLibrary { module, api_version })
+}
+
+/// The SHA-256 (hex) of a file, streamed.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// abi_stable's layout report dumps both type trees (hundreds of lines); the verdict is
