@@ -1,6 +1,7 @@
 //! The host <-> worker protocol.
 //!
-//! Frames on a dedicated socket (fd 3 in the worker, never stdout): a 4-byte
+//! Frames on dedicated sockets (requests on fd 3, replies on fd 4 in the worker; never
+//! stdout): a 4-byte
 //! little-endian length, then one message encoded with postcard (compact, serde-based).
 //! Every call carries a request id and its reply carries the same id, so a reply can
 //! never reach the wrong caller; a worker that misses a deadline is killed, so a late

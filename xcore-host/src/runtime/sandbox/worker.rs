@@ -1,7 +1,7 @@
 //! The worker process: `xcore __sandbox-worker --spec JSON`, started by the host.
 //!
 //! It loads the plugin library with the same loader as the trusted tier, confines
-//! itself (rlimits, landlock, seccomp), says hello over fd 3, then serves calls on
+//! itself (rlimits, landlock, seccomp), says hello over fd 4, then serves calls read from fd 3 on
 //! `concurrency + 1` threads that take turns reading the socket; replies and
 //! host-service requests go back over the same socket. The plugin's stdout and stderr
 //! are pipes the host reads into its log, so nothing the plugin prints can reach the
