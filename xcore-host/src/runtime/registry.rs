@@ -401,17 +401,9 @@ fn content_hash(dir: &Path, m: &Manifest) -> Option<String> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for path in [dir.join(manifest::MANIFEST_FILE), m.library_path()] {
-        let mut f = std::fs::File::open(&path).ok()?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = std::io::Read::read(&mut f, &mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        crate::security::digest::update_from_file(&mut hasher, &path).ok()?;
     }
-    Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::security::keys::hex(&hasher.finalize()))
 }
 
 /// Plugin folders under `dir`: directories whose names do not start with `_` or `.`.

@@ -65,7 +65,7 @@ use base64::Engine as _;
 // rsa 0.10 deprecates its `RsaPrivateKey`/`RsaPublicKey` aliases; same types, old names kept here.
 use rsa::{PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::keys::{self, SignError};
 
@@ -300,18 +300,7 @@ fn hash_file(path: &Path) -> Result<String, TreeError> {
     if !meta.is_file() {
         return Err(TreeError::Special { path: path.to_path_buf() });
     }
-    let mut file = File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Ok(keys::hex(&hasher.finalize()))
+    super::digest::sha256_file(path).map_err(io)
 }
 
 /// Hashes every covered file of `plugin_dir` and signs the result as plugin `name` `version`.
@@ -625,6 +614,7 @@ pub fn verify_report(plugin_dir: &Path, name: &str, version: &str, trusted: &[Rs
 mod tests {
     use super::super::keys::test_keys::{key_a, other};
     use super::*;
+    use sha2::Digest;
 
     const NAME: &str = "x";
     const VERSION: &str = "0.1.0";

@@ -159,7 +159,8 @@ pub fn load_path(
     std::fs::copy(&src, &copy).map_err(|e| io(format!("copying to {}: {e}", copy.display())))?;
 
     if let Some(expected) = expected_sha256 {
-        let actual = sha256_file(&copy).map_err(|e| io(format!("hashing {}: {e}", copy.display())))?;
+        let actual = crate::security::digest::sha256_file(&copy)
+            .map_err(|e| io(format!("hashing {}: {e}", copy.display())))?;
         if actual != expected {
             let _ = std::fs::remove_file(&copy);
             return Err(io(format!(
@@ -204,22 +205,6 @@ pub fn load_path(
     }
     log::debug!(target: "xcore::loader", "mapped {} in {:?}", src.display(), started.elapsed());
     Ok(LoadedLibrary { module, api_version })
-}
-
-/// The SHA-256 (hex) of a file, streamed.
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// abi_stable's layout report dumps both type trees (hundreds of lines); the verdict is
