@@ -34,6 +34,11 @@ pub fn run(config_path: Option<&Path>, args: BuildArgs) -> Result<ExitCode> {
         }
         match plugin_build::build(&pdir, args.release, |line| eprintln!("{line}")) {
             Ok(dest) => eprintln!("built {name} -> {}", dest.display()),
+            // cargo's diagnostics were printed above as they came.
+            Err(plugin_build::BuildError::Failed { .. }) => {
+                eprintln!("error: {name}: cargo build failed (see above)");
+                failures += 1;
+            }
             Err(e) => {
                 eprintln!("error: {name}: {e}");
                 failures += 1;

@@ -14,7 +14,7 @@ pub struct CallOrigin {
 }
 
 /// A call as the runtime receives it, from HTTP or elsewhere.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CallInput {
     /// The action name.
     pub action: String,

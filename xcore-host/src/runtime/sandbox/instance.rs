@@ -38,9 +38,6 @@ use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 /// thread wake-ups (the worker's reader, the host's reader), longer than a trusted call.
 const SPIN_BUDGET: Duration = Duration::from_micros(100);
 
-/// How long the host's reader spins on the replies socket before sleeping in poll(2).
-const READER_SPIN: Duration = Duration::from_micros(0);
-
 /// Host-wide settings of the sandboxed tier.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -316,12 +313,11 @@ impl SandboxInstance {
             return Err(InstanceError::Crashed(self.exit_reason()));
         }
         let total = timeout.unwrap_or(Duration::from_secs(86_400));
-        let wait = total;
         let started = tokio::time::Instant::now();
-        let Ok(Ok(_permit)) = tokio::time::timeout(wait, self.permits.acquire()).await else {
+        let Ok(Ok(_permit)) = tokio::time::timeout(total, self.permits.acquire()).await else {
             return Err(InstanceError::Overloaded);
         };
-        let wait = wait.saturating_sub(started.elapsed());
+        let wait = total.saturating_sub(started.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let action = input.action.clone();
         let deadline_unix_ms = timeout
@@ -450,18 +446,9 @@ fn read_loop(
     hello: crossbeam_channel::Sender<Handshake>,
     on_death: DeathHook,
 ) {
-    // Buffered: one read(2) usually brings a frame's length and body together. Spinning
-    // briefly before sleeping saves a thread wake-up per reply on a busy channel.
-    let sock = match os::SpinReader::new(sock, READER_SPIN) {
-        Ok(s) => s,
-        Err(e) => {
-            shared.kill(format!("killed: cannot read its socket: {e}"));
-            let _ = child.wait();
-            shared.alive.store(false, Ordering::SeqCst);
-            let _ = hello.try_send(Handshake::Failed(format!("plugin '{}': socket: {e}", shared.name)));
-            return;
-        }
-    };
+    // Buffered: one read(2) usually brings a frame's length and body together. This
+    // reader blocks: spinning here as well as in the worker and the caller starves the
+    // worker on two cores (docs/benchmarks.md).
     let mut sock = std::io::BufReader::with_capacity(64 * 1024, sock);
     let mut greeted = false;
     let end = loop {

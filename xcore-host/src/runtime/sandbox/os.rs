@@ -121,7 +121,9 @@ impl io::Read for SpinReader {
             match io::Read::read(&mut self.sock, buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     spins += 1;
-                    if spins.is_multiple_of(32) && started.elapsed() >= self.budget {
+                    // The clock is read every 32 spins; a zero budget sleeps at once.
+                    if self.budget.is_zero() || (spins.is_multiple_of(32) && started.elapsed() >= self.budget)
+                    {
                         self.wait_readable()?;
                     } else {
                         std::hint::spin_loop();
