@@ -45,6 +45,8 @@ pub struct Config {
     /// Named databases; `default` is an SQLite file under `data/` unless configured.
     #[serde(default = "default_databases")]
     pub databases: std::collections::BTreeMap<String, crate::db::DatabaseConfig>,
+    /// Cron jobs.
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             cache: crate::services::cache::CacheConfig::default(),
             databases: default_databases(),
+            scheduler: crate::scheduler::SchedulerConfig::default(),
         }
     }
 }
@@ -863,11 +866,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_future_sections_warn() {
-        let yaml = "server:\n  prot: 1\nscheduler: {}\nhooks: []\n";
+        let yaml = "server:\n  prot: 1\nscheduler: {tick: 1}\nhooks: []\n";
         let (c, w) = parse(yaml, &[]).unwrap();
         assert_eq!(c, Config::default());
         let all = w.join("\n");
-        for key in ["'server.prot'", "'scheduler'", "'hooks'"] {
+        for key in ["'server.prot'", "'scheduler.tick'", "'hooks'"] {
             assert!(all.contains(key), "{key} not in {all}");
         }
         assert!(all.starts_with("xcore.yaml: unknown key"), "{all}");

@@ -37,10 +37,11 @@ fn round_trip(url: &str, mut write: impl FnMut()) {
 }
 
 const INSERTS: &[&str] = &[
-    "INSERT INTO plugin_state (name, version, mode) VALUES ('echo', '0.1.0', 'trusted')",
-    "INSERT INTO plugin_kv (plugin, {key}, value) VALUES ('echo', 'k', '\"v\"')",
-    "INSERT INTO job_runs (job_id, started_at, outcome) VALUES ('j', CURRENT_TIMESTAMP, 'ok')",
-    "INSERT INTO audit_log (actor, action, target, outcome) VALUES ('admin', 'reload', 'echo', 'ok')",
+    "INSERT INTO plugin_state (name, version, mode, installed_at, updated_at) VALUES ('echo', '0.1.0', 'trusted', 0, 0)",
+    "INSERT INTO plugin_kv (plugin, {key}, value, updated_at) VALUES ('echo', 'k', '\"v\"', 0)",
+    "INSERT INTO job_runs (job_id, started_at, outcome) VALUES ('j', 0, 'ok')",
+    "INSERT INTO audit_log (at, actor, action, target, outcome) VALUES (0, 'admin', 'reload', 'echo', 'ok')",
+    "INSERT INTO plugin_migrations (plugin, version, applied_at) VALUES ('echo', '1', 0)",
 ];
 
 fn unique(prefix: &str) -> String {

@@ -231,6 +231,127 @@ impl Context {
         Ok(v)
     }
 
+    /// Reads `key` from this plugin's durable key-value store; `None` when absent or
+    /// expired. Needs the permission `kv`.
+    pub fn kv_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PluginError> {
+        let v = self.call_host_json("kv.get", &serde_json::json!({ "key": key }))?;
+        if v["found"] != true {
+            return Ok(None);
+        }
+        T::deserialize(&v["value"]).map(Some).map_err(|e| PluginError::internal(format!("kv '{key}': {e}")))
+    }
+
+    /// Stores `value` under `key`, durably: when this returns, the write survives a crash
+    /// of the host. `ttl` `None` (or zero) never expires.
+    pub fn kv_set<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), PluginError> {
+        let ttl_ms = ttl.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        let body = serde_json::json!({ "key": key, "value": value, "ttl_ms": ttl_ms });
+        self.call_host_json("kv.set", &body).map(|_| ())
+    }
+
+    /// Removes `key`; `true` if it was there.
+    pub fn kv_delete(&self, key: &str) -> Result<bool, PluginError> {
+        let v = self.call_host_json("kv.delete", &serde_json::json!({ "key": key }))?;
+        Ok(v["deleted"] == true)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order: at most `limit` (the host
+    /// caps it at 1000), after the key `after` when paging.
+    pub fn kv_list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, PluginError> {
+        let v = self.call_host_json(
+            "kv.list",
+            &serde_json::json!({ "prefix": prefix, "after": after, "limit": limit }),
+        )?;
+        let entries = v["entries"].as_array().cloned().unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .map(|mut e| (e["key"].as_str().unwrap_or_default().to_string(), e["value"].take()))
+            .collect())
+    }
+
+    /// Runs a statement on the host's database `database` with bound parameters (`$1`
+    /// placeholders on PostgreSQL, `?` on SQLite and MySQL); returns the rows affected.
+    /// Needs the permission `db:<database>` (read and write).
+    pub fn db_execute(
+        &self,
+        database: &str,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> Result<u64, PluginError> {
+        let v = self.call_host_json(
+            "db.execute",
+            &serde_json::json!({ "database": database, "sql": sql, "params": params }),
+        )?;
+        Ok(v["rows_affected"].as_u64().unwrap_or(0))
+    }
+
+    /// Runs a query with bound parameters; every row comes back as a JSON object keyed by
+    /// column name. Needs `db:<database>` or `db:<database>:read` (then the query runs
+    /// in a read-only transaction).
+    pub fn db_query(
+        &self,
+        database: &str,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, PluginError> {
+        let mut v = self.call_host_json(
+            "db.query",
+            &serde_json::json!({ "database": database, "sql": sql, "params": params }),
+        )?;
+        serde_json::from_value(v["rows"].take())
+            .map_err(|e| PluginError::internal(format!("db.query reply: {e}")))
+    }
+
+    /// [`Context::db_query`] with each row deserialized into `T`.
+    pub fn db_query_as<T: DeserializeOwned>(
+        &self,
+        database: &str,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> Result<Vec<T>, PluginError> {
+        self.db_query(database, sql, params)?
+            .into_iter()
+            .map(|row| {
+                T::deserialize(serde_json::Value::Object(row))
+                    .map_err(|e| PluginError::internal(format!("db.query row: {e}")))
+            })
+            .collect()
+    }
+
+    /// Adds (or replaces) a cron job of this plugin: `cron` has six or seven fields,
+    /// seconds first (`"0 */5 * * * *"`); the job calls this plugin's `action` with
+    /// `payload`. Its id is `<plugin>.<id>`; it lasts until the plugin unloads. Needs
+    /// the permission `scheduler`.
+    pub fn schedule<T: Serialize>(
+        &self,
+        id: &str,
+        cron: &str,
+        action: &str,
+        payload: &T,
+    ) -> Result<String, PluginError> {
+        let v = self.call_host_json(
+            "scheduler.add",
+            &serde_json::json!({ "id": id, "cron": cron, "action": action, "payload": payload }),
+        )?;
+        Ok(v["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Removes one of this plugin's jobs; `true` if it existed.
+    pub fn unschedule(&self, id: &str) -> Result<bool, PluginError> {
+        let v = self.call_host_json("scheduler.remove", &serde_json::json!({ "id": id }))?;
+        Ok(v["removed"] == true)
+    }
+
     /// Emits an event and waits for every subscriber; returns the emit report
     /// (`{"event", "results": [{"handler", "outcome": {"ok": ...} | {"error": ...}}], ...}`).
     /// Needs the permission `events.emit` (or `events.emit:<pattern>` matching `event`).

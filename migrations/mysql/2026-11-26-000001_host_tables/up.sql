@@ -1,5 +1,8 @@
 -- The host's own tables (MySQL / MariaDB dialect). Keys are VARCHAR: MySQL cannot
--- index a TEXT column without a prefix length.
+-- index a TEXT column without a prefix length. Tables are utf8mb4_bin: the default
+-- collation ignores case, which would make the keys "A" and "a" one row.
+-- Every time is Unix milliseconds (BIGINT): one representation on the three back-ends,
+-- written by the host, never by a database default.
 CREATE TABLE plugin_state (
     name VARCHAR(128) PRIMARY KEY NOT NULL,
     enabled BOOLEAN NOT NULL DEFAULT TRUE,
@@ -7,36 +10,44 @@ CREATE TABLE plugin_state (
     mode VARCHAR(16) NOT NULL,
     source TEXT,
     signed_by VARCHAR(128),
-    installed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-);
+    installed_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE plugin_kv (
     plugin VARCHAR(128) NOT NULL,
     `key` VARCHAR(512) NOT NULL,
     value LONGTEXT NOT NULL,
-    expires_at TIMESTAMP(6) NULL,
-    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    expires_at BIGINT NULL,
+    updated_at BIGINT NOT NULL,
     PRIMARY KEY (plugin, `key`)
-);
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE job_runs (
     id BIGINT AUTO_INCREMENT PRIMARY KEY,
     job_id VARCHAR(128) NOT NULL,
-    started_at TIMESTAMP(6) NOT NULL,
-    finished_at TIMESTAMP(6) NULL,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT NULL,
     outcome VARCHAR(32) NOT NULL,
     error TEXT
-);
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX job_runs_job ON job_runs (job_id, started_at);
 
 CREATE TABLE audit_log (
     id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    at BIGINT NOT NULL,
     actor VARCHAR(128) NOT NULL,
     action VARCHAR(64) NOT NULL,
     target VARCHAR(256) NOT NULL,
     outcome VARCHAR(32) NOT NULL,
     detail TEXT
-);
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX audit_log_at ON audit_log (at);
+
+-- Which of a plugin's own migrations (its migrations/ folder) ran on this database.
+CREATE TABLE plugin_migrations (
+    plugin VARCHAR(128) NOT NULL,
+    version VARCHAR(128) NOT NULL,
+    applied_at BIGINT NOT NULL,
+    PRIMARY KEY (plugin, version)
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;

@@ -1,4 +1,6 @@
 -- The host's own tables (PostgreSQL dialect).
+-- Every time is Unix milliseconds (BIGINT): one representation on the three back-ends,
+-- written by the host, never by a database default.
 CREATE TABLE plugin_state (
     name TEXT PRIMARY KEY,
     enabled BOOLEAN NOT NULL DEFAULT TRUE,
@@ -6,24 +8,24 @@ CREATE TABLE plugin_state (
     mode TEXT NOT NULL,
     source TEXT,
     signed_by TEXT,
-    installed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    installed_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
 );
 
 CREATE TABLE plugin_kv (
     plugin TEXT NOT NULL,
     key TEXT NOT NULL,
     value TEXT NOT NULL,
-    expires_at TIMESTAMPTZ,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at BIGINT,
+    updated_at BIGINT NOT NULL,
     PRIMARY KEY (plugin, key)
 );
 
 CREATE TABLE job_runs (
     id BIGSERIAL PRIMARY KEY,
     job_id TEXT NOT NULL,
-    started_at TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
     outcome TEXT NOT NULL,
     error TEXT
 );
@@ -31,7 +33,7 @@ CREATE INDEX job_runs_job ON job_runs (job_id, started_at);
 
 CREATE TABLE audit_log (
     id BIGSERIAL PRIMARY KEY,
-    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    at BIGINT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -39,3 +41,11 @@ CREATE TABLE audit_log (
     detail TEXT
 );
 CREATE INDEX audit_log_at ON audit_log (at);
+
+-- Which of a plugin's own migrations (its migrations/ folder) ran on this database.
+CREATE TABLE plugin_migrations (
+    plugin TEXT NOT NULL,
+    version TEXT NOT NULL,
+    applied_at BIGINT NOT NULL,
+    PRIMARY KEY (plugin, version)
+);

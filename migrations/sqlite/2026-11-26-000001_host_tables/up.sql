@@ -1,4 +1,6 @@
 -- The host's own tables (SQLite dialect).
+-- Every time is Unix milliseconds (BIGINT): one representation on the three back-ends,
+-- written by the host, never by a database default.
 CREATE TABLE plugin_state (
     name TEXT PRIMARY KEY NOT NULL,
     enabled BOOLEAN NOT NULL DEFAULT 1,
@@ -6,24 +8,24 @@ CREATE TABLE plugin_state (
     mode TEXT NOT NULL,
     source TEXT,
     signed_by TEXT,
-    installed_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+    installed_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
 );
 
 CREATE TABLE plugin_kv (
     plugin TEXT NOT NULL,
     key TEXT NOT NULL,
     value TEXT NOT NULL,
-    expires_at TIMESTAMP,
-    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    expires_at BIGINT,
+    updated_at BIGINT NOT NULL,
     PRIMARY KEY (plugin, key)
 );
 
 CREATE TABLE job_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     job_id TEXT NOT NULL,
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
     outcome TEXT NOT NULL,
     error TEXT
 );
@@ -31,7 +33,7 @@ CREATE INDEX job_runs_job ON job_runs (job_id, started_at);
 
 CREATE TABLE audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
-    at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    at BIGINT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -39,3 +41,11 @@ CREATE TABLE audit_log (
     detail TEXT
 );
 CREATE INDEX audit_log_at ON audit_log (at);
+
+-- Which of a plugin's own migrations (its migrations/ folder) ran on this database.
+CREATE TABLE plugin_migrations (
+    plugin TEXT NOT NULL,
+    version TEXT NOT NULL,
+    applied_at BIGINT NOT NULL,
+    PRIMARY KEY (plugin, version)
+);

@@ -131,6 +131,30 @@ async fn plugin_route_inner(
     Ok(json_reply(rid, reply))
 }
 
+/// Who made an admin request, for the audit log.
+fn actor(req: &HttpRequest) -> String {
+    match req.peer_addr() {
+        Some(a) => format!("admin@{}", a.ip()),
+        None => "admin".into(),
+    }
+}
+
+/// Appends to the audit log, off the async workers. A failure to record is logged, not
+/// returned: the action itself already happened.
+async fn audit(state: &AppState, req: &HttpRequest, action: &str, target: &str, error: Option<String>) {
+    let Some(store) = state.registry.store().cloned() else {
+        return;
+    };
+    let (actor, action, target) = (actor(req), action.to_string(), target.to_string());
+    let outcome = if error.is_some() { "error" } else { "ok" };
+    let written = web::block(move || store.audit(&actor, &action, &target, outcome, error.as_deref())).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!(target: "xcore::api", "audit log not written: {e}"),
+        Err(e) => log::error!(target: "xcore::api", "audit log not written: {e}"),
+    }
+}
+
 async fn admin<F, Fut>(
     state: &State,
     req: &HttpRequest,
@@ -144,7 +168,9 @@ where
 {
     state.admin.check(req)?;
     log::info!(target: "xcore::api", "admin: {op} {name}");
-    f().await?;
+    let result = f().await;
+    audit(state, req, op, name, result.as_ref().err().map(|e| e.to_string())).await;
+    result?;
     info_or_404(state, name)
 }
 
@@ -188,10 +214,32 @@ pub(super) async fn reset(
     admin(&state, &req, "reset", &name, || async move { r.reset(&n).await }).await
 }
 
+pub(super) async fn disable(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (r, name) = (state.registry.clone(), path.into_inner());
+    let n = name.clone();
+    admin(&state, &req, "disable", &name, || async move { r.disable(&n).await }).await
+}
+
+pub(super) async fn enable(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (r, name) = (state.registry.clone(), path.into_inner());
+    let n = name.clone();
+    admin(&state, &req, "enable", &name, || async move { r.enable(&n).await }).await
+}
+
 pub(super) async fn rescan(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.admin.check(&req)?;
     log::info!(target: "xcore::api", "admin: rescan");
     let report = state.registry.rescan().await;
+    let detail = (!report.failed.is_empty()).then(|| format!("failed: {:?}", report.failed));
+    audit(&state, &req, "rescan", "plugins", detail).await;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -207,6 +255,7 @@ pub(super) async fn emit_event(
     let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     log::info!(target: "xcore::api", "admin: emit {event}");
     let report = state.registry.hooks().emit(&event, payload).await;
+    audit(&state, &req, "emit", &event, None).await;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -218,6 +267,106 @@ pub(super) async fn hooks(state: State) -> HttpResponse {
 
 pub(super) async fn hook_metrics(state: State) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "events": state.registry.hooks().metrics_snapshot() }))
+}
+
+/// `GET /api/v1/audit?action=&target=&before=&limit=`: newest first.
+pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.admin.check(&req)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        action: Option<String>,
+        target: Option<String>,
+        before: Option<i64>,
+        limit: Option<usize>,
+    }
+    let p = web::Query::<Params>::from_query(req.query_string())
+        .map_err(|e| ApiError::new(400, "bad_request", format!("query string: {e}")))?
+        .into_inner();
+    let store = state
+        .registry
+        .store()
+        .cloned()
+        .ok_or_else(|| ApiError::new(503, "store_unavailable", "this host has no database connected"))?;
+    let q = crate::store::audit::AuditQuery {
+        action: p.action,
+        target: p.target,
+        before: p.before,
+        limit: p.limit.unwrap_or(100),
+    };
+    let entries = web::block(move || store.audit_entries(&q))
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?;
+    let next = if entries.len() >= p.limit.unwrap_or(100).clamp(1, 1000) {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
+    let entries: Vec<_> = entries.iter().map(|e| e.to_json()).collect();
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries, "next_before": next })))
+}
+
+fn scheduler(state: &AppState) -> Result<std::sync::Arc<crate::scheduler::Scheduler>, ApiError> {
+    state
+        .registry
+        .scheduler()
+        .cloned()
+        .ok_or_else(|| ApiError::new(503, "unavailable", "this host runs no scheduler"))
+}
+
+/// `GET /api/v1/jobs`: every job with its next run and its last recorded run.
+pub(super) async fn jobs(state: State) -> Result<HttpResponse, ApiError> {
+    let scheduler = scheduler(&state)?;
+    let jobs = scheduler.list();
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    // The last run comes from job_runs, so it survives a restart.
+    let last: Vec<Option<serde_json::Value>> = match scheduler.store().cloned() {
+        Some(store) => web::block(move || {
+            ids.iter()
+                .map(|id| store.job_history(id, 1).map(|h| h.first().map(|r| r.to_json())))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?,
+        None => vec![None; jobs.len()],
+    };
+    let out: Vec<serde_json::Value> = jobs
+        .into_iter()
+        .zip(last)
+        .map(|(j, last)| {
+            let mut v = serde_json::to_value(j).unwrap_or_default();
+            v["last_run"] = last.unwrap_or(serde_json::Value::Null);
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "jobs": out })))
+}
+
+/// `POST /api/v1/jobs/{id}/run`: runs a job now and answers its outcome.
+pub(super) async fn run_job(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.check(&req)?;
+    let id = path.into_inner();
+    let scheduler = scheduler(&state)?;
+    log::info!(target: "xcore::api", "admin: run job {id}");
+    let result = scheduler.run_now(&id).await;
+    let detail = match &result {
+        Ok(o) => o.error.clone(),
+        Err(e) => Some(e.to_string()),
+    };
+    audit(&state, &req, "job.run", &id, detail).await;
+    match result {
+        Ok(outcome) => Ok(HttpResponse::Ok().json(outcome)),
+        Err(e @ crate::scheduler::RunError::Unknown(_)) => {
+            Err(ApiError::new(404, "unknown_job", e.to_string()))
+        }
+        Err(e @ crate::scheduler::RunError::Overlap(_)) => Err(ApiError::new(409, "conflict", e.to_string())),
+    }
 }
 
 pub(super) async fn openapi() -> HttpResponse {

@@ -5,7 +5,9 @@
 //! | `GET /health`, `GET /metrics`, `GET /api/v1/openapi.json` | anyone |
 //! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
 //! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
-//! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset}`, `POST /api/v1/plugins/rescan` | admin |
+//! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset,disable,enable}`, `POST /api/v1/plugins/rescan` | admin |
+//! | `GET /api/v1/audit` | admin: every admin action, newest first |
+//! | `GET /api/v1/jobs` | anyone: cron jobs; `POST /api/v1/jobs/{id}/run`: admin |
 //! | `POST /api/v1/events/{event}` | admin: emit an event, answer every handler's result |
 //! | `GET /api/v1/hooks`, `GET /api/v1/hooks/metrics` | anyone: subscriptions, per-event metrics |
 //! | `ANY /plugins/{name}/...` | routes the plugin declares |

@@ -108,6 +108,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict { .. } => ApiError::new(409, "conflict", e.to_string()),
             RegistryError::LoadFailed(_) => ApiError::new(422, "load_failed", e.to_string()),
             RegistryError::Required { .. } => ApiError::new(409, "required_by_others", e.to_string()),
+            RegistryError::Store(_) => ApiError::new(503, "store_unavailable", e.to_string()),
         }
     }
 }

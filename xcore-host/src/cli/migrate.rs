@@ -23,7 +23,7 @@ pub struct MigrateArgs {
     /// What to do.
     #[arg(value_enum, default_value = "status")]
     action: Action,
-    /// Only this database (default: every configured one).
+    /// Only this database (default: `default`, where the host's tables live).
     #[arg(long)]
     database: Option<String>,
 }
@@ -37,7 +37,8 @@ pub fn run(config_path: Option<&Path>, args: MigrateArgs) -> Result<ExitCode> {
             Some(db) => vec![(name.clone(), db.clone())],
             None => bail!("no database named '{name}' in the configuration"),
         },
-        None => dbs.into_iter().collect(),
+        // The host's tables live in `default`; other databases are the plugins'.
+        None => dbs.into_iter().filter(|(n, _)| n == "default").collect(),
     };
     let op = match args.action {
         Action::Status => Op::Status,

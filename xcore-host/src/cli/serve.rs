@@ -9,11 +9,14 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
 use xcore_host::config::RequireSignatures;
-use xcore_host::db::migrate;
+use xcore_host::db::{migrate, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
+use xcore_host::scheduler::runner::RegistryRunner;
+use xcore_host::scheduler::Scheduler;
 use xcore_host::security::keys;
+use xcore_host::store::Store;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
 
@@ -55,16 +58,27 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         None => log::info!(target: "xcore", "no xcore.yaml: running on built-in defaults"),
     }
 
-    // The host's tables are brought up to date before anything uses them.
-    for (name, db) in cfg.effective_databases() {
-        let report = std::thread::spawn(move || migrate::migrate(&name, &db.url, migrate::Op::Run))
-            .join()
-            .expect("migration thread")
+    // The host's tables (in `default`) are brought up to date before anything uses
+    // them; then every database is connected. Both block: a plain thread, outside any
+    // runtime (diesel-async's wrapper starts a small one per connection).
+    let dbs = cfg.effective_databases();
+    let (databases, store) = std::thread::spawn(move || -> Result<_> {
+        let default = dbs.get("default").context("databases: no 'default' database is configured")?;
+        let report = migrate::migrate("default", &default.url, migrate::Op::Run)
             .context("applying the host's migrations")?;
         for v in &report.changed {
-            log::info!(target: "xcore::db", "database '{}': applied migration {v}", report.database);
+            log::info!(target: "xcore::db", "database 'default': applied migration {v}");
         }
-    }
+        let databases = Databases::connect(&dbs).context("connecting the databases")?;
+        for name in databases.names() {
+            let db = databases.get(name)?;
+            log::info!(target: "xcore::db", "database '{name}': {:?} at {}", db.backend(), db.masked_url());
+        }
+        let store = Store::new(databases.get("default")?.clone());
+        Ok((Arc::new(databases), store))
+    })
+    .join()
+    .expect("database thread")?;
 
     let runtime_dir = cfg.plugins.runtime_dir.clone();
     let plugins_dir = cfg.plugins.directory.clone();
@@ -99,6 +113,35 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
     registry.set_cache(cache);
+    {
+        let registry = registry.clone();
+        std::thread::spawn(move || registry.set_databases(databases, store))
+            .join()
+            .expect("plugin state thread")
+            .context("reading plugin state")?;
+    }
+    // Jobs run on the supervisor runtime, like every call made by the host itself.
+    let scheduler = Scheduler::start(
+        &cfg.scheduler,
+        Arc::new(RegistryRunner::new(&registry)),
+        registry.store().cloned(),
+        registry.supervisor_handle(),
+    )
+    .context("scheduler")?;
+    log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),
+        if cfg.scheduler.enabled { "" } else { " (scheduler.enabled is false: jobs run only by hand)" });
+    registry.set_scheduler(Arc::new(scheduler));
+    // Expired key-value entries are invisible at once; their rows go once a minute.
+    if let Some(store) = registry.store().cloned() {
+        std::thread::Builder::new().name("xcore-kv-sweeper".into()).spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(60));
+            match store.kv_purge_expired() {
+                Ok(0) => {}
+                Ok(n) => log::debug!(target: "xcore::kv", "{n} expired entries removed"),
+                Err(e) => log::warn!(target: "xcore::kv", "removing expired entries: {e}"),
+            }
+        })?;
+    }
     let opts = ServeOptions {
         host: cfg.server.host.clone(),
         port: cfg.server.port,

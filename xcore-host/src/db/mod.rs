@@ -3,11 +3,21 @@
 //!
 //! One code path for three back-ends: SQLite (bundled, the default: `data/xcore.db`),
 //! PostgreSQL and MySQL/MariaDB through diesel-async's pure-Rust drivers, so the
-//! default build needs no system library. The services that use these databases (the
-//! key-value store, SQL for plugins, the scheduler's job runs, the audit log, plugin
-//! state) are not built yet; today the schema is created and versioned.
+//! default build needs no system library. The host's own tables live in `default`;
+//! other databases are for plugins' SQL.
+//!
+//! - [`pool`]: the pools and [`with_conn!`](crate::with_conn), which runs one piece of
+//!   diesel code on whichever back-end a connection is.
+//! - [`schema`]: the host's tables; [`migrate`]: their migrations.
+//! - [`dynamic`]: SQL from plugins, with JSON parameters and JSON rows.
 
+pub mod dynamic;
 pub mod migrate;
+pub mod plugin_migrations;
+pub mod pool;
+pub mod schema;
+
+pub use pool::{Conn, Database, Databases};
 
 use std::path::PathBuf;
 
@@ -22,11 +32,13 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the pool.
     pub pool_size: u32,
+    /// How long to wait for a connection (first connect, or a free one from the pool).
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://data/xcore.db".into(), pool_size: 8 }
+        DatabaseConfig { url: "sqlite://data/xcore.db".into(), pool_size: 8, connect_timeout_ms: 5000 }
     }
 }
 
@@ -69,6 +81,22 @@ pub enum DbError {
         /// Database name.
         name: String,
         /// Why.
+        reason: String,
+    },
+    /// No connection could be had from the pool in time.
+    #[error("database '{name}' is unavailable: {reason}")]
+    Unavailable {
+        /// Database name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("database '{name}': {reason}")]
+    Query {
+        /// Database name.
+        name: String,
+        /// The database's message.
         reason: String,
     },
     /// No database of that name is configured.

@@ -173,6 +173,9 @@ pub enum RegistryError {
     /// Loading failed; the message says why and where.
     #[error("{0}")]
     LoadFailed(String),
+    /// The host's database could not record the change; nothing was changed.
+    #[error("{0}")]
+    Store(String),
     /// Other loaded plugins require this one.
     #[error("plugin '{name}' is required by {}; unload them first", by.join(", "))]
     Required {
@@ -345,6 +348,14 @@ pub struct PluginRegistry {
     event_tag: u64,
     /// The cache service, once connected (`xcore serve` connects it at start).
     cache: std::sync::OnceLock<crate::services::cache::Cache>,
+    /// The host's durable data (`xcore serve` connects it at start).
+    store: std::sync::OnceLock<crate::store::Store>,
+    /// Every configured database, for plugins' SQL.
+    databases: std::sync::OnceLock<Arc<crate::db::Databases>>,
+    /// The cron scheduler (`xcore serve` starts it).
+    scheduler: std::sync::OnceLock<Arc<crate::scheduler::Scheduler>>,
+    /// Plugins an operator disabled (persisted in `plugin_state`).
+    disabled: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Drop for PluginRegistry {
@@ -353,6 +364,14 @@ impl Drop for PluginRegistry {
         if let Some(rt) = self.supervisor.lock().take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// The tier's name as `plugin_state.mode` stores it.
+fn mode_name(m: &Manifest) -> &'static str {
+    match m.execution_mode {
+        ExecutionMode::Trusted => "trusted",
+        ExecutionMode::Sandboxed => "sandboxed",
     }
 }
 
@@ -446,6 +465,10 @@ impl PluginRegistry {
             event_calls: AtomicU64::new(0),
             event_tag: rand::random(),
             cache: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
+            databases: std::sync::OnceLock::new(),
+            disabled: RwLock::new(Default::default()),
+            scheduler: std::sync::OnceLock::new(),
         })
     }
 
@@ -457,6 +480,70 @@ impl PluginRegistry {
     /// The cache service, if one was connected.
     pub fn cache(&self) -> Option<&crate::services::cache::Cache> {
         self.cache.get()
+    }
+
+    /// Hands the registry its databases and the host's store (once). Plugins disabled
+    /// by an operator stay unloaded from then on.
+    /// Blocking (it reads `plugin_state`): call it before serving, from a plain thread.
+    pub fn set_databases(
+        &self,
+        databases: Arc<crate::db::Databases>,
+        store: crate::store::Store,
+    ) -> Result<(), crate::db::DbError> {
+        let disabled = store.disabled_plugins()?;
+        if !disabled.is_empty() {
+            log::info!(target: "xcore::runtime", "disabled by an operator, not loaded: {}", disabled.join(", "));
+        }
+        self.disabled.write().extend(disabled);
+        let _ = self.databases.set(databases);
+        let _ = self.store.set(store);
+        Ok(())
+    }
+
+    /// Hands the registry its scheduler (once).
+    pub fn set_scheduler(&self, scheduler: Arc<crate::scheduler::Scheduler>) {
+        let _ = self.scheduler.set(scheduler);
+    }
+
+    /// The scheduler, if started.
+    pub fn scheduler(&self) -> Option<&Arc<crate::scheduler::Scheduler>> {
+        self.scheduler.get()
+    }
+
+    /// Ends what an instance owned in the host: its subscriptions and its jobs.
+    fn release_instance(&self, name: &str, generation: u64) {
+        self.hooks.unregister_owner(&owner_of(name, generation));
+        if let Some(s) = self.scheduler.get() {
+            s.remove_owned(name, generation);
+        }
+    }
+
+    /// Whether an operator disabled `name`.
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.disabled.read().contains(name)
+    }
+
+    /// Runs blocking store work off the async workers; `None` when no store is set.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::db::DbError> + Send + 'static,
+    ) -> Option<Result<T, crate::db::DbError>> {
+        let store = self.store.get()?.clone();
+        Some(
+            tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .unwrap_or_else(|e| Err(crate::db::DbError::Unknown(format!("store task failed: {e}")))),
+        )
+    }
+
+    /// The host's durable data, if a database was connected.
+    pub fn store(&self) -> Option<&crate::store::Store> {
+        self.store.get()
+    }
+
+    /// The configured databases, if connected.
+    pub fn databases(&self) -> Option<&Arc<crate::db::Databases>> {
+        self.databases.get()
     }
 
     /// The event system.
@@ -634,6 +721,10 @@ impl PluginRegistry {
                     }
                     let m = Arc::new(loaded.manifest);
                     slot.set_manifest(m.clone());
+                    if self.is_disabled(&name) {
+                        slot.set_state(PluginState::Disabled);
+                        continue;
+                    }
                     manifests.push(m);
                 }
                 Err(e) => {
@@ -680,6 +771,14 @@ impl PluginRegistry {
             return Err(RegistryError::UnknownPlugin(name.to_string()));
         }
         let slot = self.slot_or_create(name, dir.clone());
+        if self.is_disabled(name) {
+            slot.set_state(PluginState::Disabled);
+            return Err(RegistryError::Conflict {
+                name: name.into(),
+                state: PluginState::Disabled,
+                hint: "an operator disabled it; use enable",
+            });
+        }
         let replacing = slot.state() == PluginState::Ready;
         // The supervisor's restart task marks the slot before it loads.
         let restarting = slot.state() == PluginState::Restarting;
@@ -736,6 +835,9 @@ impl PluginRegistry {
                 ));
             }
         }
+        if let Err(e) = self.apply_plugin_migrations(&m).await {
+            return Err(fail(&slot, e));
+        }
         let generation = slot.inner.lock().generation + 1;
         let started = Instant::now();
         let instance = {
@@ -785,8 +887,8 @@ impl PluginRegistry {
         let instance = match instance {
             Ok(i) => Arc::new(i),
             Err(e) => {
-                // Its constructor may have subscribed before failing.
-                self.hooks.unregister_owner(&owner_of(name, generation));
+                // Its constructor may have subscribed or scheduled before failing.
+                self.release_instance(name, generation);
                 return Err(fail(&slot, e));
             }
         };
@@ -810,7 +912,15 @@ impl PluginRegistry {
         slot.instance.store(Some(instance));
         slot.set_state(PluginState::Ready);
         self.register_manifest_hooks(&m, generation);
-        self.hooks.unregister_owner(&owner_of(name, previous));
+        self.release_instance(name, previous);
+        let record =
+            (m.name.clone(), m.version.to_string(), mode_name(&m), slot.inner.lock().signed_by.clone());
+        if let Some(Err(e)) = self
+            .with_store(move |s| s.record_loaded(&record.0, &record.1, record.2, record.3.as_deref()))
+            .await
+        {
+            log::warn!(target: "xcore::runtime", "plugin '{name}': its state was not recorded: {e}");
+        }
         let (verb, event) = match (replacing, restarting) {
             (true, _) => ("reloaded", "plugin.reloaded"),
             (false, true) => ("restarted", "plugin.restarted"),
@@ -893,6 +1003,83 @@ impl PluginRegistry {
         Ok(())
     }
 
+    /// Disables a plugin: records it (so it stays disabled after a restart), then
+    /// unloads it. Nothing changes if the record cannot be written.
+    pub async fn disable(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        let dependents = self.loaded_dependents(name);
+        if !dependents.is_empty() {
+            return Err(RegistryError::Required { name: name.into(), by: dependents });
+        }
+        self.persist_enabled(name, false).await?;
+        self.disabled.write().insert(name.to_string());
+        if slot.instance.load().is_some() {
+            self.unload_slot(&slot).await;
+        }
+        slot.set_state(PluginState::Disabled);
+        log::info!(target: "xcore::runtime", "plugin '{name}' disabled");
+        self.emit_host_event("plugin.disabled", serde_json::json!({ "plugin": name }));
+        Ok(())
+    }
+
+    /// Enables a disabled plugin (recorded first) and loads it.
+    pub async fn enable(self: &Arc<Self>, name: &str) -> Result<(), RegistryError> {
+        let _guard = self.ops.lock().await;
+        let slot = self.slot(name).ok_or_else(|| RegistryError::UnknownPlugin(name.into()))?;
+        if !self.is_disabled(name) {
+            return Err(RegistryError::Conflict {
+                name: name.into(),
+                state: slot.state(),
+                hint: "it is not disabled",
+            });
+        }
+        self.persist_enabled(name, true).await?;
+        self.disabled.write().remove(name);
+        slot.set_state(PluginState::Unloaded);
+        log::info!(target: "xcore::runtime", "plugin '{name}' enabled");
+        self.emit_host_event("plugin.enabled", serde_json::json!({ "plugin": name }));
+        self.load_slot(name, None).await
+    }
+
+    /// Applies the plugin's own migrations on every database it may write, before its
+    /// instance starts.
+    async fn apply_plugin_migrations(&self, m: &Arc<Manifest>) -> Result<(), String> {
+        let Some(databases) = self.databases.get().cloned() else { return Ok(()) };
+        if !m.dir.join("migrations").is_dir() {
+            return Ok(());
+        }
+        let m = m.clone();
+        tokio::task::spawn_blocking(move || {
+            for name in databases.names() {
+                if !crate::services::sql_service::access(&m.permissions, name).1 {
+                    continue;
+                }
+                let db = databases.get(name).map_err(|e| e.to_string())?;
+                crate::db::plugin_migrations::apply(&m.name, &m.dir, db)
+                    .map_err(|e| format!("plugin '{}': its migrations failed: {e}", m.name))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("migration task failed: {e}")))
+    }
+
+    async fn persist_enabled(&self, name: &str, enabled: bool) -> Result<(), RegistryError> {
+        let m = self.manifest(name);
+        let version = m.as_ref().map(|m| m.version.to_string()).unwrap_or_default();
+        let mode = m.as_deref().map(mode_name).unwrap_or("");
+        let n = name.to_string();
+        match self.with_store(move |s| s.set_enabled(&n, enabled, &version, mode)).await {
+            Some(Err(e)) => Err(RegistryError::Store(format!(
+                "plugin '{name}' was not {}: the host's database could not record it: {e}",
+                if enabled { "enabled" } else { "disabled" }
+            ))),
+            // Without a store the change lives until the host stops.
+            _ => Ok(()),
+        }
+    }
+
     /// Loaded plugins whose manifest requires `name`.
     fn loaded_dependents(&self, name: &str) -> Vec<String> {
         self.slots
@@ -909,7 +1096,7 @@ impl PluginRegistry {
         slot.inner.lock().ready_since = None;
         let generation = slot.inner.lock().generation;
         let Some(instance) = slot.instance.swap(None) else {
-            self.hooks.unregister_owner(&owner_of(&slot.name, generation));
+            self.release_instance(&slot.name, generation);
             self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
             return;
         };
@@ -929,7 +1116,7 @@ impl PluginRegistry {
         if !finished() {
             log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
         }
-        self.hooks.unregister_owner(&owner_of(&slot.name, generation));
+        self.release_instance(&slot.name, generation);
         log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
         self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
     }
@@ -954,7 +1141,7 @@ impl PluginRegistry {
             return Some("removed");
         }
         if let Some(slot) = &slot {
-            if slot.state() == PluginState::Unloaded {
+            if matches!(slot.state(), PluginState::Unloaded | PluginState::Disabled) {
                 return None;
             }
             let new_hash = manifest::load(&dir).ok().and_then(|l| content_hash(&dir, &l.manifest));

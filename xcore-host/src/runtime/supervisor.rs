@@ -38,11 +38,13 @@ pub enum PluginState {
     Failed = 5,
     /// Unloaded by an operator.
     Unloaded = 6,
+    /// Disabled by an operator: stays unloaded, across restarts too, until enabled.
+    Disabled = 7,
 }
 
 impl PluginState {
     /// Every state, for metrics.
-    pub const ALL: [PluginState; 7] = [
+    pub const ALL: [PluginState; 8] = [
         PluginState::Discovered,
         PluginState::Loading,
         PluginState::Ready,
@@ -50,6 +52,7 @@ impl PluginState {
         PluginState::Restarting,
         PluginState::Failed,
         PluginState::Unloaded,
+        PluginState::Disabled,
     ];
 
     /// From the `repr(u8)` value.
@@ -67,6 +70,7 @@ impl PluginState {
             PluginState::Restarting => "restarting",
             PluginState::Failed => "failed",
             PluginState::Unloaded => "unloaded",
+            PluginState::Disabled => "disabled",
         }
     }
 }

@@ -10,12 +10,18 @@
 //! | `events.unsubscribe` | (own subscriptions only) | end a subscription |
 //! | `plugins.call` | `call` or `call:<plugin>` | call another plugin's action through the supervised path |
 //! | `cache.get`, `cache.set`, `cache.delete`, `cache.clear` | `cache` | the plugin's own cache namespace (memory or Redis) |
+//! | `kv.get`, `kv.set`, `kv.delete`, `kv.list` | `kv` | the plugin's own namespace of the durable key-value store |
+//! | `db.execute`, `db.query` | `db:<database>` (or `db:<database>:read` for queries only) | SQL with bound parameters on a configured database |
+//! | `scheduler.add`, `scheduler.remove` | `scheduler` | cron jobs calling the plugin's own actions |
 
 pub mod cache;
 mod cache_service;
 pub mod calls;
 pub mod events;
+mod kv_service;
 pub mod permissions;
+mod scheduler_service;
+pub mod sql_service;
 
 use std::sync::{Arc, Weak};
 
@@ -82,6 +88,9 @@ pub fn dispatch(
         "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
         "plugins.call" => calls::call(&registry, caller, request_id, payload),
         s if s.starts_with("cache.") => cache_service::serve(&registry, caller, s, payload),
+        s if s.starts_with("kv.") => kv_service::serve(&registry, caller, s, payload),
+        "db.execute" | "db.query" => sql_service::serve(&registry, caller, service, payload),
+        s if s.starts_with("scheduler.") => scheduler_service::serve(&registry, caller, s, payload),
         other => Err(ServiceError::new(
             xcore_plugin_api::codes::UNSUPPORTED,
             501,

@@ -1,0 +1,245 @@
+//! Connection pools: one per configured database, r2d2 over synchronous connections.
+//!
+//! Why synchronous: every database call comes from a plain thread (a plugin's worker
+//! thread, a blocking-pool thread of an HTTP handler, the scheduler's runner), never
+//! from inside an async task, so a sync pool is the simplest correct choice. SQLite is
+//! diesel's own (bundled) connection; PostgreSQL and MySQL go through diesel-async's
+//! pure-Rust drivers behind `AsyncConnectionWrapper`, which drives each connection on a
+//! small runtime of its own (created by r2d2's threads, outside any runtime).
+//!
+//! [`with_conn!`](crate::with_conn) runs one piece of diesel code against whichever
+//! back-end a connection is: the code is written once and compiled three times.
+
+use std::time::Duration;
+
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+
+use super::{mask_url, sqlite_path, Backend, DatabaseConfig, DbError};
+
+/// A PostgreSQL connection used synchronously.
+pub type PgConn = AsyncConnectionWrapper<AsyncPgConnection>;
+/// A MySQL / MariaDB connection used synchronously.
+pub type MysqlConn = AsyncConnectionWrapper<AsyncMysqlConnection>;
+
+/// A connection borrowed from a pool; back to the pool when dropped.
+pub enum Conn {
+    /// SQLite.
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    /// PostgreSQL.
+    Postgres(PooledConnection<ConnectionManager<PgConn>>),
+    /// MySQL / MariaDB.
+    Mysql(PooledConnection<ConnectionManager<MysqlConn>>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection`,
+/// `&mut PgConn` or `&mut MysqlConn`) of a [`Conn`].
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::pool::Conn::Sqlite(pooled) => {
+                let $c: &mut diesel::SqliteConnection = &mut *pooled;
+                $body
+            }
+            $crate::db::pool::Conn::Postgres(pooled) => {
+                let $c: &mut $crate::db::pool::PgConn = &mut *pooled;
+                $body
+            }
+            $crate::db::pool::Conn::Mysql(pooled) => {
+                let $c: &mut $crate::db::pool::MysqlConn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+enum AnyPool {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConn>>),
+    Mysql(Pool<ConnectionManager<MysqlConn>>),
+}
+
+/// One configured database and its pool.
+pub struct Database {
+    name: String,
+    backend: Backend,
+    url: String,
+    pool: AnyPool,
+}
+
+/// SQLite settings applied to every pooled connection. WAL lets readers run beside the
+/// one writer; `synchronous = NORMAL` in WAL mode keeps every committed transaction
+/// across a crash or `kill -9` of the host (only a power loss can take the last ones);
+/// the busy timeout makes concurrent writers wait instead of failing.
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        for pragma in
+            ["PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+        {
+            diesel::sql_query(pragma).execute(conn).map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+impl Database {
+    /// Connects: one connection is made first so a wrong URL or an unreachable server
+    /// fails here with the driver's own reason, then the pool is built. Blocking; call it
+    /// from a plain thread (never inside an async task).
+    pub fn connect(name: &str, cfg: &DatabaseConfig) -> Result<Database, DbError> {
+        let backend = Backend::of(name, &cfg.url)?;
+        let fail = |reason: String| DbError::Connect { name: name.into(), url: mask_url(&cfg.url), reason };
+        let size = cfg.pool_size.max(1);
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let pool = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(&cfg.url);
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+                }
+                let path = path.to_string_lossy().into_owned();
+                SqliteConnection::establish(&path).map_err(|e| fail(e.to_string()))?;
+                AnyPool::Sqlite(
+                    Pool::builder()
+                        .max_size(size)
+                        .connection_timeout(timeout)
+                        .connection_customizer(Box::new(SqlitePragmas))
+                        .build(ConnectionManager::new(path))
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+            }
+            Backend::Postgres => {
+                PgConn::establish(&cfg.url).map_err(|e| fail(e.to_string()))?;
+                AnyPool::Postgres(
+                    Pool::builder()
+                        .max_size(size)
+                        .min_idle(Some(1))
+                        .connection_timeout(timeout)
+                        .build_unchecked(ConnectionManager::new(cfg.url.clone())),
+                )
+            }
+            Backend::Mysql => {
+                MysqlConn::establish(&cfg.url).map_err(|e| fail(e.to_string()))?;
+                AnyPool::Mysql(
+                    Pool::builder()
+                        .max_size(size)
+                        .min_idle(Some(1))
+                        .connection_timeout(timeout)
+                        .build_unchecked(ConnectionManager::new(cfg.url.clone())),
+                )
+            }
+        };
+        Ok(Database { name: name.into(), backend, url: cfg.url.clone(), pool })
+    }
+
+    /// The database's name in the configuration.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its back-end.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Its URL with the password masked.
+    pub fn masked_url(&self) -> String {
+        mask_url(&self.url)
+    }
+
+    /// Borrows a connection, waiting up to the connect timeout for a free one.
+    pub fn conn(&self) -> Result<Conn, DbError> {
+        let unavailable = |e: diesel::r2d2::PoolError| DbError::Unavailable {
+            name: self.name.clone(),
+            reason: e.to_string(),
+        };
+        Ok(match &self.pool {
+            AnyPool::Sqlite(p) => Conn::Sqlite(p.get().map_err(unavailable)?),
+            AnyPool::Postgres(p) => Conn::Postgres(p.get().map_err(unavailable)?),
+            AnyPool::Mysql(p) => Conn::Mysql(p.get().map_err(unavailable)?),
+        })
+    }
+
+    /// Connections (open, idle) in the pool.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = match &self.pool {
+            AnyPool::Sqlite(p) => p.state(),
+            AnyPool::Postgres(p) => p.state(),
+            AnyPool::Mysql(p) => p.state(),
+        };
+        (s.connections, s.idle_connections)
+    }
+}
+
+/// Every configured database, by name.
+#[derive(Default)]
+pub struct Databases {
+    map: std::collections::BTreeMap<String, std::sync::Arc<Database>>,
+}
+
+impl Databases {
+    /// Connects every database of the configuration. Blocking, like [`Database::connect`].
+    pub fn connect(
+        configs: &std::collections::BTreeMap<String, DatabaseConfig>,
+    ) -> Result<Databases, DbError> {
+        let mut map = std::collections::BTreeMap::new();
+        for (name, cfg) in configs {
+            map.insert(name.clone(), std::sync::Arc::new(Database::connect(name, cfg)?));
+        }
+        Ok(Databases { map })
+    }
+
+    /// The database `name`.
+    pub fn get(&self, name: &str) -> Result<&std::sync::Arc<Database>, DbError> {
+        self.map.get(name).ok_or_else(|| DbError::Unknown(name.to_string()))
+    }
+
+    /// The names of every database.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_pool_runs_the_same_code_as_every_back_end() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = DatabaseConfig {
+            url: format!("sqlite://{}", d.path().join("a/x.db").display()),
+            ..Default::default()
+        };
+        let db = Database::connect("t", &cfg).unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        let mut conn = db.conn().unwrap();
+        let n =
+            with_conn!(&mut conn, c => diesel::sql_query("CREATE TABLE t (x INTEGER)").execute(c)).unwrap();
+        assert_eq!(n, 0);
+        let mode: Vec<String> = with_conn!(&mut conn, c => {
+            #[derive(diesel::QueryableByName)]
+            struct M {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                journal_mode: String,
+            }
+            diesel::sql_query("PRAGMA journal_mode").load::<M>(c).map(|v| v.into_iter().map(|m| m.journal_mode).collect())
+        })
+        .unwrap();
+        assert_eq!(mode, ["wal"]);
+    }
+
+    #[test]
+    fn a_bad_url_names_the_database_and_the_reason() {
+        let cfg = DatabaseConfig { url: "postgres://nobody@127.0.0.1:1/x".into(), ..Default::default() };
+        let e = Database::connect("reports", &cfg).err().unwrap().to_string();
+        assert!(e.contains("database 'reports'") && e.contains("cannot connect"), "{e}");
+    }
+}

@@ -1,0 +1,428 @@
+//! The cron scheduler: jobs from `xcore.yaml` and from plugins (`Context::schedule`),
+//! each calling a plugin action or emitting an event.
+//!
+//! job_scheduler_ng ticks on a thread of its own (`xcore-scheduler`). It is synchronous
+//! and runs due jobs one after another on that thread, so a job's closure only hands
+//! the run to the tokio runtime and returns. A job whose previous run is still going is
+//! skipped and counted, never run twice at once. Each run is recorded in `job_runs`
+//! (started, then finished with its outcome).
+
+pub mod config;
+pub mod runner;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::{FixedOffset, Utc};
+use futures_util::future::BoxFuture;
+use job_scheduler_ng::{Job, JobScheduler, Uuid};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+pub use config::{JobConfig, JobError, JobSpec, Owner, SchedulerConfig, Target};
+
+use crate::store::{now_ms, rfc3339, Store};
+
+/// Runs one job to its end; `Err` carries why it failed.
+pub trait JobRunner: Send + Sync + 'static {
+    /// Runs `job`; `run_id` tags the call (its request id).
+    fn run(&self, job: &JobSpec, run_id: String) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOutcome {
+    /// The job.
+    pub job_id: String,
+    /// Start, RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RunError {
+    /// No such job.
+    #[error("no job '{0}'")]
+    Unknown(String),
+    /// Its previous run is still going.
+    #[error("job '{0}' is already running; overlapping runs are skipped")]
+    Overlap(String),
+}
+
+#[derive(Default)]
+struct JobState {
+    running: AtomicBool,
+    runs: AtomicU64,
+    skipped: AtomicU64,
+    /// Start of the latest run (ms), so two runs never share a start time.
+    last_start: AtomicI64,
+}
+
+struct Entry {
+    spec: JobSpec,
+    /// Its handle in job_scheduler_ng, when it runs on its schedule.
+    uuid: Option<Uuid>,
+    state: Arc<JobState>,
+}
+
+struct Inner {
+    /// Lock order: `sched` before `jobs` (a tick holds `sched` while jobs fire).
+    sched: Mutex<JobScheduler<'static>>,
+    jobs: Mutex<BTreeMap<String, Entry>>,
+    runner: Arc<dyn JobRunner>,
+    store: Option<Store>,
+    handle: tokio::runtime::Handle,
+    tz: FixedOffset,
+    ticking: bool,
+    stop: AtomicBool,
+}
+
+/// The scheduler. Dropping it stops the ticking thread.
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+    }
+}
+
+/// One job, for `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    /// Id.
+    pub id: String,
+    /// Cron string.
+    pub cron: String,
+    /// What it does.
+    pub target: Target,
+    /// Its payload.
+    pub payload: serde_json::Value,
+    /// Runs on its schedule.
+    pub enabled: bool,
+    /// Who added it.
+    pub owner: Owner,
+    /// Next scheduled run (RFC 3339), when enabled and the scheduler ticks.
+    pub next_run: Option<String>,
+    /// A run is going on now.
+    pub running: bool,
+    /// Runs since the host started.
+    pub runs: u64,
+    /// Runs skipped because the previous one was still going.
+    pub skipped: u64,
+}
+
+impl Scheduler {
+    /// A scheduler whose runs go to `runner` on `handle`, recorded in `store`. When
+    /// `cfg.enabled`, a thread ticks it; otherwise jobs only run by hand.
+    pub fn start(
+        cfg: &SchedulerConfig,
+        runner: Arc<dyn JobRunner>,
+        store: Option<Store>,
+        handle: tokio::runtime::Handle,
+    ) -> Result<Scheduler, JobError> {
+        let tz = cfg.offset()?;
+        let mut sched = JobScheduler::new();
+        sched.set_timezone(tz);
+        let inner = Arc::new(Inner {
+            sched: Mutex::new(sched),
+            jobs: Mutex::new(BTreeMap::new()),
+            runner,
+            store,
+            handle,
+            tz,
+            ticking: cfg.enabled,
+            stop: AtomicBool::new(false),
+        });
+        let scheduler = Scheduler { inner };
+        for spec in cfg.specs()? {
+            scheduler.add(spec)?;
+        }
+        if cfg.enabled {
+            let weak = Arc::downgrade(&scheduler.inner);
+            std::thread::Builder::new()
+                .name("xcore-scheduler".into())
+                .spawn(move || tick_loop(weak))
+                .expect("spawning the scheduler thread");
+        }
+        Ok(scheduler)
+    }
+
+    /// Adds a job, or replaces one with the same id and the same owner (a plugin's new
+    /// instance takes over the jobs of the one it replaces).
+    pub fn add(&self, spec: JobSpec) -> Result<(), JobError> {
+        let inner = &self.inner;
+        let mut sched = inner.sched.lock();
+        let mut jobs = inner.jobs.lock();
+        let mut state = Arc::default();
+        if let Some(old) = jobs.get(&spec.id) {
+            if !same_owner(&old.spec.owner, &spec.owner) {
+                return Err(JobError::NotOwner(spec.id));
+            }
+            if let Some(u) = old.uuid {
+                sched.remove(u);
+            }
+            state = old.state.clone();
+        }
+        let uuid = spec.enabled.then(|| {
+            let (weak, id) = (Arc::downgrade(inner), spec.id.clone());
+            sched.add(Job::new(spec.schedule.clone(), move || {
+                if let Some(inner) = weak.upgrade() {
+                    // A skip is counted and logged by start_run; nothing else to do here.
+                    let _ = start_run(&inner, &id);
+                }
+            }))
+        });
+        log::info!(target: "xcore::scheduler", "job '{}' ({}) scheduled: {:?}", spec.id, spec.cron, spec.target);
+        jobs.insert(spec.id.clone(), Entry { spec, uuid, state });
+        Ok(())
+    }
+
+    /// Removes the job `id` if `owner` added it (`None`: any owner).
+    pub fn remove(&self, id: &str, plugin: Option<&str>) -> bool {
+        let mut sched = self.inner.sched.lock();
+        let mut jobs = self.inner.jobs.lock();
+        let owned = jobs.get(id).is_some_and(|e| match plugin {
+            None => true,
+            Some(p) => matches!(&e.spec.owner, Owner::Plugin { name, .. } if name == p),
+        });
+        if !owned {
+            return false;
+        }
+        if let Some(Entry { uuid: Some(u), .. }) = jobs.remove(id) {
+            sched.remove(u);
+        }
+        true
+    }
+
+    /// Removes the jobs a plugin instance added (when it unloads or is replaced).
+    pub fn remove_owned(&self, plugin: &str, generation: u64) {
+        let mut sched = self.inner.sched.lock();
+        let mut jobs = self.inner.jobs.lock();
+        jobs.retain(|_, e| {
+            let owned =
+                matches!(&e.spec.owner, Owner::Plugin { name, generation: g } if name == plugin && *g == generation);
+            if owned {
+                if let Some(u) = e.uuid {
+                    sched.remove(u);
+                }
+            }
+            !owned
+        });
+    }
+
+    /// Every job, by id.
+    pub fn list(&self) -> Vec<JobInfo> {
+        let now = Utc::now().with_timezone(&self.inner.tz);
+        self.inner
+            .jobs
+            .lock()
+            .values()
+            .map(|e| JobInfo {
+                id: e.spec.id.clone(),
+                cron: e.spec.cron.clone(),
+                target: e.spec.target.clone(),
+                payload: e.spec.payload.clone(),
+                enabled: e.spec.enabled,
+                owner: e.spec.owner.clone(),
+                next_run: (e.spec.enabled && self.inner.ticking)
+                    .then(|| e.spec.schedule.after(&now).next())
+                    .flatten()
+                    .map(|t| rfc3339(t.timestamp_millis())),
+                running: e.state.running.load(Ordering::Acquire),
+                runs: e.state.runs.load(Ordering::Relaxed),
+                skipped: e.state.skipped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Runs `id` now (the overlap rule applies) and waits for its outcome.
+    pub async fn run_now(&self, id: &str) -> Result<RunOutcome, RunError> {
+        let handle = start_run(&self.inner, id)?;
+        handle.await.map_err(|_| RunError::Unknown(id.to_string()))
+    }
+
+    /// The store runs are recorded in.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
+    }
+}
+
+fn same_owner(a: &Owner, b: &Owner) -> bool {
+    match (a, b) {
+        (Owner::Config, Owner::Config) => true,
+        (Owner::Plugin { name: x, .. }, Owner::Plugin { name: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+fn tick_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let wait = {
+            let mut sched = inner.sched.lock();
+            sched.tick();
+            sched.time_till_next_job()
+        };
+        drop(inner);
+        // Never longer than 250 ms, so new jobs and the stop flag are seen promptly;
+        // never shorter than 1 ms, so a due job cannot spin the thread.
+        std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(250)));
+    }
+}
+
+/// Starts a run on the runtime, unless one is going on.
+fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<RunOutcome>, RunError> {
+    let (spec, state) = {
+        let jobs = inner.jobs.lock();
+        let e = jobs.get(id).ok_or_else(|| RunError::Unknown(id.to_string()))?;
+        (e.spec.clone(), e.state.clone())
+    };
+    if state.running.swap(true, Ordering::AcqRel) {
+        let n = state.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        log::warn!(target: "xcore::scheduler", "job '{id}' skipped: its previous run is still going ({n} skipped so far)");
+        return Err(RunError::Overlap(id.to_string()));
+    }
+    let started = now_ms().max(state.last_start.load(Ordering::Relaxed) + 1);
+    state.last_start.store(started, Ordering::Relaxed);
+    let run_id = format!("job-{id}-{started}");
+    let (runner, store) = (inner.runner.clone(), inner.store.clone());
+    Ok(inner.handle.spawn(async move {
+        let record = |f: Box<dyn FnOnce(&Store) -> Result<(), crate::db::DbError> + Send>| {
+            let store = store.clone();
+            async move {
+                if let Some(store) = store {
+                    match tokio::task::spawn_blocking(move || f(&store)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => log::error!(target: "xcore::scheduler", "job run not recorded: {e}"),
+                        Err(e) => log::error!(target: "xcore::scheduler", "job run not recorded: {e}"),
+                    }
+                }
+            }
+        };
+        let job_id = spec.id.clone();
+        let j = job_id.clone();
+        record(Box::new(move |s| s.job_started(&j, started, "running", None))).await;
+        let result = runner.run(&spec, run_id).await;
+        let finished = now_ms();
+        let (outcome, error) = match &result {
+            Ok(()) => ("ok", None),
+            Err(e) => ("error", Some(e.clone())),
+        };
+        match &error {
+            None => log::info!(target: "xcore::scheduler", "job '{job_id}' ran in {} ms", finished - started),
+            Some(e) => log::warn!(target: "xcore::scheduler", "job '{job_id}' failed: {e}"),
+        }
+        let (j, err) = (job_id.clone(), error.clone());
+        record(Box::new(move |s| s.job_finished(&j, started, finished, outcome, err.as_deref()))).await;
+        state.runs.fetch_add(1, Ordering::Relaxed);
+        state.running.store(false, Ordering::Release);
+        RunOutcome {
+            job_id,
+            started_at: rfc3339(started),
+            duration_ms: finished - started,
+            outcome: outcome.into(),
+            error,
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts runs; each run takes `hold`.
+    struct Counting {
+        runs: Arc<AtomicU64>,
+        hold: Duration,
+    }
+
+    impl JobRunner for Counting {
+        fn run(&self, job: &JobSpec, _run_id: String) -> BoxFuture<'static, Result<(), String>> {
+            let (runs, hold, fail) = (self.runs.clone(), self.hold, job.id == "failing");
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(hold).await;
+                if fail {
+                    Err("boom".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn jobs_fire_on_schedule_overlaps_are_skipped_and_runs_recorded() {
+        let rt = rt();
+        let (_d, store) = crate::store::testing::sqlite_store();
+        let runs = Arc::new(AtomicU64::new(0));
+        let cfg: SchedulerConfig = serde_yaml_ng::from_str(
+            "jobs: [{id: every-second, cron: '* * * * * *', emit: tick}, \
+             {id: off, cron: '* * * * * *', emit: tick, enabled: false}]",
+        )
+        .unwrap();
+        // Each run holds 1.5 s: every other second's run overlaps and is skipped.
+        let runner = Arc::new(Counting { runs: runs.clone(), hold: Duration::from_millis(1500) });
+        let s = Scheduler::start(&cfg, runner, Some(store.clone()), rt.handle().clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(4300));
+        let list = s.list();
+        let job = list.iter().find(|j| j.id == "every-second").unwrap();
+        assert!(job.next_run.is_some());
+        assert!(runs.load(Ordering::SeqCst) >= 2, "ran {}", runs.load(Ordering::SeqCst));
+        assert!(job.skipped >= 1, "{job:?}");
+        let off = list.iter().find(|j| j.id == "off").unwrap();
+        assert_eq!((off.runs, off.next_run.as_deref()), (0, None), "a disabled job does not run");
+        std::thread::sleep(Duration::from_millis(1600));
+        let history = store.job_history("every-second", 10).unwrap();
+        assert!(history.iter().any(|r| r.outcome == "ok" && r.finished_at.is_some()), "{history:?}");
+        drop(s);
+    }
+
+    #[test]
+    fn run_now_reports_the_outcome_and_plugins_own_their_jobs() {
+        let rt = rt();
+        let runs = Arc::new(AtomicU64::new(0));
+        let runner = Arc::new(Counting { runs: runs.clone(), hold: Duration::ZERO });
+        let cfg = SchedulerConfig { enabled: false, ..Default::default() };
+        let s = Scheduler::start(&cfg, runner, None, rt.handle().clone()).unwrap();
+        let spec = |id: &str, owner: Owner| JobSpec {
+            id: id.into(),
+            cron: "0 0 * * * *".into(),
+            schedule: config::parse_cron(id, "0 0 * * * *").unwrap(),
+            target: Target::Emit { event: "x".into() },
+            payload: serde_json::Value::Null,
+            enabled: true,
+            owner,
+        };
+        s.add(spec("failing", Owner::Config)).unwrap();
+        let out = rt.block_on(s.run_now("failing")).unwrap();
+        assert_eq!((out.outcome.as_str(), out.error.as_deref()), ("error", Some("boom")));
+        assert_eq!(rt.block_on(s.run_now("nope")).unwrap_err(), RunError::Unknown("nope".into()));
+        let p = |g| Owner::Plugin { name: "notes".into(), generation: g };
+        s.add(spec("notes.sweep", p(1))).unwrap();
+        assert_eq!(s.add(spec("failing", p(1))).unwrap_err(), JobError::NotOwner("failing".into()));
+        s.add(spec("notes.sweep", p(2))).unwrap();
+        s.remove_owned("notes", 1);
+        assert!(s.list().iter().any(|j| j.id == "notes.sweep"), "generation 2 took it over");
+        s.remove_owned("notes", 2);
+        assert!(!s.list().iter().any(|j| j.id == "notes.sweep"));
+        assert!(!s.remove("failing", Some("notes")), "a plugin cannot remove a config job");
+    }
+}

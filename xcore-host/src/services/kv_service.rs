@@ -1,0 +1,113 @@
+//! `kv.*` host services: the plugin's own namespace of the durable key-value store
+//! ([`crate::store::kv`]). Needs the permission `kv`.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{permissions, Caller, ServiceError};
+use crate::runtime::PluginRegistry;
+use crate::store::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRequest {
+    key: String,
+    value: Value,
+    /// Milliseconds; absent or 0: no expiry.
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRequest {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn check_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(ServiceError::new(
+            "invalid_payload",
+            400,
+            format!("a kv key must be 1 to {MAX_KEY_BYTES} bytes long; this one is {} bytes", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Serves `kv.get|set|delete|list` for `caller`, in its namespace.
+pub fn serve(
+    registry: &PluginRegistry,
+    caller: &Caller,
+    service: &str,
+    payload: &[u8],
+) -> Result<Value, ServiceError> {
+    if !permissions::allowed(&caller.permissions, "kv", "*") {
+        return Err(ServiceError::new(
+            "permission_denied",
+            403,
+            format!(
+                "plugin '{}' may not use the key-value store: add 'kv' to permissions in its plugin.yaml",
+                caller.plugin
+            ),
+        ));
+    }
+    let Some(store) = registry.store() else {
+        return Err(ServiceError::new("unavailable", 503, "this host has no database connected"));
+    };
+    let ns = &*caller.plugin;
+    let bad = |e| ServiceError::bad_request(service, e);
+    let db_error = |e: crate::db::DbError| ServiceError::new("kv_error", 503, e.to_string());
+    match service {
+        "kv.get" => {
+            let r: KeyRequest = serde_json::from_slice(payload).map_err(bad)?;
+            check_key(&r.key)?;
+            let v = store.kv_get(ns, &r.key).map_err(db_error)?;
+            Ok(json!({ "found": v.is_some(), "value": v }))
+        }
+        "kv.set" => {
+            let r: SetRequest = serde_json::from_slice(payload).map_err(bad)?;
+            check_key(&r.key)?;
+            let size = r.value.to_string().len();
+            if size > MAX_VALUE_BYTES {
+                return Err(ServiceError::new(
+                    "payload_too_large",
+                    413,
+                    format!(
+                        "kv value for '{}' is {size} bytes of JSON; the limit is {MAX_VALUE_BYTES}",
+                        r.key
+                    ),
+                ));
+            }
+            store.kv_set(ns, &r.key, &r.value, r.ttl_ms).map_err(db_error)?;
+            Ok(json!({ "stored": true }))
+        }
+        "kv.delete" => {
+            let r: KeyRequest = serde_json::from_slice(payload).map_err(bad)?;
+            check_key(&r.key)?;
+            Ok(json!({ "deleted": store.kv_delete(ns, &r.key).map_err(db_error)? }))
+        }
+        "kv.list" => {
+            let r: ListRequest = serde_json::from_slice(payload).map_err(bad)?;
+            let limit = r.limit.unwrap_or(crate::store::kv::MAX_LIST);
+            let entries = store.kv_list(ns, &r.prefix, r.after.as_deref(), limit).map_err(db_error)?;
+            Ok(json!({ "entries": entries }))
+        }
+        other => Err(ServiceError::new(
+            xcore_plugin_api::codes::UNSUPPORTED,
+            501,
+            format!("host service '{other}' is not available in this version of XCore"),
+        )),
+    }
+}

@@ -1,0 +1,179 @@
+//! The plugins' key-value store: JSON values under string keys, one namespace per
+//! plugin, optional expiry. A `set` returns after the database committed, so an
+//! acknowledged write survives a crash of the host.
+
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{is_duplicate, now_ms, Store};
+use crate::db::schema::plugin_kv::dsl as kv;
+use crate::db::DbError;
+use crate::with_conn;
+
+/// The longest key, in bytes (the MySQL column is VARCHAR(512)).
+pub const MAX_KEY_BYTES: usize = 512;
+/// The largest value, as JSON text.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// The most entries one `list` returns.
+pub const MAX_LIST: usize = 1000;
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Value,
+    /// When it expires (Unix ms), if it does.
+    pub expires_at: Option<i64>,
+}
+
+fn parse(value: &str) -> Value {
+    // Only the host writes this column, always as JSON; a row edited by hand that is not
+    // JSON comes back as a string rather than failing the read.
+    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()))
+}
+
+impl Store {
+    /// The value of `key`, unless it is absent or expired.
+    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Value>, DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        let row: Option<(String, Option<i64>)> = with_conn!(&mut conn, c => kv::plugin_kv
+            .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+            .select((kv::value, kv::expires_at))
+            .first(c)
+            .optional())
+        .map_err(|e| self.query_error(e))?;
+        Ok(row.filter(|(_, exp)| exp.is_none_or(|t| t > now)).map(|(v, _)| parse(&v)))
+    }
+
+    /// Stores `value` under `key`; `ttl_ms` > 0 makes it expire. Returns once committed.
+    pub fn kv_set(&self, plugin: &str, key: &str, value: &Value, ttl_ms: Option<u64>) -> Result<(), DbError> {
+        let text = value.to_string();
+        let now = now_ms();
+        let expires = ttl_ms.filter(|t| *t > 0).map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64));
+        let mut conn = self.db.conn()?;
+        let result: QueryResult<()> = with_conn!(&mut conn, c => {
+            let update = || {
+                diesel::update(kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key))))
+                    .set((kv::value.eq(&text), kv::expires_at.eq(expires), kv::updated_at.eq(now)))
+            };
+            match update().execute(c) {
+                Ok(0) => {
+                    let insert = diesel::insert_into(kv::plugin_kv)
+                        .values((
+                            kv::plugin.eq(plugin),
+                            kv::key.eq(key),
+                            kv::value.eq(&text),
+                            kv::expires_at.eq(expires),
+                            kv::updated_at.eq(now),
+                        ))
+                        .execute(c);
+                    match insert {
+                        // MySQL counts changed rows, so an update to the same value reads 0
+                        // and its insert hits the existing row: the value is already there.
+                        Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
+                        other => other.map(drop),
+                    }
+                }
+                other => other.map(drop),
+            }
+        });
+        result.map_err(|e| self.query_error(e))
+    }
+
+    /// Deletes `key`; whether it existed (and had not expired).
+    pub fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, DbError> {
+        let existed = self.kv_get(plugin, key)?.is_some();
+        let mut conn = self.db.conn()?;
+        with_conn!(&mut conn, c => diesel::delete(kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key))))
+            .execute(c))
+        .map_err(|e| self.query_error(e))?;
+        Ok(existed)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, at most `limit` (capped at
+    /// [`MAX_LIST`]), starting after the key `after` when given (for paging).
+    pub fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, DbError> {
+        let now = now_ms();
+        let pattern = format!("{}%", escape_like(prefix));
+        let limit = limit.clamp(1, MAX_LIST) as i64;
+        let after = after.unwrap_or("");
+        let mut conn = self.db.conn()?;
+        let rows: Vec<(String, String, Option<i64>)> = with_conn!(&mut conn, c => kv::plugin_kv
+            .filter(kv::plugin.eq(plugin))
+            .filter(kv::key.like(&pattern).escape('!'))
+            .filter(kv::key.gt(after))
+            .filter(kv::expires_at.is_null().or(kv::expires_at.gt(now)))
+            .order(kv::key.asc())
+            .limit(limit)
+            .select((kv::key, kv::value, kv::expires_at))
+            .load(c))
+        .map_err(|e| self.query_error(e))?;
+        Ok(rows.into_iter().map(|(key, v, expires_at)| Entry { key, value: parse(&v), expires_at }).collect())
+    }
+
+    /// Deletes expired entries of every plugin; how many.
+    pub fn kv_purge_expired(&self) -> Result<usize, DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        with_conn!(&mut conn, c => diesel::delete(kv::plugin_kv.filter(kv::expires_at.le(now))).execute(c))
+            .map_err(|e| self.query_error(e))
+    }
+}
+
+/// A LIKE pattern matching `s` literally, with `!` as the escape character.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::sqlite_store;
+    use serde_json::json;
+
+    #[test]
+    fn set_get_overwrite_delete_list_and_expiry() {
+        let (_d, s) = sqlite_store();
+        assert_eq!(s.kv_get("p", "a").unwrap(), None);
+        s.kv_set("p", "a", &json!({"n": 1}), None).unwrap();
+        s.kv_set("p", "a", &json!({"n": 2}), None).unwrap();
+        s.kv_set("p", "a", &json!({"n": 2}), None).unwrap();
+        assert_eq!(s.kv_get("p", "a").unwrap(), Some(json!({"n": 2})));
+        assert_eq!(s.kv_get("other", "a").unwrap(), None, "namespaced per plugin");
+        s.kv_set("p", "user:1", &json!("x"), None).unwrap();
+        s.kv_set("p", "user:2", &json!("y"), None).unwrap();
+        s.kv_set("p", "user_3", &json!("z"), None).unwrap();
+        s.kv_set("p", "Usr:4", &json!("w"), None).unwrap();
+        let keys: Vec<String> =
+            s.kv_list("p", "user:", None, 10).unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["user:1", "user:2"], "'_' and '%' are literal in a prefix");
+        let page: Vec<String> =
+            s.kv_list("p", "user", Some("user:1"), 1).unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(page, ["user:2"]);
+        assert!(s.kv_delete("p", "user:1").unwrap());
+        assert!(!s.kv_delete("p", "user:1").unwrap());
+        s.kv_set("p", "short", &json!(1), Some(1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(s.kv_get("p", "short").unwrap(), None, "expired");
+        assert!(s.kv_list("p", "sh", None, 10).unwrap().is_empty());
+        assert_eq!(s.kv_purge_expired().unwrap(), 1);
+        s.kv_set("p", "forever", &json!(1), Some(0)).unwrap();
+        assert_eq!(s.kv_get("p", "forever").unwrap(), Some(json!(1)), "ttl 0 never expires");
+    }
+}

@@ -1,0 +1,145 @@
+//! What the host remembers about each plugin across restarts: whether an operator
+//! disabled it, and what was last loaded (version, tier, signer).
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::{is_duplicate, now_ms, rfc3339, Store};
+use crate::db::schema::plugin_state::dsl as ps;
+use crate::db::DbError;
+use crate::with_conn;
+
+/// One plugin's remembered state.
+#[derive(Debug, Clone, PartialEq, Serialize, Queryable)]
+pub struct PluginRecord {
+    /// Name.
+    pub name: String,
+    /// False once an operator disabled it.
+    pub enabled: bool,
+    /// The version last loaded.
+    pub version: String,
+    /// `trusted` or `sandboxed`.
+    pub mode: String,
+    /// Where it was installed from, when known.
+    pub source: Option<String>,
+    /// Fingerprint of the key that signed the version last loaded.
+    pub signed_by: Option<String>,
+    /// First seen (Unix ms).
+    pub installed_at: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+impl PluginRecord {
+    /// As JSON with readable times.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["installed_at"] = rfc3339(self.installed_at).into();
+        v["updated_at"] = rfc3339(self.updated_at).into();
+        v
+    }
+}
+
+impl Store {
+    /// Records a successful load; keeps `enabled` and `installed_at`.
+    pub fn record_loaded(
+        &self,
+        name: &str,
+        version: &str,
+        mode: &str,
+        signed_by: Option<&str>,
+    ) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        let r: QueryResult<()> = with_conn!(&mut conn, c => {
+            let update = || {
+                diesel::update(ps::plugin_state.find(name)).set((
+                    ps::version.eq(version),
+                    ps::mode.eq(mode),
+                    ps::signed_by.eq(signed_by),
+                    ps::updated_at.eq(now),
+                ))
+            };
+            match update().execute(c) {
+                Ok(0) => match diesel::insert_into(ps::plugin_state)
+                    .values((
+                        ps::name.eq(name),
+                        ps::enabled.eq(true),
+                        ps::version.eq(version),
+                        ps::mode.eq(mode),
+                        ps::signed_by.eq(signed_by),
+                        ps::installed_at.eq(now),
+                        ps::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                {
+                    Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
+                    other => other.map(drop),
+                },
+                other => other.map(drop),
+            }
+        });
+        r.map_err(|e| self.query_error(e))
+    }
+
+    /// Sets whether `name` is enabled; `version` and `mode` fill a first record.
+    pub fn set_enabled(&self, name: &str, enabled: bool, version: &str, mode: &str) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        let r: QueryResult<()> = with_conn!(&mut conn, c => {
+            let update =
+                || diesel::update(ps::plugin_state.find(name)).set((ps::enabled.eq(enabled), ps::updated_at.eq(now)));
+            match update().execute(c) {
+                Ok(0) => match diesel::insert_into(ps::plugin_state)
+                    .values((
+                        ps::name.eq(name),
+                        ps::enabled.eq(enabled),
+                        ps::version.eq(version),
+                        ps::mode.eq(mode),
+                        ps::installed_at.eq(now),
+                        ps::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                {
+                    Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
+                    other => other.map(drop),
+                },
+                other => other.map(drop),
+            }
+        });
+        r.map_err(|e| self.query_error(e))
+    }
+
+    /// Every remembered plugin, by name.
+    pub fn plugin_records(&self) -> Result<Vec<PluginRecord>, DbError> {
+        let mut conn = self.db.conn()?;
+        with_conn!(&mut conn, c => ps::plugin_state.order(ps::name.asc()).load::<PluginRecord>(c))
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// The names of the plugins an operator disabled.
+    pub fn disabled_plugins(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.db.conn()?;
+        with_conn!(&mut conn, c => ps::plugin_state.filter(ps::enabled.eq(false)).select(ps::name).load::<String>(c))
+            .map_err(|e| self.query_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::sqlite_store;
+
+    #[test]
+    fn disabling_survives_a_new_load_record() {
+        let (_d, s) = sqlite_store();
+        s.record_loaded("echo", "0.1.0", "trusted", None).unwrap();
+        s.set_enabled("echo", false, "0.1.0", "trusted").unwrap();
+        s.record_loaded("echo", "0.2.0", "trusted", Some("ab12")).unwrap();
+        assert_eq!(s.disabled_plugins().unwrap(), ["echo"]);
+        let r = &s.plugin_records().unwrap()[0];
+        assert_eq!((r.version.as_str(), r.enabled, r.signed_by.as_deref()), ("0.2.0", false, Some("ab12")));
+        s.set_enabled("never-loaded", false, "", "").unwrap();
+        s.set_enabled("echo", true, "", "").unwrap();
+        assert_eq!(s.disabled_plugins().unwrap(), ["never-loaded"]);
+    }
+}
