@@ -2,12 +2,20 @@
 //! parameters ([`crate::db::dynamic`]). Permissions name the database: `db:<name>`
 //! (or `db:<name>:write`) reads and writes, `db:<name>:read` only queries (in a read-only transaction, so a
 //! write fails even when hidden in a query), and a bare `db` grants every database.
+//!
+//! Placeholders: `?` works on every back-end, so a plugin's SQL can be portable; on
+//! PostgreSQL each `?` outside strings and comments becomes `$1`, `$2`... unless the
+//! statement already uses `$n` placeholders (then it is left alone, which is also the
+//! way to use PostgreSQL's `?` JSON operators).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use std::borrow::Cow;
+
 use super::{Caller, ServiceError};
 use crate::db::dynamic::{DynamicSql, SqlError};
+use crate::db::Backend;
 use crate::runtime::PluginRegistry;
 use crate::with_conn;
 
@@ -90,15 +98,19 @@ pub fn serve(
         .ok_or_else(|| ServiceError::new("unavailable", 503, "this host has no database connected"))?;
     let db =
         databases.get(&r.database).map_err(|e| ServiceError::new("unknown_database", 404, e.to_string()))?;
+    let sql = match db.backend() {
+        Backend::Postgres => pg_placeholders(&r.sql),
+        _ => Cow::Borrowed(r.sql.as_str()),
+    };
     let mut conn = db.conn().map_err(|e| ServiceError::new("unavailable", 503, e.to_string()))?;
     match service {
         "db.execute" => {
-            let n = with_conn!(&mut conn, c => c.execute_json(&r.sql, &r.params))
+            let n = with_conn!(&mut conn, c => c.execute_json(&sql, &r.params))
                 .map_err(|e| sql_error(&r.database, e))?;
             Ok(json!({ "rows_affected": n }))
         }
         "db.query" => {
-            let rows = with_conn!(&mut conn, c => c.query_json(&r.sql, &r.params, MAX_ROWS, !write))
+            let rows = with_conn!(&mut conn, c => c.query_json(&sql, &r.params, MAX_ROWS, !write))
                 .map_err(|e| sql_error(&r.database, e))?;
             Ok(json!({ "rows": rows }))
         }
@@ -110,9 +122,105 @@ pub fn serve(
     }
 }
 
+/// `?` placeholders as PostgreSQL's `$n`, skipping string literals, quoted
+/// identifiers, dollar-quoted bodies and comments. A statement that already has a `$n`
+/// placeholder is returned unchanged.
+pub fn pg_placeholders(sql: &str) -> Cow<'_, str> {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let (mut i, mut n, mut copied) = (0, 0, 0);
+    let mut marks = Vec::new();
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() {
+                    if b[i] == q {
+                        // A doubled quote is an escaped quote.
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'$' => {
+                if b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    return Cow::Borrowed(sql);
+                }
+                // $tag$ ... $tag$
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map(|p| i + 1 + p);
+                match tag_end {
+                    Some(e) if b[e] == b'$' => {
+                        let tag = &sql[i..=e];
+                        match sql[e + 1..].find(tag) {
+                            Some(close) => i = e + 1 + close + tag.len(),
+                            None => i = b.len(),
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            b'?' => {
+                marks.push(i);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if marks.is_empty() {
+        return Cow::Borrowed(sql);
+    }
+    for m in marks {
+        n += 1;
+        out.push_str(&sql[copied..m]);
+        out.push_str(&format!("${n}"));
+        copied = m + 1;
+    }
+    out.push_str(&sql[copied..]);
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::access;
+    use super::{access, pg_placeholders};
+
+    #[test]
+    fn question_marks_become_numbered_outside_strings_and_comments() {
+        assert_eq!(
+            pg_placeholders("SELECT * FROM t WHERE a = ? AND b = ?"),
+            "SELECT * FROM t WHERE a = $1 AND b = $2"
+        );
+        assert_eq!(
+            pg_placeholders("SELECT '?', \"a?\", 'it''s ?' -- why?\n, ? /* ? */ FROM t"),
+            "SELECT '?', \"a?\", 'it''s ?' -- why?\n, $1 /* ? */ FROM t"
+        );
+        assert_eq!(pg_placeholders("SELECT $$ ? $$, $q$ ? $q$, ?"), "SELECT $$ ? $$, $q$ ? $q$, $1");
+        assert_eq!(
+            pg_placeholders("SELECT data ? 'k' FROM t WHERE id = $1"),
+            "SELECT data ? 'k' FROM t WHERE id = $1"
+        );
+        assert_eq!(pg_placeholders("SELECT 1"), "SELECT 1");
+    }
 
     #[test]
     fn database_permissions() {

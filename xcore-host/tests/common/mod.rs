@@ -36,11 +36,18 @@ pub struct PluginSpec {
     pub folder: String,
     pub library: Option<&'static str>,
     pub manifest: String,
+    /// A folder of the repository's `plugins/` whose `migrations/` is copied in.
+    pub migrations_from: Option<&'static str>,
 }
 
 impl PluginSpec {
     pub fn new(folder: &str, library: &'static str, manifest: &str) -> Self {
-        PluginSpec { folder: folder.into(), library: Some(library), manifest: manifest.into() }
+        PluginSpec {
+            folder: folder.into(),
+            library: Some(library),
+            manifest: manifest.into(),
+            migrations_from: None,
+        }
     }
 
     /// A manifest for `name` with extra YAML lines appended.
@@ -62,6 +69,35 @@ impl PluginSpec {
         .expect("notes manifest");
         PluginSpec::new("notes", "xcore-plugin-notes", &manifest)
     }
+
+    /// The bookmarks example (SQL, key-value store, cache, a cron job) with its
+    /// migrations; `permissions` replaces its manifest's list when given.
+    pub fn bookmarks(permissions: Option<&str>) -> Self {
+        let mut manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/bookmarks/plugin.yaml"),
+        )
+        .expect("bookmarks manifest");
+        if let Some(p) = permissions {
+            let start = manifest.find("permissions:").expect("permissions in the manifest");
+            let end = manifest[start..].find("routes:").map(|e| start + e).expect("routes after permissions");
+            manifest.replace_range(start..end, &format!("permissions: {p}\n"));
+        }
+        let mut spec = PluginSpec::new("bookmarks", "xcore-plugin-bookmarks", &manifest);
+        spec.migrations_from = Some("bookmarks");
+        spec
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
 
 pub struct Server {
@@ -69,6 +105,8 @@ pub struct Server {
     pub base: String,
     pub dir: tempfile::TempDir,
     agent: ureq::Agent,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 pub struct Reply {
@@ -110,6 +148,10 @@ pub fn write_plugins(root: &Path, plugins: &[PluginSpec]) {
                 .unwrap_or_else(|| format!("lib{}.so", p.folder));
             std::fs::copy(lib(l), dir.join(entry)).unwrap();
         }
+        if let Some(from) = p.migrations_from {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(from).join("migrations");
+            copy_tree(&src, &dir.join("migrations"));
+        }
     }
 }
 
@@ -149,37 +191,71 @@ impl Server {
             "server:\n  port: {port}\n  admin_token: {TOKEN}\n  workers: 2\n  shutdown_timeout_seconds: 5\nlogging:\n  level: debug\n  console: true\n{plugins}{security}{extra_config}"
         );
         std::fs::write(dir.path().join("xcore.yaml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_xcore"))
-            .args(["serve", "--config", "xcore.yaml"])
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn xcore");
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut server = Server { child: Some(child), base: format!("http://127.0.0.1:{port}"), dir, agent };
+        let mut server = Server {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            agent,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the process (again) in the same folder, with the same configuration,
+    /// port and environment, and waits for /health.
+    fn spawn(&mut self) {
+        // Output accumulates across restarts.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.out"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_xcore"))
+            .args(["serve", "--config", "xcore.yaml"])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn xcore");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = server.try_get("/health") {
+            if let Ok(r) = self.try_get("/health") {
                 if r.status == 200 {
                     break;
                 }
             }
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("xcore exited early ({status}):\n{}", server.output());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("xcore exited early ({status}):\n{}", self.output());
             }
-            assert!(Instant::now() < deadline, "xcore did not come up:\n{}", server.output());
+            assert!(Instant::now() < deadline, "xcore did not come up:\n{}", self.output());
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
+    }
+
+    /// Stops the server (SIGTERM) if it runs, and starts it again on the same folder.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            assert!(status.success(), "xcore stopped with {status}:\n{}", self.output());
+        }
+        self.spawn();
+    }
+
+    /// Starts the server again after [`Server::kill_hard`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -238,6 +314,14 @@ impl Server {
     pub fn request_with_id(&self, path: &str, body: &str, rid: &str) -> Reply {
         let req = self.agent.post(format!("{}{path}", self.base)).header("x-request-id", rid);
         Self::finish(req.send(body.as_bytes())).unwrap()
+    }
+
+    /// A GET with the admin token.
+    pub fn request_admin(&self, method: &str, path: &str) -> Reply {
+        assert_eq!(method, "GET", "request_admin sends GETs; use post_with for POSTs");
+        let url = format!("{}{path}", self.base);
+        let resp = self.agent.get(&url).header("Authorization", &format!("Bearer {TOKEN}")).call();
+        Self::finish(resp).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.output()))
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Reply {

@@ -1,0 +1,6 @@
+CREATE TABLE bookmarks_items (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY,
+    url VARCHAR(700) NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;

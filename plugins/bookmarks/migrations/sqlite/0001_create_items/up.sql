@@ -1,0 +1,6 @@
+CREATE TABLE bookmarks_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    url TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
