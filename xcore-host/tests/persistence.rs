@@ -371,3 +371,24 @@ fn redis_restarting_under_a_running_host() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_sandboxed_plugin_uses_the_same_services_over_its_socket() {
+    let mut spec = PluginSpec::bookmarks(None);
+    spec.manifest = spec.manifest.replace("resources:", "execution_mode: sandboxed\nresources:");
+    let s = Server::start(&[spec]);
+    let info = s.info("bookmarks");
+    assert_eq!(
+        (info["state"].clone(), info["execution_mode"].clone()),
+        (json!("ready"), json!("sandboxed")),
+        "{info}"
+    );
+    let added = call(&s, "add", json!({"url": "https://example.org/boxed", "title": "boxed"}));
+    assert_eq!(added.status, 200, "{}", added.body);
+    let id = added.json()["id"].clone();
+    let visit = call(&s, "visit", json!({"id": id}));
+    assert_eq!((visit.status, visit.json()["visits"].clone()), (200, json!(1)), "{}", visit.body);
+    let run = s.post_with("/api/v1/jobs/bookmarks.summary/run", "", Some(TOKEN));
+    assert_eq!(run.json()["outcome"], "ok", "{}", run.body);
+    assert_eq!(call(&s, "last_summary", json!({})).json()["visits"], 1);
+}

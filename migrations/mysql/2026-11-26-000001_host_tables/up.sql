@@ -1,6 +1,7 @@
 -- The host's own tables (MySQL / MariaDB dialect). Keys are VARCHAR: MySQL cannot
 -- index a TEXT column without a prefix length. Tables are utf8mb4_bin: the default
--- collation ignores case, which would make the keys "A" and "a" one row.
+-- collation ignores case, which would make the keys "A" and "a" one row. Key-value keys
+-- are VARBINARY: utf8mb4_bin still ignores trailing spaces ("a" = "a "), bytes do not.
 -- Every time is Unix milliseconds (BIGINT): one representation on the three back-ends,
 -- written by the host, never by a database default.
 CREATE TABLE plugin_state (
@@ -16,7 +17,7 @@ CREATE TABLE plugin_state (
 
 CREATE TABLE plugin_kv (
     plugin VARCHAR(128) NOT NULL,
-    `key` VARCHAR(512) NOT NULL,
+    `key` VARBINARY(512) NOT NULL,
     value LONGTEXT NOT NULL,
     expires_at BIGINT NULL,
     updated_at BIGINT NOT NULL,

@@ -1,4 +1,5 @@
--- The host's own tables (PostgreSQL dialect).
+-- The host's own tables (PostgreSQL dialect). Key-value keys use the "C" collation:
+-- byte order, as on SQLite and MySQL, whatever the database's default collation.
 -- Every time is Unix milliseconds (BIGINT): one representation on the three back-ends,
 -- written by the host, never by a database default.
 CREATE TABLE plugin_state (
@@ -14,7 +15,7 @@ CREATE TABLE plugin_state (
 
 CREATE TABLE plugin_kv (
     plugin TEXT NOT NULL,
-    key TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     value TEXT NOT NULL,
     expires_at BIGINT,
     updated_at BIGINT NOT NULL,

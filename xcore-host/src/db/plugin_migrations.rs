@@ -80,10 +80,8 @@ fn touched_tables(sql: &str) -> Vec<String> {
             tokens.get(j).cloned()
         };
         let kw = upper[i].as_str();
-        if (kw == "CREATE" || kw == "ALTER" || kw == "DROP") && upper.get(i + 1).is_some_and(|t| t == "TABLE")
-        {
-            out.extend(name_after(i + 2));
-        } else if kw == "TEMPORARY" && upper.get(i + 1).is_some_and(|t| t == "TABLE") {
+        let table_follows = upper.get(i + 1).is_some_and(|t| t == "TABLE");
+        if table_follows && matches!(kw, "CREATE" | "ALTER" | "DROP" | "TEMPORARY") {
             out.extend(name_after(i + 2));
         } else if kw == "INDEX" {
             // CREATE [UNIQUE] INDEX [IF NOT EXISTS] name ON table

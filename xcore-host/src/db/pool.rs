@@ -24,7 +24,9 @@ pub type PgConn = AsyncConnectionWrapper<AsyncPgConnection>;
 /// A MySQL / MariaDB connection used synchronously.
 pub type MysqlConn = AsyncConnectionWrapper<AsyncMysqlConnection>;
 
-/// A connection borrowed from a pool; back to the pool when dropped.
+/// A connection borrowed from a pool; back to the pool when dropped. Short-lived, on the
+/// stack of one database call, so the size difference of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Conn {
     /// SQLite.
     Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),

@@ -283,6 +283,9 @@ fn tick_loop(weak: Weak<Inner>) {
     }
 }
 
+/// A write to the store, run on the blocking pool.
+type StoreWrite = Box<dyn FnOnce(&Store) -> Result<(), crate::db::DbError> + Send>;
+
 /// Starts a run on the runtime, unless one is going on.
 fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<RunOutcome>, RunError> {
     let (spec, state) = {
@@ -300,7 +303,7 @@ fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<Run
     let run_id = format!("job-{id}-{started}");
     let (runner, store) = (inner.runner.clone(), inner.store.clone());
     Ok(inner.handle.spawn(async move {
-        let record = |f: Box<dyn FnOnce(&Store) -> Result<(), crate::db::DbError> + Send>| {
+        let record = |f: StoreWrite| {
             let store = store.clone();
             async move {
                 if let Some(store) = store {

@@ -11,6 +11,11 @@ use crate::db::schema::plugin_kv::dsl as kv;
 use crate::db::DbError;
 use crate::with_conn;
 
+diesel::define_sql_function! {
+    /// `substr(text, start, length)`: SQLite, PostgreSQL and MySQL all have it.
+    fn substr(x: diesel::sql_types::Text, start: diesel::sql_types::Integer, length: diesel::sql_types::Integer) -> diesel::sql_types::Text;
+}
+
 /// The longest key, in bytes (the MySQL column is VARCHAR(512)).
 pub const MAX_KEY_BYTES: usize = 512;
 /// The largest value, as JSON text.
@@ -105,12 +110,16 @@ impl Store {
     ) -> Result<Vec<Entry>, DbError> {
         let now = now_ms();
         let pattern = format!("{}%", escape_like(prefix));
+        // LIKE narrows (and can use the key index); the substr comparison makes the match
+        // exact, because SQLite's LIKE ignores ASCII case.
+        let prefix_chars = prefix.chars().count() as i32;
         let limit = limit.clamp(1, MAX_LIST) as i64;
         let after = after.unwrap_or("");
         let mut conn = self.db.conn()?;
         let rows: Vec<(String, String, Option<i64>)> = with_conn!(&mut conn, c => kv::plugin_kv
             .filter(kv::plugin.eq(plugin))
             .filter(kv::key.like(&pattern).escape('!'))
+            .filter(substr(kv::key, 1, prefix_chars).eq(prefix))
             .filter(kv::key.gt(after))
             .filter(kv::expires_at.is_null().or(kv::expires_at.gt(now)))
             .order(kv::key.asc())
@@ -160,6 +169,7 @@ mod tests {
         s.kv_set("p", "user:2", &json!("y"), None).unwrap();
         s.kv_set("p", "user_3", &json!("z"), None).unwrap();
         s.kv_set("p", "Usr:4", &json!("w"), None).unwrap();
+        s.kv_set("p", "USER:5", &json!("v"), None).unwrap();
         let keys: Vec<String> =
             s.kv_list("p", "user:", None, 10).unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["user:1", "user:2"], "'_' and '%' are literal in a prefix");

@@ -190,18 +190,50 @@ pub fn run(spec_json: &str) -> ExitCode {
         }
     }
 
+    // Leader/follower: `concurrency + 1` threads take turns reading the socket. The
+    // reader of a call runs it itself, so a call costs one thread wake-up in the worker,
+    // not two; the lock's next waiter becomes the reader meanwhile, off the critical
+    // path. The host never has more than `concurrency` calls in flight, so one thread
+    // is always free to answer pings and to route host-service replies.
+    // They start before the plugin's constructor: it may call host services (schedule,
+    // subscribe, kv...), whose replies they route. The host sends no call before Hello,
+    // so the plugin is always there when a call arrives.
+    // Buffered: one read(2) usually brings a frame's length and body together.
+    let reader = match os::SpinReader::new(requests, READER_SPIN) {
+        Ok(r) => Arc::new(Mutex::new(std::io::BufReader::with_capacity(64 * 1024, r))),
+        Err(e) => return fail(format!("protocol socket: {e}")),
+    };
+    let plugin_cell: Arc<std::sync::OnceLock<PluginBox>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for i in 0..=spec.concurrency.max(1) {
+        let (plugin, channel, reader, stop) =
+            (plugin_cell.clone(), channel.clone(), reader.clone(), stop.clone());
+        let (cpu_ms, max_frame) = (spec.cpu_time_ms, spec.max_frame);
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .stack_size(2 << 20)
+            .spawn(move || serve(&plugin, &channel, &reader, &stop, cpu_ms, max_frame));
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => return fail(format!("spawning worker thread: {e}")),
+        }
+    }
+
     let host = HostBox::from_value(RemoteHost { channel: channel.clone() }, TD_Opaque);
     let args = InitArgs {
         plugin_name: RString::from(spec.name.as_str()),
         config_json: RString::from(spec.config.to_string()),
         host,
     };
-    let plugin = match lib.module.instantiate()(args) {
-        RResult::ROk(p) => Arc::new(p),
+    match lib.module.instantiate()(args) {
+        RResult::ROk(p) => {
+            let _ = plugin_cell.set(p);
+        }
         RResult::RErr(e) => {
             return fail(format!("plugin '{}' failed to initialise: {}: {}", spec.name, e.code, e.message))
         }
-    };
+    }
     if channel
         .send(&FromWorker::Hello {
             protocol: PROTOCOL_VERSION,
@@ -215,42 +247,20 @@ pub fn run(spec_json: &str) -> ExitCode {
         os::exit_now(1);
     }
 
-    // Leader/follower: `concurrency + 1` threads take turns reading the socket. The
-    // reader of a call runs it itself, so a call costs one thread wake-up in the worker,
-    // not two; the lock's next waiter becomes the reader meanwhile, off the critical
-    // path. The host never has more than `concurrency` calls in flight, so one thread
-    // is always free to answer pings and to route host-service replies.
-    // Buffered: one read(2) usually brings a frame's length and body together.
-    let reader = match os::SpinReader::new(requests, READER_SPIN) {
-        Ok(r) => Arc::new(Mutex::new(std::io::BufReader::with_capacity(64 * 1024, r))),
-        Err(e) => return fail(format!("protocol socket: {e}")),
-    };
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for i in 0..=spec.concurrency.max(1) {
-        let (plugin, channel, reader, stop) = (plugin.clone(), channel.clone(), reader.clone(), stop.clone());
-        let (cpu_ms, max_frame) = (spec.cpu_time_ms, spec.max_frame);
-        let t = std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .stack_size(2 << 20)
-            .spawn(move || serve(&plugin, &channel, &reader, &stop, cpu_ms, max_frame));
-        match t {
-            Ok(t) => threads.push(t),
-            Err(e) => return fail(format!("spawning worker thread: {e}")),
-        }
-    }
     // Calls in flight finish; then the plugin shuts down.
     for t in threads {
         let _ = t.join();
     }
-    plugin.shutdown();
+    if let Some(plugin) = plugin_cell.get() {
+        plugin.shutdown();
+    }
     let _ = std::io::stdout().flush();
     os::exit_now(0)
 }
 
 /// One worker thread: read a frame when it is this thread's turn, handle it.
 fn serve(
-    plugin: &PluginBox,
+    plugin: &std::sync::OnceLock<PluginBox>,
     channel: &Channel,
     reader: &Mutex<std::io::BufReader<os::SpinReader>>,
     stop: &std::sync::atomic::AtomicBool,
@@ -277,12 +287,19 @@ fn serve(
                         deadline_unix_ms,
                     },
                 };
-                let result = match plugin.call(request) {
-                    RResult::ROk(b) => WireResult::Ok(b.into_vec()),
-                    RResult::RErr(e) => WireResult::Err {
+                let result = match plugin.get().map(|p| p.call(request)) {
+                    Some(RResult::ROk(b)) => WireResult::Ok(b.into_vec()),
+                    Some(RResult::RErr(e)) => WireResult::Err {
                         code: e.code.into_string(),
                         message: e.message.into_string(),
                         status: e.status,
+                    },
+                    // The host waits for Hello before it calls; a call before it is a bug
+                    // of the host, answered rather than crashing the worker.
+                    None => WireResult::Err {
+                        code: codes::INTERNAL.into(),
+                        message: "the plugin is still starting".into(),
+                        status: 503,
                     },
                 };
                 if let Err(protocol::FrameError::TooLarge { size, limit }) =
