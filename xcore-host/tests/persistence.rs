@@ -392,3 +392,67 @@ fn a_sandboxed_plugin_uses_the_same_services_over_its_socket() {
     assert_eq!(run.json()["outcome"], "ok", "{}", run.body);
     assert_eq!(call(&s, "last_summary", json!({})).json()["visits"], 1);
 }
+
+#[test]
+fn configured_jobs_call_actions_and_emit_events_on_their_schedule() {
+    let echo = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/echo/plugin.yaml"),
+    )
+    .unwrap();
+    let cfg = "scheduler:\n  jobs:\n    \
+        - {id: tick, cron: '* * * * * *', plugin: echo, action: echo, payload: {n: 1}}\n    \
+        - {id: announce, cron: '0 0 0 1 1 *', emit: notes.created, payload: {id: 7}}\n    \
+        - {id: lost, cron: '0 0 0 1 1 *', plugin: nobody, action: x, enabled: false}\n";
+    let s = Server::start_with(&[PluginSpec::new("echo", "xcore-plugin-echo", &echo)], cfg);
+    // `tick` fires every second by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tick = loop {
+        let jobs = s.get("/api/v1/jobs").json();
+        let tick = jobs["jobs"].as_array().unwrap().iter().find(|j| j["id"] == "tick").cloned().unwrap();
+        if tick["last_run"]["outcome"] == "ok" {
+            break tick;
+        }
+        assert!(Instant::now() < deadline, "tick never ran: {jobs}\n{}", s.output());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(tick["runs"].as_u64().unwrap() >= 1 && tick["next_run"].is_string(), "{tick}");
+    assert!(s.info("echo")["counters"]["calls"].as_u64().unwrap() >= 1, "the job called echo");
+
+    // An emit job reaches echo's manifest subscription.
+    let run = s.post_with("/api/v1/jobs/announce/run", "", Some(TOKEN));
+    assert_eq!((run.status, run.json()["outcome"].clone()), (200, json!("ok")), "{}", run.body);
+    let hooks = s.get("/api/v1/hooks/metrics").json();
+    assert!(hooks.to_string().contains("notes.created"), "{hooks}");
+
+    // A job whose plugin does not exist fails, with the reason, and is recorded.
+    let run = s.post_with("/api/v1/jobs/lost/run", "", Some(TOKEN));
+    assert_eq!(run.json()["outcome"], "error", "{}", run.body);
+    assert!(run.json()["error"].as_str().unwrap().contains("nobody"), "{}", run.body);
+    let jobs = s.get("/api/v1/jobs").json();
+    let lost = jobs["jobs"].as_array().unwrap().iter().find(|j| j["id"] == "lost").cloned().unwrap();
+    assert_eq!(
+        (lost["next_run"].clone(), lost["last_run"]["outcome"].clone()),
+        (Value::Null, json!("error"))
+    );
+    assert_eq!(s.post_with("/api/v1/jobs/nope/run", "", Some(TOKEN)).status, 404);
+    assert_eq!(s.post_with("/api/v1/jobs/tick/run", "", None).status, 401);
+}
+
+#[test]
+fn a_bad_job_stops_the_server_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(
+        dir.path().join("xcore.yaml"),
+        "server: {port: 0}\nscheduler:\n  jobs:\n    - {id: nightly, cron: '0 3 * * *', emit: x}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xcore"))
+        .args(["serve", "--config", "xcore.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("job 'nightly'") && text.contains("seconds first"), "{text}");
+}
