@@ -173,6 +173,9 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             None
         };
         let served = api::serve(state, opts).await;
+        if let Some(scheduler) = registry.scheduler() {
+            scheduler.stop();
+        }
         log::info!(target: "xcore", "shutting down: unloading plugins");
         // Subscribers hear of the shutdown while every plugin is still loaded.
         registry.hooks().emit("xcore.shutdown", serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })).await;

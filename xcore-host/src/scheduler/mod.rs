@@ -251,6 +251,12 @@ impl Scheduler {
         handle.await.map_err(|_| RunError::Unknown(id.to_string()))
     }
 
+    /// Stops firing jobs on their schedule (runs going on finish; `run_now` still works).
+    /// The host calls it when it shuts down, before it unloads the plugins.
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+    }
+
     /// The store runs are recorded in.
     pub fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
