@@ -26,6 +26,10 @@ pub struct Metrics {
     pub abandoned_threads: IntGaugeVec,
     /// Library copies mapped by this process (never unmapped).
     pub mapped_libraries: IntGauge,
+    /// Host-service requests from plugins, by service and outcome (`ok` or the error code).
+    pub host_services: IntCounterVec,
+    /// Pooled database connections, by database and state (`idle`, `in_use`).
+    pub db_connections: IntGaugeVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
@@ -100,8 +104,20 @@ impl Metrics {
         let mapped_libraries =
             IntGauge::new("xcore_mapped_libraries", "Plugin library copies mapped (never unmapped)")
                 .expect("valid metric");
+        let host_services = IntCounterVec::new(
+            Opts::new("xcore_host_service_requests_total", "Host-service requests from plugins"),
+            &["service", "outcome"],
+        )
+        .expect("valid metric");
+        let db_connections = IntGaugeVec::new(
+            Opts::new("xcore_db_connections", "Pooled database connections"),
+            &["database", "state"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(host_services.clone()),
+            Box::new(db_connections.clone()),
             Box::new(errors.clone()),
             Box::new(latency.clone()),
             Box::new(restarts.clone()),
@@ -122,6 +138,8 @@ impl Metrics {
             state,
             abandoned_threads,
             mapped_libraries,
+            host_services,
+            db_connections,
             error_codes: Arc::default(),
         }
     }

@@ -178,3 +178,40 @@ fn log_tools_read_a_real_servers_log() {
     assert_eq!(health(&["--critical-warnings", "3"]), Some(2));
     assert_eq!(xcore(s.dir.path(), &["logs", "health", "--dir", "/nonexistent"]).status.code(), Some(3));
 }
+
+#[test]
+fn disable_enable_jobs_and_audit_from_the_command_line() {
+    let s = Server::start(&[PluginSpec::echo(), PluginSpec::bookmarks(None)]);
+    // Run in the server's folder: the URL and the admin token come from its xcore.yaml.
+    let dir = s.dir.path();
+    let out = xcore(dir, &["plugin", "disable", "echo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"state\": \"disabled\""), "{}", text(&out.stdout));
+    let out = xcore(dir, &["plugin", "enable", "echo", "--token", "wrong"]);
+    assert!(!out.status.success() && text(&out.stderr).starts_with("401"), "{}", text(&out.stderr));
+    let out = xcore(dir, &["plugin", "enable", "echo"]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("\"state\": \"ready\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = xcore(dir, &["jobs"]);
+    assert!(out.status.success() && text(&out.stdout).contains("bookmarks.summary"), "{}", text(&out.stdout));
+    let out = xcore(dir, &["jobs", "run", "bookmarks.summary"]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("\"outcome\": \"ok\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = xcore(dir, &["jobs", "run", "nope"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("unknown_job"), "{}", text(&out.stderr));
+
+    let out = xcore(dir, &["audit", "--target", "echo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let audit: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["enable", "disable"], "the failed 401 attempt is not an admin action: {stdout}");
+}

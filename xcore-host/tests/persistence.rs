@@ -116,6 +116,16 @@ fn bookmarks_end_to_end(db: Option<FreshDb>) {
     let job = jobs["jobs"].as_array().unwrap().iter().find(|j| j["id"] == "bookmarks.summary").cloned();
     let job = job.unwrap_or_else(|| panic!("no bookmarks.summary in {jobs}"));
     assert!(job["next_run"].is_string() && job["last_run"]["outcome"] == "ok", "{job}");
+    let metrics = s.get("/metrics").body;
+    for series in [
+        r#"xcore_host_service_requests_total{outcome="ok",service="kv.set"}"#,
+        r#"xcore_host_service_requests_total{outcome="ok",service="db.query"}"#,
+        r#"xcore_host_service_requests_total{outcome="ok",service="cache.get"}"#,
+        r#"xcore_job_runs_total{job="bookmarks.summary",outcome="ok"} 1"#,
+        r#"xcore_db_connections{database="default",state="idle"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics:\n{metrics}");
+    }
 
     s.restart();
     assert_eq!(s.info("bookmarks")["state"], "ready", "{}", s.output());

@@ -1,4 +1,7 @@
-//! `xcore plugin list|call`: talk to a running server over its HTTP API.
+//! `xcore plugin list|call|disable|enable`, `xcore jobs`, `xcore audit`: talk to a
+//! running server over its HTTP API. Admin routes take the token from `--token`,
+//! `XCORE_ADMIN_TOKEN`, the configuration's `server.admin_token`, or the file the server
+//! generates (`{plugins.runtime_dir}/admin.token`), in that order.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,6 +15,53 @@ pub struct ClientArgs {
     /// The server's base URL (default: from the configuration's server.host and port).
     #[arg(long, env = "XCORE_URL")]
     url: Option<String>,
+}
+
+/// Where an admin command goes, and with which token.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The admin token (default: XCORE_ADMIN_TOKEN, server.admin_token, or the generated
+    /// runtime/admin.token).
+    #[arg(long, env = "XCORE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Plugin name.
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Lists the jobs: schedule, next run, counts, last recorded run (the default).
+    List(ClientArgs),
+    /// Runs a job now and prints its outcome (admin).
+    Run {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this action (load, disable, job.run...).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only this target (a plugin, a job, an event).
+    #[arg(long)]
+    target: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -32,6 +82,23 @@ fn base_url(config_path: Option<&Path>, args: &ClientArgs) -> Result<String> {
     }
     let cfg = config::load(config_path).context("invalid configuration")?.config;
     Ok(format!("http://{}:{}", cfg.server.host, cfg.server.port))
+}
+
+fn admin_token(config_path: Option<&Path>, args: &AdminArgs) -> Result<String> {
+    if let Some(t) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        return Ok(t.to_string());
+    }
+    let cfg = config::load(config_path).context("invalid configuration")?.config;
+    if let Some(t) = cfg.server.admin_token.filter(|t| !t.is_empty()) {
+        return Ok(t);
+    }
+    let file = cfg.plugins.runtime_dir.join("admin.token");
+    std::fs::read_to_string(&file).map(|t| t.trim().to_string()).with_context(|| {
+        format!(
+            "no admin token: pass --token, set XCORE_ADMIN_TOKEN, or run where {} is readable",
+            file.display()
+        )
+    })
 }
 
 fn agent() -> ureq::Agent {
@@ -72,4 +139,51 @@ pub fn call(config_path: Option<&Path>, args: CallArgs) -> Result<ExitCode> {
         .send(body.as_bytes())
         .with_context(|| format!("POST {url}"))?;
     finish(resp)
+}
+
+fn admin_post(config_path: Option<&Path>, args: &AdminArgs, path: &str) -> Result<ExitCode> {
+    let url = format!("{}{path}", base_url(config_path, &args.client)?);
+    let token = admin_token(config_path, args)?;
+    let resp = agent()
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .send_empty()
+        .with_context(|| format!("POST {url}"))?;
+    finish(resp)
+}
+
+/// `xcore plugin disable NAME`.
+pub fn disable(config_path: Option<&Path>, args: NameArgs) -> Result<ExitCode> {
+    admin_post(config_path, &args.admin, &format!("/api/v1/plugins/{}/disable", args.name))
+}
+
+/// `xcore plugin enable NAME`.
+pub fn enable(config_path: Option<&Path>, args: NameArgs) -> Result<ExitCode> {
+    admin_post(config_path, &args.admin, &format!("/api/v1/plugins/{}/enable", args.name))
+}
+
+/// `xcore jobs [list]`, `xcore jobs run ID`.
+pub fn jobs(config_path: Option<&Path>, cmd: Option<JobsCommand>) -> Result<ExitCode> {
+    match cmd.unwrap_or(JobsCommand::List(ClientArgs { url: None })) {
+        JobsCommand::List(args) => {
+            let url = format!("{}/api/v1/jobs", base_url(config_path, &args)?);
+            finish(agent().get(&url).call().with_context(|| format!("GET {url}"))?)
+        }
+        JobsCommand::Run { id, admin } => admin_post(config_path, &admin, &format!("/api/v1/jobs/{id}/run")),
+    }
+}
+
+/// `xcore audit`.
+pub fn audit(config_path: Option<&Path>, args: AuditArgs) -> Result<ExitCode> {
+    let url = format!("{}/api/v1/audit", base_url(config_path, &args.admin.client)?);
+    let token = admin_token(config_path, &args.admin)?;
+    let mut req = agent().get(&url).header("authorization", format!("Bearer {token}"));
+    req = req.query("limit", args.limit.to_string());
+    if let Some(a) = &args.action {
+        req = req.query("action", a);
+    }
+    if let Some(t) = &args.target {
+        req = req.query("target", t);
+    }
+    finish(req.call().with_context(|| format!("GET {url}"))?)
 }

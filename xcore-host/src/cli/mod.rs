@@ -43,6 +43,13 @@ enum Command {
     /// Reads the host's log files: tail (and follow), stats, health.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
+    /// Cron jobs of a running server: list (default), run ID.
+    Jobs {
+        #[command(subcommand)]
+        cmd: Option<client::JobsCommand>,
+    },
+    /// Reads the audit log of a running server (admin actions, newest first).
+    Audit(client::AuditArgs),
     /// The host's schema migrations: status (default), run, revert.
     Migrate(migrate::MigrateArgs),
     /// Builds the static documentation site: docs/*.md, one page per plugin, and the
@@ -63,6 +70,10 @@ enum PluginCommand {
     List(client::ClientArgs),
     /// Calls a plugin action on a running server and prints the JSON reply.
     Call(client::CallArgs),
+    /// Disables a plugin on a running server: unloaded, and kept so across restarts.
+    Disable(client::NameArgs),
+    /// Enables a disabled plugin on a running server and loads it.
+    Enable(client::NameArgs),
     /// Builds plugin crates with cargo and puts each library where its manifest's
     /// entry_point says (written to a temporary file, then renamed into place).
     Build(build::BuildArgs),
@@ -140,6 +151,10 @@ pub fn run() -> Result<ExitCode> {
         Command::Serve(args) => serve::run(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::List(args)) => client::list(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Call(args)) => client::call(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Disable(args)) => client::disable(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Enable(args)) => client::enable(cli.config.as_deref(), args),
+        Command::Jobs { cmd } => client::jobs(cli.config.as_deref(), cmd),
+        Command::Audit(args) => client::audit(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Build(args)) => build::run(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Sign(args)) => security::sign(args),
         Command::Plugin(PluginCommand::Add(args)) => install::add(cli.config.as_deref(), args),

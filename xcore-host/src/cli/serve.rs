@@ -130,6 +130,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     .context("scheduler")?;
     log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),
         if cfg.scheduler.enabled { "" } else { " (scheduler.enabled is false: jobs run only by hand)" });
+    registry.metrics().register_collectors(scheduler.prometheus_collectors());
     registry.set_scheduler(Arc::new(scheduler));
     // Expired key-value entries are invisible at once; their rows go once a minute.
     if let Some(store) = registry.store().cloned() {

@@ -1510,5 +1510,14 @@ impl PluginRegistry {
                 .set(s.gauges.abandoned_threads.load(Ordering::Relaxed) as i64);
         }
         m.mapped_libraries.set(loader::mapped_libraries() as i64);
+        if let Some(dbs) = self.databases.get() {
+            for name in dbs.names() {
+                if let Ok(db) = dbs.get(name) {
+                    let (open, idle) = db.pool_state();
+                    m.db_connections.with_label_values(&[name, "idle"]).set(i64::from(idle));
+                    m.db_connections.with_label_values(&[name, "in_use"]).set(i64::from(open - idle));
+                }
+            }
+        }
     }
 }

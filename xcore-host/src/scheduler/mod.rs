@@ -83,6 +83,8 @@ struct Inner {
     tz: FixedOffset,
     ticking: bool,
     stop: AtomicBool,
+    /// Runs by job and outcome (`ok`, `error`, `skipped`).
+    runs_total: prometheus::IntCounterVec,
 }
 
 /// The scheduler. Dropping it stops the ticking thread.
@@ -142,6 +144,11 @@ impl Scheduler {
             tz,
             ticking: cfg.enabled,
             stop: AtomicBool::new(false),
+            runs_total: prometheus::IntCounterVec::new(
+                prometheus::Opts::new("xcore_job_runs_total", "Scheduler runs by job and outcome"),
+                &["job", "outcome"],
+            )
+            .expect("valid metric"),
         });
         let scheduler = Scheduler { inner };
         for spec in cfg.specs()? {
@@ -251,6 +258,11 @@ impl Scheduler {
         handle.await.map_err(|_| RunError::Unknown(id.to_string()))
     }
 
+    /// The scheduler's Prometheus counters, for the host's registry.
+    pub fn prometheus_collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.inner.runs_total.clone())]
+    }
+
     /// Stops firing jobs on their schedule (runs going on finish; `run_now` still works).
     /// The host calls it when it shuts down, before it unloads the plugins.
     pub fn stop(&self) {
@@ -301,13 +313,14 @@ fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<Run
     };
     if state.running.swap(true, Ordering::AcqRel) {
         let n = state.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.runs_total.with_label_values(&[id, "skipped"]).inc();
         log::warn!(target: "xcore::scheduler", "job '{id}' skipped: its previous run is still going ({n} skipped so far)");
         return Err(RunError::Overlap(id.to_string()));
     }
     let started = now_ms().max(state.last_start.load(Ordering::Relaxed) + 1);
     state.last_start.store(started, Ordering::Relaxed);
     let run_id = format!("job-{id}-{started}");
-    let (runner, store) = (inner.runner.clone(), inner.store.clone());
+    let (runner, store, runs_total) = (inner.runner.clone(), inner.store.clone(), inner.runs_total.clone());
     Ok(inner.handle.spawn(async move {
         let record = |f: StoreWrite| {
             let store = store.clone();
@@ -337,6 +350,7 @@ fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<Run
         let (j, err) = (job_id.clone(), error.clone());
         record(Box::new(move |s| s.job_finished(&j, started, finished, outcome, err.as_deref()))).await;
         state.runs.fetch_add(1, Ordering::Relaxed);
+        runs_total.with_label_values(&[job_id.as_str(), outcome]).inc();
         state.running.store(false, Ordering::Release);
         RunOutcome {
             job_id,

@@ -82,7 +82,7 @@ pub fn dispatch(
         .registry
         .upgrade()
         .ok_or_else(|| ServiceError::new("unavailable", 503, "the host is shutting down"))?;
-    match service {
+    let result = match service {
         "events.emit" => events::emit(&registry, caller, request_id, payload),
         "events.subscribe" => events::subscribe(&registry, caller, payload),
         "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
@@ -96,5 +96,14 @@ pub fn dispatch(
             501,
             format!("host service '{other}' is not available in this version of XCore"),
         )),
-    }
+    };
+    // Labels stay bounded: unknown service names are counted together.
+    let label = if result.as_ref().is_err_and(|e| e.code == xcore_plugin_api::codes::UNSUPPORTED) {
+        "unknown"
+    } else {
+        service
+    };
+    let outcome = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+    registry.metrics().host_services.with_label_values(&[label, outcome]).inc();
+    result
 }
