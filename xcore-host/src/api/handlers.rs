@@ -155,23 +155,50 @@ async fn audit(state: &AppState, req: &HttpRequest, action: &str, target: &str, 
     }
 }
 
-async fn admin<F, Fut>(
-    state: &State,
-    req: &HttpRequest,
-    op: &str,
-    name: &str,
-    f: F,
-) -> Result<HttpResponse, ApiError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), crate::runtime::RegistryError>>,
-{
-    state.admin.check(req)?;
-    log::info!(target: "xcore::api", "admin: {op} {name}");
-    let result = f().await;
-    audit(state, req, op, name, result.as_ref().err().map(|e| e.to_string())).await;
+/// The admin operations on one plugin.
+#[derive(Clone, Copy)]
+enum PluginOp {
+    Load,
+    Reload,
+    Unload,
+    Reset,
+    Disable,
+    Enable,
+}
+
+impl PluginOp {
+    fn name(self) -> &'static str {
+        match self {
+            PluginOp::Load => "load",
+            PluginOp::Reload => "reload",
+            PluginOp::Unload => "unload",
+            PluginOp::Reset => "reset",
+            PluginOp::Disable => "disable",
+            PluginOp::Enable => "enable",
+        }
+    }
+}
+
+async fn plugin_op(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    op: PluginOp,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.check(&req)?;
+    let (r, name) = (&state.registry, path.into_inner());
+    log::info!(target: "xcore::api", "admin: {} {name}", op.name());
+    let result = match op {
+        PluginOp::Load => r.load(&name).await,
+        PluginOp::Reload => r.reload(&name).await,
+        PluginOp::Unload => r.unload(&name).await,
+        PluginOp::Reset => r.reset(&name).await,
+        PluginOp::Disable => r.disable(&name).await,
+        PluginOp::Enable => r.enable(&name).await,
+    };
+    audit(&state, &req, op.name(), &name, result.as_ref().err().map(|e| e.to_string())).await;
     result?;
-    info_or_404(state, name)
+    info_or_404(&state, &name)
 }
 
 pub(super) async fn load(
@@ -179,9 +206,7 @@ pub(super) async fn load(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "load", &name, || async move { r.load(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Load).await
 }
 
 pub(super) async fn reload(
@@ -189,9 +214,7 @@ pub(super) async fn reload(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "reload", &name, || async move { r.reload(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Reload).await
 }
 
 pub(super) async fn unload(
@@ -199,9 +222,7 @@ pub(super) async fn unload(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "unload", &name, || async move { r.unload(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Unload).await
 }
 
 pub(super) async fn reset(
@@ -209,9 +230,7 @@ pub(super) async fn reset(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "reset", &name, || async move { r.reset(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Reset).await
 }
 
 pub(super) async fn disable(
@@ -219,9 +238,7 @@ pub(super) async fn disable(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "disable", &name, || async move { r.disable(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Disable).await
 }
 
 pub(super) async fn enable(
@@ -229,9 +246,7 @@ pub(super) async fn enable(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (r, name) = (state.registry.clone(), path.into_inner());
-    let n = name.clone();
-    admin(&state, &req, "enable", &name, || async move { r.enable(&n).await }).await
+    plugin_op(state, req, path, PluginOp::Enable).await
 }
 
 pub(super) async fn rescan(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -38,12 +38,7 @@ pub fn serve(
     service: &str,
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
-    if !caller.permissions.iter().any(|p| p == "cache") {
-        return Err(permissions::denied(&caller.plugin, "cache", "*").with_message(format!(
-            "plugin '{}' may not use the cache: add 'cache' to permissions in its plugin.yaml",
-            caller.plugin
-        )));
-    }
+    permissions::require(caller, "cache", "use the cache")?;
     let Some(cache) = registry.cache() else {
         return Err(ServiceError::new("unavailable", 503, "this host has no cache configured"));
     };
@@ -67,10 +62,6 @@ pub fn serve(
             Ok(json!({ "deleted": handle.block_on(cache.delete(ns, &r.key)).map_err(cache_error)? }))
         }
         "cache.clear" => Ok(json!({ "removed": handle.block_on(cache.clear(ns)).map_err(cache_error)? })),
-        other => Err(ServiceError::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
-            501,
-            format!("host service '{other}' is not available in this version of XCore"),
-        )),
+        other => Err(ServiceError::unsupported(other)),
     }
 }

@@ -53,16 +53,7 @@ pub fn serve(
     service: &str,
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
-    if !permissions::allowed(&caller.permissions, "kv", "*") {
-        return Err(ServiceError::new(
-            "permission_denied",
-            403,
-            format!(
-                "plugin '{}' may not use the key-value store: add 'kv' to permissions in its plugin.yaml",
-                caller.plugin
-            ),
-        ));
-    }
+    permissions::require(caller, "kv", "use the key-value store")?;
     let Some(store) = registry.store() else {
         return Err(ServiceError::new("unavailable", 503, "this host has no database connected"));
     };
@@ -104,10 +95,6 @@ pub fn serve(
             let entries = store.kv_list(ns, &r.prefix, r.after.as_deref(), limit).map_err(db_error)?;
             Ok(json!({ "entries": entries }))
         }
-        other => Err(ServiceError::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
-            501,
-            format!("host service '{other}' is not available in this version of XCore"),
-        )),
+        other => Err(ServiceError::unsupported(other)),
     }
 }

@@ -52,6 +52,15 @@ impl ServiceError {
         self
     }
 
+    /// 501 for a service this host does not have.
+    pub fn unsupported(service: &str) -> Self {
+        Self::new(
+            xcore_plugin_api::codes::UNSUPPORTED,
+            501,
+            format!("host service '{service}' is not available in this version of XCore"),
+        )
+    }
+
     /// 400 for a request the service cannot read.
     pub fn bad_request(service: &str, e: impl std::fmt::Display) -> Self {
         Self::new("invalid_payload", 400, format!("{service}: {e}"))
@@ -91,11 +100,7 @@ pub fn dispatch(
         s if s.starts_with("kv.") => kv_service::serve(&registry, caller, s, payload),
         "db.execute" | "db.query" => sql_service::serve(&registry, caller, service, payload),
         s if s.starts_with("scheduler.") => scheduler_service::serve(&registry, caller, s, payload),
-        other => Err(ServiceError::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
-            501,
-            format!("host service '{other}' is not available in this version of XCore"),
-        )),
+        other => Err(ServiceError::unsupported(other)),
     };
     // Labels stay bounded: unknown service names are counted together.
     let label = if result.as_ref().is_err_and(|e| e.code == xcore_plugin_api::codes::UNSUPPORTED) {

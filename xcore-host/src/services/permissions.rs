@@ -20,6 +20,19 @@ pub fn allowed(permissions: &[String], kind: &str, subject: &str) -> bool {
     })
 }
 
+/// Checks a permission granted by its bare name (`kv`, `cache`, `scheduler`); the
+/// denial says what the plugin tried (`what`) and the permission to add.
+pub fn require(caller: &super::Caller, kind: &str, what: &str) -> Result<(), super::ServiceError> {
+    if allowed(&caller.permissions, kind, "*") {
+        return Ok(());
+    }
+    Err(super::ServiceError::new(
+        "permission_denied",
+        403,
+        format!("plugin '{}' may not {what}: add '{kind}' to permissions in its plugin.yaml", caller.plugin),
+    ))
+}
+
 /// The error for a denial.
 pub fn denied(plugin: &str, kind: &str, subject: &str) -> super::ServiceError {
     super::ServiceError::new(

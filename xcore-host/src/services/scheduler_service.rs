@@ -33,16 +33,7 @@ pub fn serve(
     service: &str,
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
-    if !permissions::allowed(&caller.permissions, "scheduler", "*") {
-        return Err(ServiceError::new(
-            "permission_denied",
-            403,
-            format!(
-                "plugin '{}' may not schedule jobs: add 'scheduler' to permissions in its plugin.yaml",
-                caller.plugin
-            ),
-        ));
-    }
+    permissions::require(caller, "scheduler", "schedule jobs")?;
     let Some(scheduler) = registry.scheduler() else {
         return Err(ServiceError::new("unavailable", 503, "this host runs no scheduler"));
     };
@@ -70,10 +61,6 @@ pub fn serve(
             let id = format!("{}.{}", caller.plugin, r.id);
             Ok(json!({ "removed": scheduler.remove(&id, Some(&caller.plugin)) }))
         }
-        other => Err(ServiceError::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
-            501,
-            format!("host service '{other}' is not available in this version of XCore"),
-        )),
+        other => Err(ServiceError::unsupported(other)),
     }
 }

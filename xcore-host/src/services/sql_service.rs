@@ -114,11 +114,7 @@ pub fn serve(
                 .map_err(|e| sql_error(&r.database, e))?;
             Ok(json!({ "rows": rows }))
         }
-        other => Err(ServiceError::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
-            501,
-            format!("host service '{other}' is not available in this version of XCore"),
-        )),
+        other => Err(ServiceError::unsupported(other)),
     }
 }
 

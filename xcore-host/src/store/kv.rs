@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{is_duplicate, now_ms, Store};
+use super::{now_ms, upsert, Store};
 use crate::db::schema::plugin_kv::dsl as kv;
 use crate::db::DbError;
 use crate::with_conn;
@@ -60,32 +60,25 @@ impl Store {
         let now = now_ms();
         let expires = ttl_ms.filter(|t| *t > 0).map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64));
         let mut conn = self.db.conn()?;
-        let result: QueryResult<()> = with_conn!(&mut conn, c => {
-            let update = || {
+        let result: QueryResult<()> = with_conn!(&mut conn, c => upsert(
+            c,
+            |c| {
                 diesel::update(kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key))))
                     .set((kv::value.eq(&text), kv::expires_at.eq(expires), kv::updated_at.eq(now)))
-            };
-            match update().execute(c) {
-                Ok(0) => {
-                    let insert = diesel::insert_into(kv::plugin_kv)
-                        .values((
-                            kv::plugin.eq(plugin),
-                            kv::key.eq(key),
-                            kv::value.eq(&text),
-                            kv::expires_at.eq(expires),
-                            kv::updated_at.eq(now),
-                        ))
-                        .execute(c);
-                    match insert {
-                        // MySQL counts changed rows, so an update to the same value reads 0
-                        // and its insert hits the existing row: the value is already there.
-                        Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
-                        other => other.map(drop),
-                    }
-                }
-                other => other.map(drop),
-            }
-        });
+                    .execute(c)
+            },
+            |c| {
+                diesel::insert_into(kv::plugin_kv)
+                    .values((
+                        kv::plugin.eq(plugin),
+                        kv::key.eq(key),
+                        kv::value.eq(&text),
+                        kv::expires_at.eq(expires),
+                        kv::updated_at.eq(now),
+                    ))
+                    .execute(c)
+            },
+        ));
         result.map_err(|e| self.query_error(e))
     }
 

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::{is_duplicate, now_ms, rfc3339, Store};
+use super::{now_ms, rfc3339, upsert, Store};
 use crate::db::schema::plugin_state::dsl as ps;
 use crate::db::DbError;
 use crate::with_conn;
@@ -51,17 +51,20 @@ impl Store {
     ) -> Result<(), DbError> {
         let now = now_ms();
         let mut conn = self.db.conn()?;
-        let r: QueryResult<()> = with_conn!(&mut conn, c => {
-            let update = || {
-                diesel::update(ps::plugin_state.find(name)).set((
-                    ps::version.eq(version),
-                    ps::mode.eq(mode),
-                    ps::signed_by.eq(signed_by),
-                    ps::updated_at.eq(now),
-                ))
-            };
-            match update().execute(c) {
-                Ok(0) => match diesel::insert_into(ps::plugin_state)
+        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
+            c,
+            |c| {
+                diesel::update(ps::plugin_state.find(name))
+                    .set((
+                        ps::version.eq(version),
+                        ps::mode.eq(mode),
+                        ps::signed_by.eq(signed_by),
+                        ps::updated_at.eq(now),
+                    ))
+                    .execute(c)
+            },
+            |c| {
+                diesel::insert_into(ps::plugin_state)
                     .values((
                         ps::name.eq(name),
                         ps::enabled.eq(true),
@@ -72,13 +75,8 @@ impl Store {
                         ps::updated_at.eq(now),
                     ))
                     .execute(c)
-                {
-                    Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
-                    other => other.map(drop),
-                },
-                other => other.map(drop),
-            }
-        });
+            },
+        ));
         r.map_err(|e| self.query_error(e))
     }
 
@@ -86,11 +84,15 @@ impl Store {
     pub fn set_enabled(&self, name: &str, enabled: bool, version: &str, mode: &str) -> Result<(), DbError> {
         let now = now_ms();
         let mut conn = self.db.conn()?;
-        let r: QueryResult<()> = with_conn!(&mut conn, c => {
-            let update =
-                || diesel::update(ps::plugin_state.find(name)).set((ps::enabled.eq(enabled), ps::updated_at.eq(now)));
-            match update().execute(c) {
-                Ok(0) => match diesel::insert_into(ps::plugin_state)
+        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
+            c,
+            |c| {
+                diesel::update(ps::plugin_state.find(name))
+                    .set((ps::enabled.eq(enabled), ps::updated_at.eq(now)))
+                    .execute(c)
+            },
+            |c| {
+                diesel::insert_into(ps::plugin_state)
                     .values((
                         ps::name.eq(name),
                         ps::enabled.eq(enabled),
@@ -100,13 +102,8 @@ impl Store {
                         ps::updated_at.eq(now),
                     ))
                     .execute(c)
-                {
-                    Err(e) if is_duplicate(&e) => update().execute(c).map(drop),
-                    other => other.map(drop),
-                },
-                other => other.map(drop),
-            }
-        });
+            },
+        ));
         r.map_err(|e| self.query_error(e))
     }
 
