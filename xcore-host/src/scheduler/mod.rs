@@ -71,6 +71,10 @@ struct Entry {
     /// Its handle in job_scheduler_ng, when it runs on its schedule.
     uuid: Option<Uuid>,
     state: Arc<JobState>,
+    /// The job as an older instance of the same plugin added it, while the instance
+    /// that replaced it is not confirmed: restored if that instance is released first
+    /// (a failed reload), dropped when the older one is.
+    shadowed: Option<JobSpec>,
 }
 
 struct Inner {
@@ -167,31 +171,39 @@ impl Scheduler {
     /// Adds a job, or replaces one with the same id and the same owner (a plugin's new
     /// instance takes over the jobs of the one it replaces).
     pub fn add(&self, spec: JobSpec) -> Result<(), JobError> {
-        let inner = &self.inner;
-        let mut sched = inner.sched.lock();
-        let mut jobs = inner.jobs.lock();
-        let mut state = Arc::default();
-        if let Some(old) = jobs.get(&spec.id) {
+        let mut sched = self.inner.sched.lock();
+        let mut jobs = self.inner.jobs.lock();
+        let (mut state, mut shadowed) = (Arc::default(), None);
+        if let Some(old) = jobs.remove(&spec.id) {
             if !same_owner(&old.spec.owner, &spec.owner) {
-                return Err(JobError::NotOwner(spec.id));
+                let id = spec.id.clone();
+                jobs.insert(id.clone(), old);
+                return Err(JobError::NotOwner(id));
             }
             if let Some(u) = old.uuid {
                 sched.remove(u);
             }
-            state = old.state.clone();
+            state = old.state;
+            // Another instance's job is kept aside; the same instance's is just replaced.
+            shadowed = if old.spec.owner != spec.owner { Some(old.spec) } else { old.shadowed };
         }
-        let uuid = spec.enabled.then(|| {
-            let (weak, id) = (Arc::downgrade(inner), spec.id.clone());
+        let uuid = self.schedule(&mut sched, &spec);
+        log::info!(target: "xcore::scheduler", "job '{}' ({}) scheduled: {:?}", spec.id, spec.cron, spec.target);
+        jobs.insert(spec.id.clone(), Entry { spec, uuid, state, shadowed });
+        Ok(())
+    }
+
+    /// Puts an enabled job on job_scheduler_ng's list.
+    fn schedule(&self, sched: &mut JobScheduler<'static>, spec: &JobSpec) -> Option<Uuid> {
+        spec.enabled.then(|| {
+            let (weak, id) = (Arc::downgrade(&self.inner), spec.id.clone());
             sched.add(Job::new(spec.schedule.clone(), move || {
                 if let Some(inner) = weak.upgrade() {
                     // A skip is counted and logged by start_run; nothing else to do here.
                     let _ = start_run(&inner, &id);
                 }
             }))
-        });
-        log::info!(target: "xcore::scheduler", "job '{}' ({}) scheduled: {:?}", spec.id, spec.cron, spec.target);
-        jobs.insert(spec.id.clone(), Entry { spec, uuid, state });
-        Ok(())
+        })
     }
 
     /// Removes the job `id` if `owner` added it (`None`: any owner).
@@ -213,18 +225,34 @@ impl Scheduler {
 
     /// Removes the jobs a plugin instance added (when it unloads or is replaced).
     pub fn remove_owned(&self, plugin: &str, generation: u64) {
+        let owned_by = |o: &Owner| matches!(o, Owner::Plugin { name, generation: g } if name == plugin && *g == generation);
         let mut sched = self.inner.sched.lock();
         let mut jobs = self.inner.jobs.lock();
-        jobs.retain(|_, e| {
-            let owned =
-                matches!(&e.spec.owner, Owner::Plugin { name, generation: g } if name == plugin && *g == generation);
-            if owned {
-                if let Some(u) = e.uuid {
-                    sched.remove(u);
+        let ids: Vec<String> = jobs.keys().cloned().collect();
+        for id in ids {
+            let Some(e) = jobs.get_mut(&id) else { continue };
+            if e.shadowed.as_ref().is_some_and(|s| owned_by(&s.owner)) {
+                // The older instance is gone: its version of the job is no longer needed.
+                e.shadowed = None;
+            }
+            if !owned_by(&e.spec.owner) {
+                continue;
+            }
+            if let Some(u) = e.uuid.take() {
+                sched.remove(u);
+            }
+            match e.shadowed.take() {
+                // A new instance failed before taking over: the job goes back to the
+                // instance that still serves.
+                Some(previous) => {
+                    e.uuid = self.schedule(&mut sched, &previous);
+                    e.spec = previous;
+                }
+                None => {
+                    jobs.remove(&id);
                 }
             }
-            !owned
-        });
+        }
     }
 
     /// Every job, by id.
@@ -441,6 +469,11 @@ mod tests {
         let p = |g| Owner::Plugin { name: "notes".into(), generation: g };
         s.add(spec("notes.sweep", p(1))).unwrap();
         assert_eq!(s.add(spec("failing", p(1))).unwrap_err(), JobError::NotOwner("failing".into()));
+        s.add(spec("notes.sweep", p(2))).unwrap();
+        // A failed reload: generation 2 is released first, generation 1 keeps its job.
+        s.remove_owned("notes", 2);
+        let owner = |s: &Scheduler| s.list().into_iter().find(|j| j.id == "notes.sweep").map(|j| j.owner);
+        assert_eq!(owner(&s), Some(p(1)), "the job went back to the instance that still serves");
         s.add(spec("notes.sweep", p(2))).unwrap();
         s.remove_owned("notes", 1);
         assert!(s.list().iter().any(|j| j.id == "notes.sweep"), "generation 2 took it over");
