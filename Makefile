@@ -84,9 +84,9 @@ migrate: build ## Apply the host's schema migrations to every configured databas
 docs: build ## Build the documentation site into target/site (docs/*.md, plugin pages, HTTP API)
 	$(XCORE) docgen --out target/site
 
-bench: ## Benchmarks (release): call path, latency percentiles, events, hot reload
+bench: ## Benchmarks (release): call path, latency percentiles, events, hot reload, persistence services
 	$(CARGO) build --release --workspace
-	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload
+	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload --bench services
 
 load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 	./scripts/load.sh
