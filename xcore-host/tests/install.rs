@@ -110,6 +110,15 @@ fn add_builds_loads_and_rm_removes() {
     assert_eq!(s.info("gitplug")["state"], "ready", "the running server loaded it");
     assert_eq!(s.call("gitplug", "any", "null").json(), "one", "the tag was checked out");
     assert!(!s.plugins_dir().join("gitplug/.git").exists());
+    let records = s.get("/api/v1/state/plugins").json();
+    let rec =
+        records["plugins"].as_array().unwrap().iter().find(|r| r["name"] == "gitplug").cloned().unwrap();
+    let source = rec["source"].as_str().unwrap_or_default();
+    assert!(source.starts_with(&format!("{url} v1 (")) && source.len() > url.len() + 40, "{rec}");
+    assert_eq!(
+        (rec["enabled"].clone(), rec["version"].clone()),
+        (serde_json::json!(true), serde_json::json!("0.1.0"))
+    );
 
     // Installed already: refused without --force, replaced with it.
     let out = xcore(&s, &["plugin", "add", &url]);

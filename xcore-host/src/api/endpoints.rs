@@ -129,6 +129,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/api/v1/state/plugins",
+        summary: "What the host remembers of every plugin: enabled, version, tier, source, signer, times",
+        admin: false,
+        json_body: false,
+        route: || web::get().to(handlers::plugin_records),
+    },
+    Endpoint {
+        method: "GET",
         path: "/api/v1/audit",
         summary: "Admin actions, newest first (?action=, ?target=, ?before=<id>, ?limit=)",
         admin: true,

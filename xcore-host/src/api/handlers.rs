@@ -284,6 +284,22 @@ pub(super) async fn hook_metrics(state: State) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "events": state.registry.hooks().metrics_snapshot() }))
 }
 
+/// `GET /api/v1/state/plugins`: what the host remembers of every plugin (enabled,
+/// version, tier, source, signer, times), including plugins not loaded now.
+pub(super) async fn plugin_records(state: State) -> Result<HttpResponse, ApiError> {
+    let store = state
+        .registry
+        .store()
+        .cloned()
+        .ok_or_else(|| ApiError::new(503, "store_unavailable", "this host has no database connected"))?;
+    let records = web::block(move || store.plugin_records())
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?;
+    let records: Vec<_> = records.iter().map(|r| r.to_json()).collect();
+    Ok(HttpResponse::Ok().json(json!({ "plugins": records })))
+}
+
 /// `GET /api/v1/audit?action=&target=&before=&limit=`: newest first.
 pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.admin.check(&req)?;

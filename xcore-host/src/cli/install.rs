@@ -7,14 +7,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use xcore_host::config::{self, Config};
+use xcore_host::db::{migrate, Database};
 use xcore_host::runtime::registry::SignaturePolicy;
 use xcore_host::security::keys;
+use xcore_host::store::Store;
 use xcore_host::{manifest, plugin_build};
 
 #[derive(Debug, Args)]
@@ -135,6 +138,7 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
     if dest.exists() && !args.force {
         bail!("{} exists: pass --force to replace it", dest.display());
     }
+    let commit = git_output(&["rev-parse", "HEAD"], &clone).unwrap_or_default();
     let build_dir = staging.0.join(&name);
     std::fs::rename(&clone, &build_dir)?;
     let _ = std::fs::remove_dir_all(build_dir.join(".git"));
@@ -168,8 +172,38 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
         args.git_ref.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
         lib.display()
     );
+    let source = match (&args.git_ref, commit.is_empty()) {
+        (Some(r), false) => format!("{} {r} ({commit})", args.repo),
+        (None, false) => format!("{} ({commit})", args.repo),
+        (Some(r), true) => format!("{} {r}", args.repo),
+        (None, true) => args.repo.clone(),
+    };
+    record_source(&cfg, &m, &source);
     tell_server(&cfg, &args.target, "rescan", None);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records where the plugin came from in the host's `plugin_state` (the `default`
+/// database, migrated first). The plugin is installed either way: a database that
+/// cannot be reached only costs the record, with a warning.
+fn record_source(cfg: &Config, m: &manifest::Manifest, source: &str) {
+    let dbs = cfg.effective_databases();
+    let Some(db) = dbs.get("default") else { return };
+    let mode = match m.execution_mode {
+        manifest::ExecutionMode::Trusted => "trusted",
+        manifest::ExecutionMode::Sandboxed => "sandboxed",
+    };
+    let result = migrate::migrate("default", &db.url, migrate::Op::Run)
+        .and_then(|_| Database::connect("default", db))
+        .and_then(|db| Store::new(Arc::new(db)).record_source(&m.name, &m.version.to_string(), mode, source));
+    if let Err(e) = result {
+        eprintln!("warning: installed, but its source was not recorded in plugin_state: {e}");
+    }
+}
+
+fn git_output(args: &[&str], cwd: &Path) -> Option<String> {
+    let out = Command::new("git").args(args).current_dir(cwd).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 pub fn rm(config_path: Option<&Path>, args: RmArgs) -> Result<ExitCode> {

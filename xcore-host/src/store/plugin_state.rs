@@ -80,6 +80,35 @@ impl Store {
         r.map_err(|e| self.query_error(e))
     }
 
+    /// Records where `name` was installed from (`xcore plugin add`); `version` and
+    /// `mode` fill a first record.
+    pub fn record_source(&self, name: &str, version: &str, mode: &str, source: &str) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
+            c,
+            |c| {
+                diesel::update(ps::plugin_state.find(name))
+                    .set((ps::source.eq(source), ps::updated_at.eq(now)))
+                    .execute(c)
+            },
+            |c| {
+                diesel::insert_into(ps::plugin_state)
+                    .values((
+                        ps::name.eq(name),
+                        ps::enabled.eq(true),
+                        ps::version.eq(version),
+                        ps::mode.eq(mode),
+                        ps::source.eq(source),
+                        ps::installed_at.eq(now),
+                        ps::updated_at.eq(now),
+                    ))
+                    .execute(c)
+            },
+        ));
+        r.map_err(|e| self.query_error(e))
+    }
+
     /// Sets whether `name` is enabled; `version` and `mode` fill a first record.
     pub fn set_enabled(&self, name: &str, enabled: bool, version: &str, mode: &str) -> Result<(), DbError> {
         let now = now_ms();
@@ -135,6 +164,11 @@ mod tests {
         assert_eq!(s.disabled_plugins().unwrap(), ["echo"]);
         let r = &s.plugin_records().unwrap()[0];
         assert_eq!((r.version.as_str(), r.enabled, r.signed_by.as_deref()), ("0.2.0", false, Some("ab12")));
+        s.record_source("echo", "", "", "https://example.org/echo.git@abc123").unwrap();
+        assert_eq!(
+            s.plugin_records().unwrap()[0].source.as_deref(),
+            Some("https://example.org/echo.git@abc123")
+        );
         s.set_enabled("never-loaded", false, "", "").unwrap();
         s.set_enabled("echo", true, "", "").unwrap();
         assert_eq!(s.disabled_plugins().unwrap(), ["never-loaded"]);
