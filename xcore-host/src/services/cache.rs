@@ -79,7 +79,9 @@ pub struct CacheConfig {
     /// `redis://[user:password@]host[:port][/db]`; required by the `redis` backend.
     /// [`CacheConfig::from_env`] takes it from `REDIS_URL`.
     pub url: Option<String>,
-    /// Default TTL in seconds; 0 = no expiry. Default 300.
+    /// Default TTL in seconds; 0 = no expiry. Default 300. `ttl` is accepted too (the
+    /// name the Python original used).
+    #[serde(alias = "ttl")]
     pub ttl_seconds: u64,
     /// Capacity of the memory backend (also of the fallback memory cache). Default 10 000.
     pub max_entries: u64,
@@ -669,6 +671,8 @@ mod tests {
         assert_eq!(c.on_unreachable, OnUnreachable::Refuse);
         assert_eq!(c.default_ttl(), None);
         assert!(serde_json::from_value::<CacheConfig>(json!({"backend": "memcached"})).is_err());
+        let c: CacheConfig = serde_json::from_value(json!({"ttl": 60})).unwrap();
+        assert_eq!(c.ttl_seconds, 60, "the original's name for it");
         let c = CacheConfig::default().with_env_url(Some("redis://x:6379".into()));
         assert_eq!(c.url.as_deref(), Some("redis://x:6379"));
         assert_eq!(c.backend, Backend::Memory);
