@@ -70,6 +70,8 @@ pub struct Database {
     backend: Backend,
     url: String,
     pool: AnyPool,
+    /// How long `conn` waits for a free connection at most.
+    timeout: Duration,
 }
 
 /// SQLite settings applied to every pooled connection. WAL lets readers run beside the
@@ -138,7 +140,7 @@ impl Database {
                 )
             }
         };
-        Ok(Database { name: name.into(), backend, url: cfg.url.clone(), pool })
+        Ok(Database { name: name.into(), backend, url: cfg.url.clone(), pool, timeout })
     }
 
     /// The database's name in the configuration.
@@ -156,16 +158,23 @@ impl Database {
         mask_url(&self.url)
     }
 
-    /// Borrows a connection, waiting up to the connect timeout for a free one.
+    /// Borrows a connection, waiting up to the connect timeout for a free one, and no
+    /// longer than what is left of the plugin call this thread serves (so a database
+    /// that is down gives the plugin an error, not a timed-out call).
     pub fn conn(&self) -> Result<Conn, DbError> {
+        let wait = crate::runtime::deadline::bound(self.timeout);
         let unavailable = |e: diesel::r2d2::PoolError| DbError::Unavailable {
             name: self.name.clone(),
-            reason: e.to_string(),
+            reason: if wait < self.timeout {
+                format!("{e} (waited {} ms, what was left of the call's deadline)", wait.as_millis())
+            } else {
+                e.to_string()
+            },
         };
         Ok(match &self.pool {
-            AnyPool::Sqlite(p) => Conn::Sqlite(p.get().map_err(unavailable)?),
-            AnyPool::Postgres(p) => Conn::Postgres(p.get().map_err(unavailable)?),
-            AnyPool::Mysql(p) => Conn::Mysql(p.get().map_err(unavailable)?),
+            AnyPool::Sqlite(p) => Conn::Sqlite(p.get_timeout(wait).map_err(unavailable)?),
+            AnyPool::Postgres(p) => Conn::Postgres(p.get_timeout(wait).map_err(unavailable)?),
+            AnyPool::Mysql(p) => Conn::Mysql(p.get_timeout(wait).map_err(unavailable)?),
         })
     }
 
@@ -236,6 +245,28 @@ mod tests {
         })
         .unwrap();
         assert_eq!(mode, ["wal"]);
+    }
+
+    #[test]
+    fn a_connection_wait_ends_with_the_calls_deadline() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = DatabaseConfig {
+            url: format!("sqlite://{}", d.path().join("x.db").display()),
+            pool_size: 1,
+            connect_timeout_ms: 10_000,
+        };
+        let db = Database::connect("t", &cfg).unwrap();
+        let _held = db.conn().unwrap();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let started = std::time::Instant::now();
+        let e = crate::runtime::deadline::with(now + 150, || db.conn()).err().unwrap().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited {:?}, not the 10 s timeout",
+            started.elapsed()
+        );
+        assert!(e.contains("database 't' is unavailable") && e.contains("call's deadline"), "{e}");
     }
 
     #[test]

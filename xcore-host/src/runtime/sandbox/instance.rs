@@ -473,12 +473,15 @@ fn read_loop(
             Ok(FromWorker::Log { level, request_id, message }) => {
                 services.log(level, RStr::from_str(&request_id), RStr::from_str(&message));
             }
-            Ok(FromWorker::HostCall { id, service, request_id, payload }) => {
+            Ok(FromWorker::HostCall { id, service, request_id, deadline_unix_ms, payload }) => {
                 // Served on a thread of its own: a service may wait (an emit whose
                 // handlers call this very plugin), and this thread must keep reading.
                 let (services, shared) = (services.clone(), shared.clone());
                 let _ = std::thread::Builder::new().name("sandbox-host-call".into()).spawn(move || {
-                    let result = match services.serve(&service, &request_id, &payload) {
+                    let served = crate::runtime::deadline::with(deadline_unix_ms, || {
+                        services.serve(&service, &request_id, &payload)
+                    });
+                    let result = match served {
                         Ok(v) => WireResult::Ok(v),
                         Err(e) => WireResult::Err {
                             code: e.code.into_string(),

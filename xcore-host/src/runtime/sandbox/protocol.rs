@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The result of a call or a host service, as it crosses the socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +117,9 @@ pub enum FromWorker {
         service: String,
         /// The call being served when the plugin asked (empty outside a call).
         request_id: String,
+        /// That call's deadline, Unix ms (0 outside a call): waits in the host's services
+        /// end before it.
+        deadline_unix_ms: u64,
         /// JSON payload.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,

@@ -103,6 +103,8 @@ impl HostObject for RemoteHost {
             id,
             service: service.as_str().to_string(),
             request_id: request_id.as_str().to_string(),
+            // Set by `serve` around the plugin's call on this thread.
+            deadline_unix_ms: crate::runtime::deadline::current_unix_ms(),
             payload: payload.as_slice().to_vec(),
         });
         let result = match sent {
@@ -287,7 +289,9 @@ fn serve(
                         deadline_unix_ms,
                     },
                 };
-                let result = match plugin.get().map(|p| p.call(request)) {
+                let result = match crate::runtime::deadline::with(deadline_unix_ms, || {
+                    plugin.get().map(|p| p.call(request))
+                }) {
                     Some(RResult::ROk(b)) => WireResult::Ok(b.into_vec()),
                     Some(RResult::RErr(e)) => WireResult::Err {
                         code: e.code.into_string(),

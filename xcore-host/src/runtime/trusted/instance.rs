@@ -220,14 +220,16 @@ impl Worker {
                     deadline_unix_ms: job.deadline_unix_ms,
                 },
             };
-            let outcome = match self.plugin.call(request) {
-                RResult::ROk(bytes) => Ok(bytes.into_vec()),
-                RResult::RErr(e) => Err(PluginErrorReply {
-                    code: e.code.into_string(),
-                    message: e.message.into_string(),
-                    status: e.status,
-                }),
-            };
+            // The plugin's host calls come back on this thread: they see the deadline.
+            let outcome =
+                match super::super::deadline::with(job.deadline_unix_ms, || self.plugin.call(request)) {
+                    RResult::ROk(bytes) => Ok(bytes.into_vec()),
+                    RResult::RErr(e) => Err(PluginErrorReply {
+                        code: e.code.into_string(),
+                        message: e.message.into_string(),
+                        status: e.status,
+                    }),
+                };
             if job.state.compare_exchange(PENDING, ANSWERED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 let _ = job.reply.send(outcome);
             } else {
