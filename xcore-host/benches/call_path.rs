@@ -11,7 +11,10 @@
 //!
 //! Needs the example plugins built in the same profile: `make bench` does it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{built_library, profile_dir};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,24 +30,9 @@ use xcore_host::runtime::trusted::loader;
 use xcore_host::runtime::{CallInput, PluginRegistry};
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
 
-/// The target profile dir: the bench binary lives in `<target>/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-}
-
 /// A plugins folder holding `echo` with the freshly built library.
 fn echo_plugins_dir() -> tempfile::TempDir {
-    let lib = profile_dir().join(format!(
-        "{}xcore_plugin_echo{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        lib.is_file(),
-        "{} is missing: build the workspace in this profile first (make bench)",
-        lib.display()
-    );
+    let lib = built_library("xcore-plugin-echo");
     let dir = tempfile::tempdir().expect("tempdir");
     let pdir = dir.path().join("plugins/echo");
     std::fs::create_dir_all(&pdir).unwrap();

@@ -4,7 +4,10 @@
 //!
 //! Needs the workspace built in release (`make bench`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::built_library;
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -13,11 +16,6 @@ use xcore_host::hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::PluginRegistry;
-
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-}
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -40,7 +38,7 @@ fn benches(c: &mut Criterion) {
     }
 
     // One trusted plugin subscriber: echo's `echo` action.
-    let lib = profile_dir().join("libxcore_plugin_echo.so");
+    let lib = built_library("xcore-plugin-echo");
     assert!(lib.is_file(), "{} missing: build the workspace in release first (make bench)", lib.display());
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins/echo");

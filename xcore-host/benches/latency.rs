@@ -5,7 +5,11 @@
 //! `cargo bench -p xcore-host --bench latency` (after a release build of the workspace;
 //! `make bench` does both).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{built_library, profile_dir};
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,11 +18,6 @@ use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallInput, PluginRegistry};
 
 const CALLS: usize = 50_000;
-
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-}
 
 fn write_plugin(root: &Path, name: &str, mode: &str, lib: &Path) {
     let dir = root.join(name);
@@ -37,7 +36,7 @@ fn percentile(sorted: &[u128], p: f64) -> f64 {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let lib = profile_dir().join("libxcore_plugin_echo.so");
+    let lib = built_library("xcore-plugin-echo");
     assert!(lib.is_file(), "{} missing: build the workspace in release first (make bench)", lib.display());
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");

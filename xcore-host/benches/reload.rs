@@ -4,7 +4,10 @@
 //!
 //! `cargo bench -p xcore-host --bench reload` after a release build (`make bench`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::built_library;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,17 +16,12 @@ use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallInput, PluginRegistry};
 use xcore_host::watcher::{self, WatchOptions};
 
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-}
-
 fn manifest(greeting: &str) -> String {
     format!("name: echo\nversion: 0.1.0\napi_version: \"^0.1\"\nentry_point: libecho.so\nconfig: {{ greeting: {greeting} }}\n")
 }
 
 fn main() {
-    let lib = profile_dir().join("libxcore_plugin_echo.so");
+    let lib = built_library("xcore-plugin-echo");
     assert!(lib.is_file(), "{} missing: build the workspace in release first (make bench)", lib.display());
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");

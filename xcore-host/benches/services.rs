@@ -35,9 +35,13 @@
 //! Needs the example plugins built in the same profile: `make bench` does it, or
 //! `cargo build --release --workspace` first.
 
+mod common;
+
+use common::built_library;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,12 +62,6 @@ use xcore_host::store::Store;
 /// Key-value operations per plugin call in `kv/<db>/set|get`.
 const OPS_PER_CALL: u64 = 100;
 
-/// The target profile dir: the bench binary lives in `<target>/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -80,16 +78,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A plugins folder holding `bookmarks` (the freshly built library, its migrations), no
 /// rate limit, a generous timeout.
 fn bookmarks_plugins_dir() -> tempfile::TempDir {
-    let lib = profile_dir().join(format!(
-        "{}xcore_plugin_bookmarks{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ));
-    assert!(
-        lib.is_file(),
-        "{} is missing: build the workspace in this profile first (make bench)",
-        lib.display()
-    );
+    let lib = built_library("xcore-plugin-bookmarks");
     let dir = tempfile::tempdir().expect("tempdir");
     let pdir = dir.path().join("plugins/bookmarks");
     std::fs::create_dir_all(&pdir).unwrap();

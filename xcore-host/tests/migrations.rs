@@ -7,10 +7,9 @@ mod common;
 use std::process::Command;
 
 use diesel::{Connection, RunQueryDsl};
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+use xcore_host::db::Backend;
 
-use common::{PluginSpec, Server};
+use common::{PluginSpec, Server, TempDatabase};
 
 fn migrate(dir: &std::path::Path, url: &str, action: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_xcore"))
@@ -44,20 +43,6 @@ const INSERTS: &[&str] = &[
     "INSERT INTO plugin_migrations (plugin, version, applied_at) VALUES ('echo', '1', 0)",
 ];
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-    )
-}
-
-/// The URL with its database name replaced.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{db}")
-}
-
 #[test]
 fn sqlite_migrates_and_the_server_applies_migrations_at_start() {
     let d = tempfile::tempdir().unwrap();
@@ -80,40 +65,23 @@ fn sqlite_migrates_and_the_server_applies_migrations_at_start() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied: 20261126000001"), "{out:?}");
 }
 
-#[test]
-fn postgres_migrates() {
-    let Ok(base) = std::env::var("XCORE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: XCORE_TEST_POSTGRES_URL not set");
-        return;
-    };
-    let db = unique("xcore_mig");
-    let mut admin = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&base).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {db}")).execute(&mut admin).unwrap();
-    let url = with_db(&base, &db);
-    round_trip(&url, || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
+/// The round trip on a fresh database of the server of `env_var`; `quote` is how the
+/// back-end quotes the `key` column.
+fn server_round_trip(env_var: &str, backend: Backend, quote: &str) {
+    let Some(db) = TempDatabase::from_env(env_var, backend) else { return };
+    round_trip(&db.url, || {
         for sql in INSERTS {
-            diesel::sql_query(sql.replace("{key}", "key")).execute(&mut conn).unwrap();
+            common::admin_execute(&db.url, backend, &sql.replace("{key}", quote)).unwrap();
         }
     });
-    diesel::sql_query(format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut admin).unwrap();
+}
+
+#[test]
+fn postgres_migrates() {
+    server_round_trip("XCORE_TEST_POSTGRES_URL", Backend::Postgres, "key");
 }
 
 #[test]
 fn mysql_migrates() {
-    let Ok(base) = std::env::var("XCORE_TEST_MYSQL_URL") else {
-        eprintln!("skipped: XCORE_TEST_MYSQL_URL not set");
-        return;
-    };
-    let db = unique("xcore_mig");
-    let mut admin = AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&base).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {db}")).execute(&mut admin).unwrap();
-    let url = with_db(&base, &db);
-    round_trip(&url, || {
-        let mut conn = AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&url).unwrap();
-        for sql in INSERTS {
-            diesel::sql_query(sql.replace("{key}", "`key`")).execute(&mut conn).unwrap();
-        }
-    });
-    diesel::sql_query(format!("DROP DATABASE {db}")).execute(&mut admin).unwrap();
+    server_round_trip("XCORE_TEST_MYSQL_URL", Backend::Mysql, "`key`");
 }

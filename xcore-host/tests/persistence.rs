@@ -14,63 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diesel::{Connection, RunQueryDsl};
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use serde_json::{json, Value};
+use xcore_host::db::Backend;
 
-use common::{PluginSpec, Server, TOKEN};
+use common::{PluginSpec, Server, TempDatabase, TOKEN};
 
-/// A fresh database on a server, dropped at the end.
-struct FreshDb {
-    admin_url: String,
-    name: String,
-    pub url: String,
-    pg: bool,
-}
-
-impl FreshDb {
-    fn create(env: &str, pg: bool) -> Option<FreshDb> {
-        let Ok(admin_url) = std::env::var(env) else {
-            println!("skipped: {env} is not set");
-            return None;
-        };
-        let name = format!(
-            "xcore_persist_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-        );
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').expect("URL with a database").0);
-        let db = FreshDb { admin_url, name, url, pg };
-        db.admin(&format!("CREATE DATABASE {}", db.name));
-        Some(db)
-    }
-
-    fn admin(&self, sql: &str) {
-        // The wrapper runs its own small runtime: a plain thread.
-        let (url, sql, pg) = (self.admin_url.clone(), sql.to_string(), self.pg);
-        std::thread::spawn(move || {
-            if pg {
-                let mut c = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-                diesel::sql_query(sql).execute(&mut c).unwrap();
-            } else {
-                let mut c = AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&url).unwrap();
-                diesel::sql_query(sql).execute(&mut c).unwrap();
-            }
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let force = if self.pg { " WITH (FORCE)" } else { "" };
-        self.admin(&format!("DROP DATABASE {}{force}", self.name));
-    }
-}
-
-fn env_for(db: &Option<FreshDb>) -> Vec<(&str, &str)> {
+fn env_for(db: &Option<TempDatabase>) -> Vec<(&str, &str)> {
     db.as_ref().map(|d| vec![("DATABASE_URL", d.url.as_str())]).unwrap_or_default()
 }
 
@@ -79,7 +28,7 @@ fn call(s: &Server, action: &str, body: Value) -> common::Reply {
 }
 
 /// The whole example over HTTP, a restart in the middle.
-fn bookmarks_end_to_end(db: Option<FreshDb>) {
+fn bookmarks_end_to_end(db: Option<TempDatabase>) {
     let env = env_for(&db);
     let mut s = Server::start_full(&[PluginSpec::bookmarks(None)], "", &env);
     assert_eq!(s.info("bookmarks")["state"], "ready", "{}", s.output());
@@ -154,14 +103,14 @@ fn bookmarks_end_to_end_on_sqlite() {
 
 #[test]
 fn bookmarks_end_to_end_on_postgres() {
-    if let Some(db) = FreshDb::create("XCORE_TEST_POSTGRES_URL", true) {
+    if let Some(db) = TempDatabase::from_env("XCORE_TEST_POSTGRES_URL", Backend::Postgres) {
         bookmarks_end_to_end(Some(db));
     }
 }
 
 #[test]
 fn bookmarks_end_to_end_on_mysql() {
-    if let Some(db) = FreshDb::create("XCORE_TEST_MYSQL_URL", false) {
+    if let Some(db) = TempDatabase::from_env("XCORE_TEST_MYSQL_URL", Backend::Mysql) {
         bookmarks_end_to_end(Some(db));
     }
 }
@@ -220,7 +169,7 @@ fn a_disabled_plugin_stays_disabled_across_restarts_and_admin_actions_are_audite
 
 /// Writers hammer the key-value store through the plugin; the host is killed with
 /// SIGKILL mid-burst; every write the plugin acknowledged is there after a restart.
-fn kill_9_loses_no_acknowledged_write(db: Option<FreshDb>) {
+fn kill_9_loses_no_acknowledged_write(db: Option<TempDatabase>) {
     let env = env_for(&db);
     let mut s = Server::start_full(&[PluginSpec::bookmarks(None)], "", &env);
     let base = s.base.clone();
@@ -281,7 +230,7 @@ fn kill_9_during_a_kv_burst_loses_no_acknowledged_write_on_sqlite() {
 
 #[test]
 fn kill_9_during_a_kv_burst_loses_no_acknowledged_write_on_postgres() {
-    if let Some(db) = FreshDb::create("XCORE_TEST_POSTGRES_URL", true) {
+    if let Some(db) = TempDatabase::from_env("XCORE_TEST_POSTGRES_URL", Backend::Postgres) {
         kill_9_loses_no_acknowledged_write(Some(db));
     }
 }

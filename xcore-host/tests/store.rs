@@ -6,14 +6,12 @@
 //! dropped afterwards even when a check fails. So this file is the proof that SQLite,
 //! PostgreSQL and MySQL pass the same test suite.
 
+mod common;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use diesel::{Connection, RunQueryDsl};
-use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 use serde_json::{json, Map, Value};
 use xcore_host::db::dynamic::{DynamicSql, SqlError};
 use xcore_host::db::migrate::{self, Op};
@@ -21,6 +19,8 @@ use xcore_host::db::{plugin_migrations, Backend, Database, DatabaseConfig, DbErr
 use xcore_host::store::audit::{AuditEntry, AuditQuery};
 use xcore_host::store::{now_ms, Store};
 use xcore_host::with_conn;
+
+use common::TempDatabase;
 
 // ---------------------------------------------------------------------------------------
 // The three runs
@@ -34,22 +34,16 @@ fn sqlite_passes_the_store_suite() {
 
 #[test]
 fn postgres_passes_the_store_suite() {
-    let Ok(admin) = std::env::var("XCORE_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: XCORE_TEST_POSTGRES_URL not set");
-        return;
-    };
-    let temp = TempDatabase::create(&admin, Backend::Postgres);
-    run(&temp.url, Backend::Postgres);
+    if let Some(temp) = TempDatabase::from_env("XCORE_TEST_POSTGRES_URL", Backend::Postgres) {
+        run(&temp.url, Backend::Postgres);
+    }
 }
 
 #[test]
 fn mysql_passes_the_store_suite() {
-    let Ok(admin) = std::env::var("XCORE_TEST_MYSQL_URL") else {
-        eprintln!("skipped: XCORE_TEST_MYSQL_URL not set");
-        return;
-    };
-    let temp = TempDatabase::create(&admin, Backend::Mysql);
-    run(&temp.url, Backend::Mysql);
+    if let Some(temp) = TempDatabase::from_env("XCORE_TEST_MYSQL_URL", Backend::Mysql) {
+        run(&temp.url, Backend::Mysql);
+    }
 }
 
 /// Migrates the empty database at `url`, connects, runs the suite. The pool is dropped
@@ -62,71 +56,6 @@ fn run(url: &str, backend: Backend) {
     assert_eq!(db.backend(), backend);
     let store = Store::new(Arc::clone(&db));
     suite(&store, &db);
-}
-
-// ---------------------------------------------------------------------------------------
-// A fresh PostgreSQL / MySQL database per test
-
-/// A database created for one test through the admin URL, dropped when this is dropped
-/// (also while a failed assertion unwinds).
-struct TempDatabase {
-    admin_url: String,
-    backend: Backend,
-    name: String,
-    /// The URL of the new database.
-    url: String,
-}
-
-impl TempDatabase {
-    fn create(admin_url: &str, backend: Backend) -> TempDatabase {
-        let name = unique("xcore_store");
-        admin_execute(admin_url, backend, &format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
-        let url = with_db(admin_url, &name);
-        TempDatabase { admin_url: admin_url.to_string(), backend, name, url }
-    }
-}
-
-impl Drop for TempDatabase {
-    fn drop(&mut self) {
-        let sql = match self.backend {
-            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
-        };
-        // Never panic here: this may run while a failed assertion unwinds.
-        if let Err(e) = admin_execute(&self.admin_url, self.backend, &sql) {
-            eprintln!("could not drop the test database {}: {e}", self.name);
-        }
-    }
-}
-
-/// Runs one statement through a new connection to the admin URL.
-fn admin_execute(url: &str, backend: Backend, sql: &str) -> Result<(), String> {
-    match backend {
-        Backend::Postgres => {
-            let mut c =
-                AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(|e| e.to_string())?;
-            diesel::sql_query(sql).execute(&mut c).map(drop).map_err(|e| e.to_string())
-        }
-        Backend::Mysql => {
-            let mut c =
-                AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(url).map_err(|e| e.to_string())?;
-            diesel::sql_query(sql).execute(&mut c).map(drop).map_err(|e| e.to_string())
-        }
-        Backend::Sqlite => Err("SQLite needs no admin connection".into()),
-    }
-}
-
-/// A database name no other run uses (lower case, for PostgreSQL).
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The URL with its database name replaced.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{db}")
 }
 
 // ---------------------------------------------------------------------------------------

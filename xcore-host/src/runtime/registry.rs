@@ -529,11 +529,10 @@ impl PluginRegistry {
         f: impl FnOnce(&crate::store::Store) -> Result<T, crate::db::DbError> + Send + 'static,
     ) -> Option<Result<T, crate::db::DbError>> {
         let store = self.store.get()?.clone();
-        Some(
-            tokio::task::spawn_blocking(move || f(&store))
-                .await
-                .unwrap_or_else(|e| Err(crate::db::DbError::Unknown(format!("store task failed: {e}")))),
-        )
+        let name = store.database().name().to_string();
+        Some(tokio::task::spawn_blocking(move || f(&store)).await.unwrap_or_else(|e| {
+            Err(crate::db::DbError::Query { name, reason: format!("the store task failed: {e}") })
+        }))
     }
 
     /// The host's durable data, if a database was connected.

@@ -40,7 +40,7 @@ pub fn serve(
 ) -> Result<Value, ServiceError> {
     permissions::require(caller, "cache", "use the cache")?;
     let Some(cache) = registry.cache() else {
-        return Err(ServiceError::new("unavailable", 503, "this host has no cache configured"));
+        return Err(ServiceError::unavailable("this host has no cache configured"));
     };
     let ns = &*caller.plugin;
     let handle = registry.supervisor_handle();

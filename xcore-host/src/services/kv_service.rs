@@ -55,7 +55,7 @@ pub fn serve(
 ) -> Result<Value, ServiceError> {
     permissions::require(caller, "kv", "use the key-value store")?;
     let Some(store) = registry.store() else {
-        return Err(ServiceError::new("unavailable", 503, "this host has no database connected"));
+        return Err(ServiceError::unavailable("this host has no database connected"));
     };
     let ns = &*caller.plugin;
     let bad = |e| ServiceError::bad_request(service, e);

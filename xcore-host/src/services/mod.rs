@@ -52,6 +52,12 @@ impl ServiceError {
         self
     }
 
+    /// 503 for a service this host cannot serve now (not configured, shutting down, its
+    /// back-end unreachable).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new("unavailable", 503, message)
+    }
+
     /// 501 for a service this host does not have.
     pub fn unsupported(service: &str) -> Self {
         Self::new(
@@ -87,10 +93,8 @@ pub fn dispatch(
     request_id: &str,
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
-    let registry = caller
-        .registry
-        .upgrade()
-        .ok_or_else(|| ServiceError::new("unavailable", 503, "the host is shutting down"))?;
+    let registry =
+        caller.registry.upgrade().ok_or_else(|| ServiceError::unavailable("the host is shutting down"))?;
     let result = match service {
         "events.emit" => events::emit(&registry, caller, request_id, payload),
         "events.subscribe" => events::subscribe(&registry, caller, payload),

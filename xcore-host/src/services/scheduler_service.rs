@@ -35,7 +35,7 @@ pub fn serve(
 ) -> Result<Value, ServiceError> {
     permissions::require(caller, "scheduler", "schedule jobs")?;
     let Some(scheduler) = registry.scheduler() else {
-        return Err(ServiceError::new("unavailable", 503, "this host runs no scheduler"));
+        return Err(ServiceError::unavailable("this host runs no scheduler"));
     };
     let bad = |e| ServiceError::bad_request(service, e);
     match service {

@@ -95,14 +95,14 @@ pub fn serve(
     }
     let databases = registry
         .databases()
-        .ok_or_else(|| ServiceError::new("unavailable", 503, "this host has no database connected"))?;
+        .ok_or_else(|| ServiceError::unavailable("this host has no database connected"))?;
     let db =
         databases.get(&r.database).map_err(|e| ServiceError::new("unknown_database", 404, e.to_string()))?;
     let sql = match db.backend() {
         Backend::Postgres => pg_placeholders(&r.sql),
         _ => Cow::Borrowed(r.sql.as_str()),
     };
-    let mut conn = db.conn().map_err(|e| ServiceError::new("unavailable", 503, e.to_string()))?;
+    let mut conn = db.conn().map_err(|e| ServiceError::unavailable(e.to_string()))?;
     match service {
         "db.execute" => {
             let n = with_conn!(&mut conn, c => c.execute_json(&sql, &r.params))

@@ -60,7 +60,7 @@ impl Store {
         let now = now_ms();
         let expires = ttl_ms.filter(|t| *t > 0).map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64));
         let mut conn = self.db.conn()?;
-        let result: QueryResult<()> = with_conn!(&mut conn, c => upsert(
+        let result: QueryResult<bool> = with_conn!(&mut conn, c => upsert(
             c,
             |c| {
                 diesel::update(kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key))))
@@ -79,17 +79,21 @@ impl Store {
                     .execute(c)
             },
         ));
-        result.map_err(|e| self.query_error(e))
+        result.map(drop).map_err(|e| self.query_error(e))
     }
 
     /// Deletes `key`; whether it existed (and had not expired).
     pub fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, DbError> {
-        let existed = self.kv_get(plugin, key)?.is_some();
+        let now = now_ms();
         let mut conn = self.db.conn()?;
-        with_conn!(&mut conn, c => diesel::delete(kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key))))
-            .execute(c))
-        .map_err(|e| self.query_error(e))?;
-        Ok(existed)
+        let live: QueryResult<usize> = with_conn!(&mut conn, c => {
+            let entry = || kv::plugin_kv.filter(kv::plugin.eq(plugin).and(kv::key.eq(key)));
+            // The live entry first (its count is the answer), then an expired remnant.
+            diesel::delete(entry().filter(kv::expires_at.is_null().or(kv::expires_at.gt(now))))
+                .execute(c)
+                .and_then(|live| diesel::delete(entry()).execute(c).map(|_| live))
+        });
+        live.map(|n| n > 0).map_err(|e| self.query_error(e))
     }
 
     /// Entries whose key starts with `prefix`, in key order, at most `limit` (capped at

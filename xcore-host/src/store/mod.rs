@@ -60,20 +60,20 @@ fn is_duplicate(e: &diesel::result::Error) -> bool {
     matches!(e, diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
 }
 
-/// Update, else insert. An insert that hits an existing row (it lost a race, or, on
-/// MySQL, the update changed nothing because the values were the same: MySQL counts
-/// changed rows, not matched ones) becomes the update again.
-fn upsert<C>(
+/// Update, else insert; whether it inserted. An insert that hits an existing row (it
+/// lost a race, or, on MySQL, the update changed nothing because the values were the
+/// same: MySQL counts changed rows, not matched ones) becomes the update again.
+fn upsert<C: ?Sized>(
     c: &mut C,
     update: impl Fn(&mut C) -> diesel::QueryResult<usize>,
     insert: impl FnOnce(&mut C) -> diesel::QueryResult<usize>,
-) -> diesel::QueryResult<()> {
+) -> diesel::QueryResult<bool> {
     if update(c)? > 0 {
-        return Ok(());
+        return Ok(false);
     }
     match insert(c) {
-        Err(e) if is_duplicate(&e) => update(c).map(drop),
-        other => other.map(drop),
+        Err(e) if is_duplicate(&e) => update(c).map(|_| false),
+        other => other.map(|_| true),
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{now_ms, rfc3339, upsert, Store};
 use crate::db::schema::plugin_state::dsl as ps;
-use crate::db::DbError;
+use crate::db::{Conn, DbError};
 use crate::with_conn;
 
 /// One plugin's remembered state.
@@ -41,6 +41,32 @@ impl PluginRecord {
 }
 
 impl Store {
+    /// Applies `update` (given the current time) to `name`'s record, creating the
+    /// record first (enabled, with `version` and `mode`) when there is none.
+    fn update_record<U>(&self, name: &str, version: &str, mode: &str, update: U) -> Result<(), DbError>
+    where
+        U: Fn(&mut Conn, i64) -> QueryResult<usize>,
+    {
+        let now = now_ms();
+        let update = |conn: &mut Conn| update(conn, now);
+        let mut conn = self.db.conn()?;
+        let r = upsert(&mut conn, update, |conn| {
+            with_conn!(conn, c => diesel::insert_into(ps::plugin_state)
+                .values((
+                    ps::name.eq(name),
+                    ps::enabled.eq(true),
+                    ps::version.eq(version),
+                    ps::mode.eq(mode),
+                    ps::installed_at.eq(now),
+                    ps::updated_at.eq(now),
+                ))
+                .execute(c))
+        })
+        // The new record has the defaults; the update gives it what was asked.
+        .and_then(|inserted| if inserted { update(&mut conn).map(drop) } else { Ok(()) });
+        r.map_err(|e| self.query_error(e))
+    }
+
     /// Records a successful load; keeps `enabled` and `installed_at`.
     pub fn record_loaded(
         &self,
@@ -49,91 +75,30 @@ impl Store {
         mode: &str,
         signed_by: Option<&str>,
     ) -> Result<(), DbError> {
-        let now = now_ms();
-        let mut conn = self.db.conn()?;
-        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
-            c,
-            |c| {
-                diesel::update(ps::plugin_state.find(name))
-                    .set((
-                        ps::version.eq(version),
-                        ps::mode.eq(mode),
-                        ps::signed_by.eq(signed_by),
-                        ps::updated_at.eq(now),
-                    ))
-                    .execute(c)
-            },
-            |c| {
-                diesel::insert_into(ps::plugin_state)
-                    .values((
-                        ps::name.eq(name),
-                        ps::enabled.eq(true),
-                        ps::version.eq(version),
-                        ps::mode.eq(mode),
-                        ps::signed_by.eq(signed_by),
-                        ps::installed_at.eq(now),
-                        ps::updated_at.eq(now),
-                    ))
-                    .execute(c)
-            },
-        ));
-        r.map_err(|e| self.query_error(e))
+        self.update_record(name, version, mode, |conn, now| {
+            with_conn!(conn, c => diesel::update(ps::plugin_state.find(name))
+                .set((ps::version.eq(version), ps::mode.eq(mode), ps::signed_by.eq(signed_by), ps::updated_at.eq(now)))
+                .execute(c))
+        })
     }
 
     /// Records where `name` was installed from (`xcore plugin add`); `version` and
     /// `mode` fill a first record.
     pub fn record_source(&self, name: &str, version: &str, mode: &str, source: &str) -> Result<(), DbError> {
-        let now = now_ms();
-        let mut conn = self.db.conn()?;
-        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
-            c,
-            |c| {
-                diesel::update(ps::plugin_state.find(name))
-                    .set((ps::source.eq(source), ps::updated_at.eq(now)))
-                    .execute(c)
-            },
-            |c| {
-                diesel::insert_into(ps::plugin_state)
-                    .values((
-                        ps::name.eq(name),
-                        ps::enabled.eq(true),
-                        ps::version.eq(version),
-                        ps::mode.eq(mode),
-                        ps::source.eq(source),
-                        ps::installed_at.eq(now),
-                        ps::updated_at.eq(now),
-                    ))
-                    .execute(c)
-            },
-        ));
-        r.map_err(|e| self.query_error(e))
+        self.update_record(name, version, mode, |conn, now| {
+            with_conn!(conn, c => diesel::update(ps::plugin_state.find(name))
+                .set((ps::source.eq(source), ps::updated_at.eq(now)))
+                .execute(c))
+        })
     }
 
     /// Sets whether `name` is enabled; `version` and `mode` fill a first record.
     pub fn set_enabled(&self, name: &str, enabled: bool, version: &str, mode: &str) -> Result<(), DbError> {
-        let now = now_ms();
-        let mut conn = self.db.conn()?;
-        let r: QueryResult<()> = with_conn!(&mut conn, c => upsert(
-            c,
-            |c| {
-                diesel::update(ps::plugin_state.find(name))
-                    .set((ps::enabled.eq(enabled), ps::updated_at.eq(now)))
-                    .execute(c)
-            },
-            |c| {
-                diesel::insert_into(ps::plugin_state)
-                    .values((
-                        ps::name.eq(name),
-                        ps::enabled.eq(enabled),
-                        ps::version.eq(version),
-                        ps::mode.eq(mode),
-                        ps::installed_at.eq(now),
-                        ps::updated_at.eq(now),
-                    ))
-                    .execute(c)
-            },
-        ));
-        r.map_err(|e| self.query_error(e))
+        self.update_record(name, version, mode, |conn, now| {
+            with_conn!(conn, c => diesel::update(ps::plugin_state.find(name))
+                .set((ps::enabled.eq(enabled), ps::updated_at.eq(now)))
+                .execute(c))
+        })
     }
 
     /// Every remembered plugin, by name.

@@ -413,3 +413,76 @@ impl Drop for Server {
         }
     }
 }
+
+/// A database created for one test on the PostgreSQL or MySQL server of an
+/// `XCORE_TEST_*_URL` variable, dropped when this is dropped (also while a failed
+/// assertion unwinds).
+pub struct TempDatabase {
+    admin_url: String,
+    backend: xcore_host::db::Backend,
+    name: String,
+    /// The URL of the new database.
+    pub url: String,
+}
+
+impl TempDatabase {
+    /// A fresh database on the server of `env_var`; `None` (and a printed line) when the
+    /// variable is not set.
+    pub fn from_env(env_var: &str, backend: xcore_host::db::Backend) -> Option<TempDatabase> {
+        let Ok(admin_url) = std::env::var(env_var) else {
+            println!("skipped: {env_var} is not set");
+            return None;
+        };
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Lower case, for PostgreSQL.
+        let name = format!("xcore_test_{}_{nanos}_{n}", std::process::id());
+        admin_execute(&admin_url, backend, &format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+        let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
+        let url = format!("{base}/{name}");
+        Some(TempDatabase { admin_url, backend, name, url })
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let sql = match self.backend {
+            xcore_host::db::Backend::Postgres => {
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
+            }
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        // Never panic here: this may run while a failed assertion unwinds.
+        if let Err(e) = admin_execute(&self.admin_url, self.backend, &sql) {
+            eprintln!("could not drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs one statement through a new PostgreSQL or MySQL connection to `url`, on a plain
+/// thread (diesel-async's wrapper runs a small runtime of its own, which must not start
+/// inside another one).
+pub fn admin_execute(url: &str, backend: xcore_host::db::Backend, sql: &str) -> Result<(), String> {
+    use diesel::{Connection, RunQueryDsl};
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+    use xcore_host::db::Backend;
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || match backend {
+        Backend::Postgres => {
+            let mut c =
+                AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| e.to_string())?;
+            diesel::sql_query(sql).execute(&mut c).map(drop).map_err(|e| e.to_string())
+        }
+        Backend::Mysql => {
+            let mut c =
+                AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&url).map_err(|e| e.to_string())?;
+            diesel::sql_query(sql).execute(&mut c).map(drop).map_err(|e| e.to_string())
+        }
+        Backend::Sqlite => Err("SQLite needs no admin connection".into()),
+    })
+    .join()
+    .map_err(|_| "the admin connection thread panicked".to_string())?
+}
