@@ -148,11 +148,51 @@ pub struct SandboxConfig {
     /// Between SIGTERM and SIGKILL when a worker is stopped (default 200 ms).
     #[serde(deserialize_with = "lenient::parse")]
     pub kill_grace_ms: u64,
+    /// The user workers run as: a name from `/etc/passwd`, a uid, or `uid:gid`
+    /// (default: the host's own user). Changing user needs a host run as root.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub user: Option<String>,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { max_frame_bytes: 16 << 20, startup_timeout_ms: 10_000, kill_grace_ms: 200 }
+        SandboxConfig { max_frame_bytes: 16 << 20, startup_timeout_ms: 10_000, kill_grace_ms: 200, user: None }
+    }
+}
+
+impl SandboxConfig {
+    /// `user` as (uid, gid): `uid:gid`, a uid (its group from `/etc/passwd`, else the
+    /// same number), or a name from `/etc/passwd`.
+    pub fn resolve_user(&self) -> Result<Option<(u32, u32)>, ConfigError> {
+        let Some(user) = self.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            file: "(configuration)".into(),
+            key: "sandbox.user".into(),
+            message,
+        };
+        if let Some((u, g)) = user.split_once(':') {
+            return match (u.parse(), g.parse()) {
+                (Ok(u), Ok(g)) => Ok(Some((u, g))),
+                _ => Err(invalid(format!("'{user}' is not uid:gid"))),
+            };
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let entry = |l: &str| -> Option<(String, u32, u32)> {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        };
+        let entries: Vec<_> = passwd.lines().filter_map(entry).collect();
+        if let Ok(uid) = user.parse::<u32>() {
+            let gid = entries.iter().find(|e| e.1 == uid).map_or(uid, |e| e.2);
+            return Ok(Some((uid, gid)));
+        }
+        entries
+            .iter()
+            .find(|e| e.0 == user)
+            .map(|e| Some((e.1, e.2)))
+            .ok_or_else(|| invalid(format!("no user '{user}' in /etc/passwd")))
     }
 }
 

@@ -68,6 +68,8 @@ pub struct RegistryOptions {
     pub kill_grace: Duration,
     /// Which plugins must be signed, and by whom.
     pub signatures: SignaturePolicy,
+    /// The user and group sandboxed workers run as (`sandbox.user`); `None`: the host's.
+    pub sandbox_user: Option<(u32, u32)>,
 }
 
 /// The signature rule the registry applies at every load and reload.
@@ -139,6 +141,7 @@ impl RegistryOptions {
             // The library's own default is to check nothing; `xcore serve` applies the
             // configuration (trusted by default).
             signatures: SignaturePolicy { require: RequireSignatures::None, trusted: Arc::default() },
+            sandbox_user: None,
         }
     }
 
@@ -150,6 +153,7 @@ impl RegistryOptions {
             startup_timeout: self.startup_timeout,
             kill_grace: self.kill_grace,
             drain_timeout: self.drain_timeout,
+            user: self.sandbox_user,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct SandboxOptions {
     pub kill_grace: Duration,
     /// How long a retired worker may take to finish its queued calls.
     pub drain_timeout: Duration,
+    /// The user and group workers run as (`sandbox.user`); `None`: the host's.
+    pub user: Option<(u32, u32)>,
 }
 
 /// Called once when the worker process ends, with the reason (signal name or exit
@@ -107,7 +109,8 @@ impl Shared {
 /// A running worker process.
 pub struct SandboxInstance {
     shared: Arc<Shared>,
-    next_id: AtomicU64,
+    /// Also read by the CPU watchdog: a change means a call started.
+    next_id: Arc<AtomicU64>,
     /// At most `concurrency` calls in the worker at once, so one of its threads is
     /// always free to answer pings and host-service replies.
     permits: tokio::sync::Semaphore,
@@ -172,6 +175,7 @@ impl SandboxInstance {
         }
         let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let network = manifest.permissions.iter().any(|p| p == "network");
+        let processes = manifest.permissions.iter().any(|p| p == "process");
         let spec = WorkerSpec {
             name: name.clone(),
             library: abs(&manifest.library_path()),
@@ -186,6 +190,8 @@ impl SandboxInstance {
             cpu_time_ms: manifest.resources.cpu_time_ms,
             max_open_files: manifest.resources.max_open_files,
             network,
+            processes,
+            user: opts.user,
             max_frame: opts.max_frame,
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
@@ -288,9 +294,19 @@ impl SandboxInstance {
             });
         }
 
+        // The per-call CPU budget, enforced from here, where the plugin cannot lift it.
+        let next_id = Arc::new(AtomicU64::new(1));
+        if spec.cpu_time_ms > 0 {
+            let (shared, calls) = (shared.clone(), next_id.clone());
+            let _ = std::thread::Builder::new().name(format!("sandbox-cpu-{name}")).spawn(move || {
+                let running = || shared.alive.load(Ordering::SeqCst) && !shared.retired.load(Ordering::SeqCst);
+                confine::watch_cpu(pid, spec.cpu_time_ms, calls, running, |why| shared.kill(why));
+            });
+        }
+
         Ok(SandboxInstance {
             shared,
-            next_id: AtomicU64::new(1),
+            next_id,
             permits: tokio::sync::Semaphore::new(manifest.resources.concurrency.max(1) as usize),
             tmp_dir,
             drain_timeout: opts.drain_timeout,

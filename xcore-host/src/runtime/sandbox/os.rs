@@ -178,6 +178,265 @@ pub fn set_no_new_privs() -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
 }
 
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
+fn cap_last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// How many capabilities this process still has: (permitted, effective, bounding set).
+pub fn capability_counts() -> (u32, u32, u32) {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches(':').trim(), 16).ok())
+            .map_or(u32::MAX, u64::count_ones)
+    };
+    (field("CapPrm"), field("CapEff"), field("CapBnd"))
+}
+
+/// Drops every capability of this thread (and so of every thread it creates): the
+/// bounding set (needs CAP_SETPCAP, so it must come before a change of user), the
+/// ambient set, and the effective, permitted and inheritable sets.
+///
+/// A process without CAP_SETPCAP (a host not run as root) cannot shrink its bounding
+/// set; that is not an error when it has no capability to begin with, since
+/// `PR_SET_NO_NEW_PRIVS` keeps exec from granting any.
+pub fn drop_bounding_and_ambient_capabilities() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
+    for cap in 0..=cap_last_cap() {
+        // SAFETY: prctl with integer arguments only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // A capability number this kernel does not have.
+                Some(libc::EINVAL) => break,
+                Some(libc::EPERM) if capability_counts().0 == 0 => return Ok(()),
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Empties this thread's effective, permitted and inheritable capability sets.
+pub fn clear_capability_sets() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header { version: VERSION_3, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset reads one header and two data structs (version 3 layout), which
+    // we own and which outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    check(ret as libc::c_int)
+}
+
+/// Changes this process's user and group (supplementary groups dropped): needs
+/// CAP_SETUID and CAP_SETGID, and removes every capability when `uid` is not 0.
+pub fn set_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setgroups reads zero entries; the others take integers.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(gid, gid, gid))?;
+        check(libc::setresuid(uid, uid, uid))?;
+    }
+    Ok(())
+}
+
+/// Gives `path` (not following a symlink) to `uid`:`gid`.
+pub fn lchown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: lchown reads the NUL-terminated path we own.
+    check(unsafe { libc::lchown(c.as_ptr(), uid, gid) })
+}
+
+fn wait_status(pid: libc::pid_t) -> Option<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into an integer we own.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// Ends this process the way `status` (a wait status) says another one ended: with the
+/// same exit code, or killed by the same signal (no core dump).
+fn end_like(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: integer arguments; an empty signal set we own.
+        unsafe {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        exit_now(128 + sig);
+    }
+    exit_now(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 })
+}
+
+/// Runs the rest of this process's life in a new pid namespace, so that nothing the
+/// plugin starts can outlive the worker: returns in a grandchild (the worker proper,
+/// pid 2 there) and never in the caller.
+///
+/// - The caller (the process the host spawned, and the one it watches) stays outside,
+///   waits for its child, and ends the way the worker ended (same exit code, or killed
+///   by the same signal), so the host reports the worker's own exit.
+/// - The child is the namespace's init (pid 1): it reaps orphans and, when the worker
+///   ends, tells the caller how (a pipe) and exits. When the init of a pid namespace
+///   ends, the kernel kills every process in it, whatever `setsid` or double forks
+///   they did. It dies with the caller (`PR_SET_PDEATHSIG`), and so does the worker.
+///
+/// Needs CAP_SYS_ADMIN and a process with one thread (then the fork children may run
+/// any code); the protocol fds 3 and 4 are closed in the two outer processes.
+pub fn enter_pid_namespace() -> io::Result<()> {
+    // SAFETY: unshare with a flag only: it applies to the children created from now on.
+    check(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let (status_read, status_write) = (fds[0], fds[1]);
+    // The init's way to know the caller is alive before PR_SET_PDEATHSIG covers it:
+    // EOF on this pipe, whose write end only the caller holds.
+    // SAFETY: as above.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let (alive_read, alive_write) = (fds[0], fds[1]);
+    // SAFETY: one thread (the caller's promise), so the child may run any code.
+    let init = unsafe { libc::fork() };
+    if init == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if init > 0 {
+        // The outer process: keep nothing of the worker's, wait, end like it.
+        // SAFETY: closing descriptors this process owns; reading into a buffer we own.
+        unsafe {
+            libc::close(status_write);
+            libc::close(alive_read);
+            libc::close(REQUEST_FD);
+            libc::close(REPLY_FD);
+        }
+        let _ = alive_write;
+        let own = wait_status(init).unwrap_or(0);
+        let mut buf = [0u8; 4];
+        // SAFETY: as above.
+        let n = unsafe { libc::read(status_read, buf.as_mut_ptr().cast(), 4) };
+        end_like(if n == 4 { libc::c_int::from_ne_bytes(buf) } else { own })
+    }
+    // The namespace's init.
+    // SAFETY: integer arguments and a pollfd we own.
+    unsafe {
+        libc::close(status_read);
+        libc::close(alive_write);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        // The caller may have died before prctl (getppid says 0 in a new namespace
+        // either way): then the pipe is at EOF.
+        let mut pfd = libc::pollfd { fd: alive_read, events: libc::POLLIN, revents: 0 };
+        if libc::poll(&mut pfd, 1, 0) != 0 {
+            exit_now(1);
+        }
+        libc::close(alive_read);
+    }
+    // SAFETY: one thread here too.
+    let worker = unsafe { libc::fork() };
+    if worker == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if worker == 0 {
+        // SAFETY: closing a descriptor this process owns; prctl with integers.
+        unsafe {
+            libc::close(status_write);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        }
+        return Ok(());
+    }
+    // SAFETY: closing descriptors this process owns.
+    unsafe {
+        libc::close(REQUEST_FD);
+        libc::close(REPLY_FD);
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes into an integer we own.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == worker || (r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)) {
+            let bytes = status.to_ne_bytes();
+            // SAFETY: writing 4 bytes we own to a pipe we own.
+            unsafe { libc::write(status_write, bytes.as_ptr().cast(), 4) };
+            exit_now(0);
+        }
+    }
+}
+
+/// CPU time (user + system) used so far by the whole process `pid` and the children it
+/// waited for, from `/proc/<pid>/stat` (so with the resolution of the kernel's clock
+/// tick).
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14 to 17, the 12th to 15th after the name.
+    let mut ticks = 0u64;
+    for i in 11..15 {
+        ticks = ticks.saturating_add(fields.get(i)?.parse::<u64>().ok()?);
+    }
+    // SAFETY: sysconf takes an integer and reads nothing we own.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / hz)))
+}
+
+/// The CPU time of `pid` and of every process under it (children found through
+/// `/proc/<pid>/task/<tid>/children`, at most 10,000 processes), each with the children
+/// it waited for: what a worker and everything it started used.
+pub fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = cpu_time_of(pid)?;
+    let mut queue = vec![pid];
+    let mut visited = 1usize;
+    while let Some(p) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.filter_map(Result::ok) {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if visited >= 10_000 {
+                    return Some(total);
+                }
+                visited += 1;
+                total += cpu_time_of(child).unwrap_or_default();
+                queue.push(child);
+            }
+        }
+    }
+    Some(total)
+}
+
 /// Immediately ends the process without running destructors or atexit handlers (the
 /// plugin's statics may be in any state).
 pub fn exit_now(code: i32) -> ! {
@@ -223,6 +482,13 @@ mod tests {
         assert!(proc_status_bytes("self", "VmRSS").unwrap() > 0);
         assert!(proc_status_bytes("self", "VmSize").unwrap() >= proc_status_bytes("self", "VmRSS").unwrap());
         assert!(proc_status_bytes("self", "NoSuchField").is_none());
+        let me = std::process::id();
+        let burn = std::time::Instant::now();
+        while burn.elapsed() < Duration::from_millis(60) {
+            std::hint::spin_loop();
+        }
+        assert!(cpu_time_of(me).unwrap() >= Duration::from_millis(10));
+        assert!(cpu_time_of(u32::MAX).is_none());
         let _ = process_cpu_time();
         assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
         assert_eq!(signal_name(64), "signal 64");

@@ -61,6 +61,12 @@ pub struct WorkerSpec {
     pub max_open_files: u64,
     /// Whether sockets are allowed.
     pub network: bool,
+    /// Whether the plugin may start processes (the `process` permission).
+    #[serde(default)]
+    pub processes: bool,
+    /// The user and group to run as (`sandbox.user`); `None` keeps the host's.
+    #[serde(default)]
+    pub user: Option<(u32, u32)>,
     /// Largest frame.
     pub max_frame: usize,
 }
@@ -134,6 +140,18 @@ pub fn run(spec_json: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // First, while this is the only thread and before any plugin code is loaded: with
+    // the `process` permission, the worker carries on in a new pid namespace, so that
+    // whatever the plugin starts dies with it (see `os::enter_pid_namespace`).
+    if spec.processes {
+        if let Err(e) = os::enter_pid_namespace() {
+            eprintln!(
+                "xcore worker: the `process` permission needs a pid namespace (so that nothing \
+                 the plugin starts outlives its worker), which needs CAP_SYS_ADMIN: {e}"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let (requests, replies) = match os::adopt_protocol_fds() {
         Ok(s) => s,
         Err(e) => {
@@ -159,9 +177,22 @@ pub fn run(spec_json: &str) -> ExitCode {
             Err(e) => return fail(e.to_string()),
         };
     // Confine before any plugin code runs (its constructor included), and while this is
-    // the only thread, so every later thread inherits the rules.
+    // the only thread, so every later thread inherits the rules (capabilities are per
+    // thread). The order matters: the change of user needs CAP_SETUID, the bounding set
+    // CAP_SETPCAP; seccomp comes last, since it denies some of the calls before it.
+    if let Some((uid, gid)) = spec.user {
+        if let Err(e) = confine::give_to_user(&[spec.data_dir.clone(), spec.tmp_dir.clone()], uid, gid) {
+            return fail(format!("sandbox.user: {e}"));
+        }
+    }
+    if let Err(e) = confine::drop_privileges(spec.user) {
+        return fail(e);
+    }
     if let Err(e) = os::set_no_new_privs() {
         return fail(format!("no_new_privs: {e}"));
+    }
+    if let Err(e) = confine::no_core_dumps() {
+        return fail(e);
     }
     if spec.max_open_files > 0 {
         if let Err(e) = confine::limit_open_files(spec.max_open_files) {
@@ -173,19 +204,21 @@ pub fn run(spec_json: &str) -> ExitCode {
         writable: vec![spec.data_dir.clone(), spec.tmp_dir.clone()],
         network: spec.network,
     };
-    let fs_isolation = match confine::apply_landlock(&policy) {
-        Ok(true) => "landlock",
-        Ok(false) => "none",
+    let landlock = match confine::apply_landlock(&policy) {
+        Ok(status) => status,
         Err(e) => return fail(e),
     };
-    let seccomp = if spec.network {
-        false
-    } else {
-        match confine::deny_sockets() {
-            Ok(()) => true,
-            Err(e) => return fail(e),
-        }
+    let fs_isolation = if landlock.filesystem { "landlock" } else { "none" };
+    let syscalls = confine::SyscallPolicy {
+        network: spec.network,
+        processes: spec.processes,
+        pid: std::process::id(),
+        signals_scoped: landlock.scoped,
     };
+    if let Err(e) = confine::apply_seccomp(&syscalls) {
+        return fail(e);
+    }
+    let seccomp = !spec.network;
     if spec.max_memory_mb > 0 {
         if let Err(e) = confine::limit_memory(spec.max_memory_mb, spec.concurrency) {
             return fail(e);
