@@ -409,3 +409,15 @@ fn the_disk_quota_counts_the_private_tmpdir() {
         assert_eq!((r.status, r.code().as_str()), (507, "disk_quota"), "{}", r.body);
     });
 }
+
+#[test]
+fn the_disk_quota_counts_key_value_entries() {
+    let s = start(vec![hostile("hostile", "permissions: [kv]\nresources: { max_disk_mb: 1 }")]);
+    under_attack(&s, "hostile", "kv", || {
+        let r = s.call("hostile", "kv_fill", &json!({ "n": 3, "bytes": 500_000 }).to_string());
+        assert_eq!((r.status, r.code().as_str()), (507, "disk_quota"), "{}", r.body);
+        assert!(r.body.contains("key-value"), "{}", r.body);
+        let r = s.call("hostile", "ok", "{}");
+        assert_eq!((r.status, r.code().as_str()), (507, "disk_quota"), "{}", r.body);
+    });
+}

@@ -75,6 +75,7 @@ fn suite(store: &Store, db: &Database) {
     kv_ttl(store);
     kv_long_key(store);
     kv_concurrent_upserts(store);
+    kv_bytes_for_the_disk_quota(store);
     plugin_state(store);
     audit_log(store);
     job_runs(store);
@@ -100,6 +101,15 @@ fn kv_get_set_overwrite(s: &Store) {
     }
     assert_eq!(s.kv_get("p", "a").unwrap(), Some(json!({"n": 2})));
     assert_eq!(keys(s, "p", "", None, 100), ["a"], "one row, however often it was set");
+}
+
+fn kv_bytes_for_the_disk_quota(s: &Store) {
+    assert_eq!(s.kv_bytes("quota").unwrap(), 0);
+    s.kv_set("quota", "k", &json!("v"), None).unwrap();
+    s.kv_set("quota", "é", &json!({"ü": 1}), None).unwrap();
+    // "k" + "\"v\"", "é" (2 bytes) + {"ü":1} (8 bytes): bytes, not characters.
+    assert_eq!(s.kv_bytes("quota").unwrap(), 1 + 3 + 2 + 8);
+    assert_eq!(s.kv_bytes("quota-other").unwrap(), 0, "per plugin");
 }
 
 fn kv_value_shapes(s: &Store) {

@@ -385,12 +385,33 @@ fn disk_quota(m: &Manifest) -> Option<(PathBuf, u64)> {
         .then(|| (m.dir.join("data"), m.resources.max_disk_mb * 1024 * 1024))
 }
 
-fn check_quota(name: &str, dir: &Path, limit: u64, when: &str) -> Option<CallFailure> {
-    let used = sandbox::disk::usage(dir);
-    (used > limit).then(|| CallFailure::DiskQuota {
-        name: name.to_string(),
-        detail: format!("{} uses {used} bytes {when} the call; the quota is {limit} bytes", dir.display()),
-    })
+impl PluginRegistry {
+    /// The plugin's quota check: the blocks of `data/` and of its private temporary
+    /// folders, plus its key-value entries when it may write some (`kv`), measured on
+    /// the blocking pool. What cannot be measured counts as over the quota.
+    async fn check_quota(&self, m: &Manifest, dir: &Path, limit: u64, when: &str) -> Option<CallFailure> {
+        let (dir, runtime, plugin) = (dir.to_path_buf(), self.opts.runtime_dir.clone(), m.name.clone());
+        let store = m.permissions.iter().any(|p| p == "kv").then(|| self.store.get().cloned()).flatten();
+        let measured = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let disk = sandbox::disk::plugin_usage(&dir, &runtime, &plugin).map_err(|e| e.to_string())?;
+            let kv = match store {
+                Some(s) => s.kv_bytes(&plugin).map_err(|e| format!("cannot measure its key-value entries: {e}"))?,
+                None => 0,
+            };
+            Ok(disk.saturating_add(kv))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let detail = match measured {
+            Ok(used) if used <= limit => return None,
+            Ok(used) => format!(
+                "data/, its temporary folder and its key-value entries use {used} bytes {when} the call; \
+                 the quota is {limit} bytes"
+            ),
+            Err(e) => format!("{e} {when} the call: counted as over the quota of {limit} bytes"),
+        };
+        Some(CallFailure::DiskQuota { name: m.name.clone(), detail })
+    }
 }
 
 /// Counts a call inside an instance, and keeps its event-chain position registered,
@@ -1238,7 +1259,7 @@ impl PluginRegistry {
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
         let quota = disk_quota(manifest);
         if let Some((dir, limit)) = &quota {
-            if let Some(f) = check_quota(name, dir, *limit, "before") {
+            if let Some(f) = self.check_quota(manifest, dir, *limit, "before").await {
                 slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                 slot.metrics.error("disk_quota");
                 return Err(f);
@@ -1278,7 +1299,7 @@ impl PluginRegistry {
             Ok(Ok(bytes)) => {
                 slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
                 if let Some((dir, limit)) = &quota {
-                    if let Some(f) = check_quota(name, dir, *limit, "after") {
+                    if let Some(f) = self.check_quota(manifest, dir, *limit, "after").await {
                         slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                         slot.metrics.error("disk_quota");
                         return Err(f);
@@ -1489,7 +1510,9 @@ impl PluginRegistry {
             sandbox: m.as_ref().filter(|m| m.execution_mode == ExecutionMode::Sandboxed).map(|m| {
                 let mut v = instance.as_ref().and_then(|i| i.sandbox_status()).unwrap_or_else(|| serde_json::json!({}));
                 v["last_exit"] = serde_json::json!(inner.last_exit);
-                v["disk_bytes"] = serde_json::json!(sandbox::disk::usage(&m.dir.join("data")));
+                v["disk_bytes"] = serde_json::json!(
+                    sandbox::disk::plugin_usage(&m.dir.join("data"), &self.opts.runtime_dir, &m.name).ok()
+                );
                 v["disk_quota_bytes"] = serde_json::json!(m.resources.max_disk_mb * 1024 * 1024);
                 v["network"] = serde_json::json!(m.permissions.iter().any(|p| p == "network"));
                 if v.get("fs_isolation").is_none() {

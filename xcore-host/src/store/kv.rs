@@ -16,6 +16,11 @@ diesel::define_sql_function! {
     fn substr(x: diesel::sql_types::Text, start: diesel::sql_types::Integer, length: diesel::sql_types::Integer) -> diesel::sql_types::Text;
 }
 
+diesel::define_sql_function! {
+    /// `octet_length(text)`: bytes, not characters (SQLite 3.43+, PostgreSQL, MySQL).
+    fn octet_length(x: diesel::sql_types::Text) -> diesel::sql_types::Integer;
+}
+
 /// The longest key, in bytes (the MySQL column is VARCHAR(512)).
 pub const MAX_KEY_BYTES: usize = 512;
 /// The largest value, as JSON text.
@@ -127,6 +132,18 @@ impl Store {
         Ok(rows.into_iter().map(|(key, v, expires_at)| Entry { key, value: parse(&v), expires_at }).collect())
     }
 
+    /// Bytes a plugin's entries take: the sum of the UTF-8 lengths of their keys and
+    /// values (expired entries not yet purged included), for its disk quota.
+    pub fn kv_bytes(&self, plugin: &str) -> Result<u64, DbError> {
+        let mut conn = self.db.conn()?;
+        let lengths: Vec<(i32, i32)> = with_conn!(&mut conn, c => kv::plugin_kv
+            .filter(kv::plugin.eq(plugin))
+            .select((octet_length(kv::key), octet_length(kv::value)))
+            .load(c))
+        .map_err(|e| self.query_error(e))?;
+        Ok(lengths.into_iter().map(|(k, v)| k.max(0) as u64 + v.max(0) as u64).sum())
+    }
+
     /// Deletes expired entries of every plugin; how many.
     pub fn kv_purge_expired(&self) -> Result<usize, DbError> {
         let now = now_ms();
@@ -180,6 +197,11 @@ mod tests {
         assert_eq!(s.kv_get("p", "short").unwrap(), None, "expired");
         assert!(s.kv_list("p", "sh", None, 10).unwrap().is_empty());
         assert_eq!(s.kv_purge_expired().unwrap(), 1);
+        // "a" + {"n":2}, "user:2" + "y" (quoted), "user_3" + "z", "Usr:4" + "w", "USER:5" + "v".
+        assert_eq!(s.kv_bytes("p").unwrap(), (1 + 7) + (6 + 3) + (6 + 3) + (5 + 3) + (6 + 3));
+        s.kv_set("p", "é", &json!("ü"), None).unwrap();
+        assert_eq!(s.kv_bytes("p").unwrap(), 43 + 2 + 4, "bytes, not characters");
+        assert_eq!(s.kv_bytes("nobody").unwrap(), 0);
         s.kv_set("p", "forever", &json!(1), Some(0)).unwrap();
         assert_eq!(s.kv_get("p", "forever").unwrap(), Some(json!(1)), "ttl 0 never expires");
     }
