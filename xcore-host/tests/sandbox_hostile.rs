@@ -421,3 +421,35 @@ fn the_disk_quota_counts_key_value_entries() {
         assert_eq!((r.status, r.code().as_str()), (507, "disk_quota"), "{}", r.body);
     });
 }
+
+#[test]
+fn with_sandbox_user_the_worker_runs_unprivileged() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let plugins = [hostile("hostile", ""), bystander()];
+    let s = Server::start_custom(
+        |dir| {
+            common::write_plugins(dir, &plugins);
+            // The worker's folders must be reachable by that user.
+            let root = dir.parent().unwrap();
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+        "sandbox:\n  user: nobody\n",
+        &[],
+        &[],
+    );
+    s.wait_state("hostile", "ready", Duration::from_secs(30));
+    under_attack(&s, "hostile", "user", || {
+        let caps = attack(&s, "hostile", "caps", json!({}))["ok"].clone();
+        assert!(caps["Uid"].as_str().unwrap().starts_with("65534"), "{caps}");
+        assert!(caps["Gid"].as_str().unwrap().starts_with("65534"), "{caps}");
+        assert_eq!(caps["CapEff"], "0000000000000000", "{caps}");
+        assert_eq!(caps["CapBnd"], "0000000000000000", "{caps}");
+        assert_eq!(attack(&s, "hostile", "write", json!({ "path": "mine.txt" }))["ok"], "written");
+        assert_eq!(attack(&s, "hostile", "write_tmp", json!({ "bytes": 10 }))["ok"], 10);
+        let r = attack(&s, "hostile", "read", json!({ "path": s.dir.path().join("xcore.yaml") }));
+        assert_eq!(errno(&r), EACCES, "{r}");
+    });
+    let owner = std::fs::metadata(s.plugins_dir().join("hostile/data/mine.txt")).unwrap().uid();
+    assert_eq!(owner, 65534);
+    assert_eq!(attack(&s, "bystander", "ok", json!({}))["ok"], true, "every sandboxed plugin runs as that user");
+}

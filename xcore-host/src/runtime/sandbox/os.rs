@@ -494,6 +494,85 @@ mod tests {
         assert_eq!(signal_name(64), "signal 64");
     }
 
+    const PROBE: &str = "XCORE_TEST_SECCOMP_PROBE";
+
+    /// The seccomp filters on their own (landlock would deny much of this too, so the
+    /// integration tests cannot tell the two apart), in a child process of this test
+    /// binary that runs this same test with `PROBE` set.
+    #[test]
+    fn seccomp_alone_denies_signals_ptrace_limits_devices_and_processes() {
+        if std::env::var_os(PROBE).is_some() {
+            return seccomp_probe();
+        }
+        let name = "runtime::sandbox::os::tests::seccomp_alone_denies_signals_ptrace_limits_devices_and_processes";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(PROBE, "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("seccomp probe passed"), "{text}");
+    }
+
+    fn errno_of(ret: i64) -> i32 {
+        if ret == -1 {
+            io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    fn seccomp_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY (the whole probe): system calls with integer arguments, or pointers to
+        // memory owned by this function for the call's duration.
+        unsafe {
+            let me = libc::getpid();
+            let parent = libc::getppid();
+            set_no_new_privs().unwrap();
+            let policy = super::super::confine::SyscallPolicy {
+                network: false,
+                processes: false,
+                pid: me as u32,
+                signals_scoped: false,
+            };
+            super::super::confine::apply_seccomp(&policy).unwrap();
+            assert_eq!(errno_of(libc::kill(parent, 0).into()), libc::EPERM, "kill(parent)");
+            assert_eq!(errno_of(libc::kill(-1, 0).into()), libc::EPERM, "kill(-1)");
+            assert_eq!(errno_of(libc::kill(me, 0).into()), 0, "kill(self)");
+            assert_eq!(errno_of(libc::kill(0, 0).into()), 0, "kill(own group)");
+            assert_eq!(errno_of(libc::syscall(libc::SYS_tgkill, parent, parent, 0)), libc::EPERM, "tgkill");
+            assert_eq!(errno_of(libc::syscall(libc::SYS_tkill, parent, 0)), libc::EPERM, "tkill");
+            assert_eq!(errno_of(libc::ptrace(libc::PTRACE_ATTACH, parent, 0, 0)), libc::EPERM, "ptrace");
+            let mut buf = [0u8; 8];
+            let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 8 };
+            let remote = libc::iovec { iov_base: 0x40_0000 as *mut libc::c_void, iov_len: 8 };
+            let r = libc::process_vm_readv(parent, &local, 1, &remote, 1, 0);
+            assert_eq!(errno_of(r as i64), libc::EPERM, "process_vm_readv");
+            let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            let r = libc::prlimit64(parent, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old);
+            assert_eq!(errno_of(r.into()), libc::EPERM, "prlimit64(parent)");
+            let r = libc::prlimit64(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old);
+            assert_eq!(errno_of(r.into()), 0, "prlimit64(self)");
+            assert_eq!(errno_of(libc::fork().into()), libc::EPERM, "fork");
+            assert_eq!(errno_of(libc::syscall(libc::SYS_clone3, 0, 0)), libc::ENOSYS, "clone3");
+            assert_eq!(errno_of(libc::unshare(libc::CLONE_NEWUSER).into()), libc::EPERM, "unshare");
+            // Threads still start (glibc falls back from clone3 to clone).
+            assert_eq!(std::thread::spawn(|| 7).join().unwrap(), 7);
+            assert!(std::process::Command::new("/bin/true").status().is_err(), "exec");
+            let node = std::ffi::CString::new(dir.path().join("c").to_str().unwrap()).unwrap();
+            let r = libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3));
+            assert_eq!(errno_of(r.into()), libc::EPERM, "mknod char");
+            let r = libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(8, 0));
+            assert_eq!(errno_of(r.into()), libc::EPERM, "mknod block");
+            let fifo = std::ffi::CString::new(dir.path().join("f").to_str().unwrap()).unwrap();
+            assert_eq!(errno_of(libc::mkfifo(fifo.as_ptr(), 0o600).into()), 0, "a FIFO is fine");
+            let r = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert_eq!(errno_of(r.into()), libc::EACCES, "socket");
+        }
+        println!("seccomp probe passed");
+    }
+
     #[test]
     fn rlimits_read_back() {
         let (soft, hard) = get_rlimit(libc::RLIMIT_NOFILE).unwrap();
