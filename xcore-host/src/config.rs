@@ -156,7 +156,12 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { max_frame_bytes: 16 << 20, startup_timeout_ms: 10_000, kill_grace_ms: 200, user: None }
+        SandboxConfig {
+            max_frame_bytes: 16 << 20,
+            startup_timeout_ms: 10_000,
+            kill_grace_ms: 200,
+            user: None,
+        }
     }
 }
 

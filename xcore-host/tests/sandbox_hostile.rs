@@ -73,10 +73,7 @@ fn proc_stat(pid: u64) -> Option<(String, u64, u64, u64)> {
 }
 
 fn all_pids() -> Vec<u64> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// Processes (not zombies) that belong to a worker of `plugin` in this server other
@@ -193,7 +190,10 @@ fn under_attack<R>(s: &Server, attacker: &str, what: &str, f: impl FnOnce() -> R
         let wait_for = |n: u64| {
             let deadline = Instant::now() + Duration::from_secs(30);
             let target = answered.load(Ordering::SeqCst) + n;
-            while answered.load(Ordering::SeqCst) < target && Instant::now() < deadline && !stream.is_finished() {
+            while answered.load(Ordering::SeqCst) < target
+                && Instant::now() < deadline
+                && !stream.is_finished()
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
@@ -242,7 +242,12 @@ fn signals_to_the_host_and_to_other_workers_are_denied() {
     for via in ["kill", "tkill", "tgkill", "sigqueue", "pidfd"] {
         for target in [host, other] {
             under_attack(&s, "hostile", &format!("{via}-{target}"), || {
-                let r = attack(&s, "hostile", "signal", json!({ "pid": target, "sig": libc::SIGKILL, "via": via }));
+                let r = attack(
+                    &s,
+                    "hostile",
+                    "signal",
+                    json!({ "pid": target, "sig": libc::SIGKILL, "via": via }),
+                );
                 let e = if r.get("step").is_some() { errno(&r["result"]) } else { errno(&r) };
                 assert!(e == EPERM || e == EACCES, "{via} to {target}: {r}");
             });
@@ -300,7 +305,12 @@ fn capabilities_are_dropped_and_device_nodes_cannot_be_made() {
     under_attack(&s, "hostile", "mknod", || {
         // 1:11 is /dev/kmsg, 8:0 the first disk.
         for (major, minor) in [(1, 11), (8, 0)] {
-            let r = attack(&s, "hostile", "mknod", json!({ "path": format!("node-{major}-{minor}"), "major": major, "minor": minor }));
+            let r = attack(
+                &s,
+                "hostile",
+                "mknod",
+                json!({ "path": format!("node-{major}-{minor}"), "major": major, "minor": minor }),
+            );
             assert_eq!(errno(&r["mknod"]), EPERM, "{r}");
             assert!(r["open"]["errno"].is_i64(), "{r}");
             assert!(!s.plugins_dir().join(format!("hostile/data/node-{major}-{minor}")).exists());
@@ -364,6 +374,22 @@ fn with_the_process_permission_nothing_outlives_the_worker() {
         s.wait_state("forker", "ready", Duration::from_secs(30));
         wait_gone(&s, "forker", &HashSet::from([worker]));
     });
+    // A worker in its namespace that dies of a signal is reported with that signal.
+    under_attack(&s, "forker", "fork-crash", || {
+        let worker = pid_of(&s, "forker");
+        let r = attack(&s, "forker", "fork_setsid", json!({ "n": 20 }));
+        assert_eq!(r["forked"], 20, "{r}");
+        let own = attack(&s, "forker", "ids", json!({}))["pid"].as_i64().unwrap();
+        let r = s.call(
+            "forker",
+            "signal",
+            &json!({ "pid": own, "sig": libc::SIGABRT, "via": "kill" }).to_string(),
+        );
+        assert_eq!((r.status, r.code().as_str()), (502, "plugin_crashed"), "{}", r.body);
+        assert!(r.body.contains("killed by SIGABRT"), "{}", r.body);
+        s.wait_state("forker", "ready", Duration::from_secs(30));
+        wait_gone(&s, "forker", &HashSet::from([worker]));
+    });
     // And the plugin's own exec works.
     let r = attack(&s, "forker", "exec", json!({}));
     assert_eq!(r["ok"], "spawned\n", "{r}");
@@ -386,7 +412,12 @@ fn writing_outside_data_is_denied() {
     let s = start(vec![hostile("hostile", "")]);
     let folder = s.plugins_dir().join("hostile");
     under_attack(&s, "hostile", "write", || {
-        for path in [folder.join("planted.txt"), folder.join("plugin.yaml"), "/tmp/hostile-planted".into(), "/root/hostile-planted".into()] {
+        for path in [
+            folder.join("planted.txt"),
+            folder.join("plugin.yaml"),
+            "/tmp/hostile-planted".into(),
+            "/root/hostile-planted".into(),
+        ] {
             let r = attack(&s, "hostile", "write", json!({ "path": path }));
             assert_eq!(errno(&r), EACCES, "{}: {r}", path.display());
         }
@@ -451,5 +482,9 @@ fn with_sandbox_user_the_worker_runs_unprivileged() {
     });
     let owner = std::fs::metadata(s.plugins_dir().join("hostile/data/mine.txt")).unwrap().uid();
     assert_eq!(owner, 65534);
-    assert_eq!(attack(&s, "bystander", "ok", json!({}))["ok"], true, "every sandboxed plugin runs as that user");
+    assert_eq!(
+        attack(&s, "bystander", "ok", json!({}))["ok"],
+        true,
+        "every sandboxed plugin runs as that user"
+    );
 }

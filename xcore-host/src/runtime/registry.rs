@@ -395,7 +395,9 @@ impl PluginRegistry {
         let measured = tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let disk = sandbox::disk::plugin_usage(&dir, &runtime, &plugin).map_err(|e| e.to_string())?;
             let kv = match store {
-                Some(s) => s.kv_bytes(&plugin).map_err(|e| format!("cannot measure its key-value entries: {e}"))?,
+                Some(s) => {
+                    s.kv_bytes(&plugin).map_err(|e| format!("cannot measure its key-value entries: {e}"))?
+                }
                 None => 0,
             };
             Ok(disk.saturating_add(kv))

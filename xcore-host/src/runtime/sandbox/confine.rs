@@ -186,7 +186,10 @@ pub fn apply_seccomp(policy: &SyscallPolicy) -> Result<(), String> {
     let not_self = |index: u8| arg(index, Dword, Ne, pid);
     if !(policy.processes && policy.signals_scoped) {
         // kill(pid), kill(0) (own group) and kill(-pid) (own group by id) only.
-        rules.insert(libc::SYS_kill, vec![rule(vec![not_self(0)?, arg(0, Dword, Ne, 0)?, arg(0, Dword, Ne, negative)?])?]);
+        rules.insert(
+            libc::SYS_kill,
+            vec![rule(vec![not_self(0)?, arg(0, Dword, Ne, 0)?, arg(0, Dword, Ne, negative)?])?],
+        );
         for nr in [libc::SYS_tgkill, libc::SYS_rt_sigqueueinfo, libc::SYS_rt_tgsigqueueinfo] {
             rules.insert(nr, vec![rule(vec![not_self(0)?])?]);
         }

@@ -102,7 +102,8 @@ mod tests {
     fn finds_the_private_tmp_folders_of_this_host_only() {
         let d = tempfile::tempdir().unwrap();
         let pid = std::process::id();
-        for name in [format!("p-{pid}-1"), format!("p-{pid}-2"), format!("p-x-{pid}-1"), format!("p-{pid}-1-x")]
+        for name in
+            [format!("p-{pid}-1"), format!("p-{pid}-2"), format!("p-x-{pid}-1"), format!("p-{pid}-1-x")]
         {
             std::fs::create_dir_all(d.path().join("tmp").join(name)).unwrap();
         }

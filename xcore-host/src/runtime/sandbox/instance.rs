@@ -299,7 +299,8 @@ impl SandboxInstance {
         if spec.cpu_time_ms > 0 {
             let (shared, calls) = (shared.clone(), next_id.clone());
             let _ = std::thread::Builder::new().name(format!("sandbox-cpu-{name}")).spawn(move || {
-                let running = || shared.alive.load(Ordering::SeqCst) && !shared.retired.load(Ordering::SeqCst);
+                let running =
+                    || shared.alive.load(Ordering::SeqCst) && !shared.retired.load(Ordering::SeqCst);
                 confine::watch_cpu(pid, spec.cpu_time_ms, calls, running, |why| shared.kill(why));
             });
         }

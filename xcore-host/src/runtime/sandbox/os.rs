@@ -504,13 +504,15 @@ mod tests {
         if std::env::var_os(PROBE).is_some() {
             return seccomp_probe();
         }
-        let name = "runtime::sandbox::os::tests::seccomp_alone_denies_signals_ptrace_limits_devices_and_processes";
+        let name =
+            "runtime::sandbox::os::tests::seccomp_alone_denies_signals_ptrace_limits_devices_and_processes";
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", name, "--nocapture", "--test-threads=1"])
             .env(PROBE, "1")
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.contains("seccomp probe passed"), "{text}");
     }
 
