@@ -379,12 +379,8 @@ fn with_the_process_permission_nothing_outlives_the_worker() {
         let worker = pid_of(&s, "forker");
         let r = attack(&s, "forker", "fork_setsid", json!({ "n": 20 }));
         assert_eq!(r["forked"], 20, "{r}");
-        let own = attack(&s, "forker", "ids", json!({}))["pid"].as_i64().unwrap();
-        let r = s.call(
-            "forker",
-            "signal",
-            &json!({ "pid": own, "sig": libc::SIGABRT, "via": "kill" }).to_string(),
-        );
+        // abort() raises SIGABRT on the calling thread: it dies before it can reply.
+        let r = s.call("forker", "abort", "{}");
         assert_eq!((r.status, r.code().as_str()), (502, "plugin_crashed"), "{}", r.body);
         assert!(r.body.contains("killed by SIGABRT"), "{}", r.body);
         s.wait_state("forker", "ready", Duration::from_secs(30));
@@ -487,4 +483,21 @@ fn with_sandbox_user_the_worker_runs_unprivileged() {
         true,
         "every sandboxed plugin runs as that user"
     );
+}
+
+#[test]
+fn with_network_granted_abstract_unix_sockets_outside_stay_out_of_reach() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("xcore-hostile-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let s = Server::start(&[hostile("hostile", "permissions: [network]"), bystander()]);
+    s.wait_state("hostile", "ready", Duration::from_secs(30));
+    under_attack(&s, "hostile", "abstract", || {
+        let r = attack(&s, "hostile", "connect_abstract", json!({ "name": name }));
+        assert_eq!(errno(&r), EPERM, "{r}");
+        // Sockets themselves are allowed: the refusal is landlock's scope.
+        let r = attack(&s, "hostile", "connect", json!({ "addr": "127.0.0.1:9" }));
+        assert_ne!(r["errno"], EACCES, "{r}");
+    });
 }
