@@ -142,16 +142,9 @@ pub fn run(spec_json: &str) -> ExitCode {
     };
     // First, while this is the only thread and before any plugin code is loaded: with
     // the `process` permission, the worker carries on in a new pid namespace, so that
-    // whatever the plugin starts dies with it (see `os::enter_pid_namespace`).
-    if spec.processes {
-        if let Err(e) = os::enter_pid_namespace() {
-            eprintln!(
-                "xcore worker: the `process` permission needs a pid namespace (so that nothing \
-                 the plugin starts outlives its worker), which needs CAP_SYS_ADMIN: {e}"
-            );
-            return ExitCode::from(2);
-        }
-    }
+    // whatever the plugin starts dies with it (see `os::enter_pid_namespace`). A failure
+    // comes before any fork: it is reported over the protocol below.
+    let namespace = if spec.processes { os::enter_pid_namespace().err() } else { None };
     let (requests, replies) = match os::adopt_protocol_fds() {
         Ok(s) => s,
         Err(e) => {
@@ -169,6 +162,12 @@ pub fn run(spec_json: &str) -> ExitCode {
         let _ = channel.send(&FromWorker::InitFailed { message });
         ExitCode::from(1)
     };
+    if let Some(e) = namespace {
+        return fail(format!(
+            "the `process` permission needs a pid namespace (so that nothing the plugin starts \
+             outlives its worker), which needs CAP_SYS_ADMIN: {e}"
+        ));
+    }
 
     let lib =
         match loader::load_path(&spec.name, &spec.library, &spec.runtime_dir, spec.library_sha256.as_deref())
