@@ -89,6 +89,10 @@ struct Inner {
     stop: AtomicBool,
     /// Runs by job and outcome (`ok`, `error`, `skipped`).
     runs_total: prometheus::IntCounterVec,
+    /// Jobs on the list.
+    jobs_gauge: prometheus::IntGauge,
+    /// `scheduler.max_jobs_per_plugin` (0 = no limit).
+    max_jobs_per_plugin: usize,
 }
 
 /// The scheduler. Dropping it stops the ticking thread.
@@ -153,6 +157,9 @@ impl Scheduler {
                 &["job", "outcome"],
             )
             .expect("valid metric"),
+            jobs_gauge: prometheus::IntGauge::new("xcore_scheduler_jobs", "Jobs on the scheduler's list")
+                .expect("valid metric"),
+            max_jobs_per_plugin: cfg.max_jobs_per_plugin,
         });
         let scheduler = Scheduler { inner };
         for spec in cfg.specs()? {
@@ -173,6 +180,19 @@ impl Scheduler {
     pub fn add(&self, spec: JobSpec) -> Result<(), JobError> {
         let mut sched = self.inner.sched.lock();
         let mut jobs = self.inner.jobs.lock();
+        let max = self.inner.max_jobs_per_plugin;
+        if let (Owner::Plugin { name: plugin, .. }, true) = (&spec.owner, max > 0) {
+            // A replacement (same id) does not count twice.
+            let owned = jobs
+                .iter()
+                .filter(|(id, e)| {
+                    *id != &spec.id && matches!(&e.spec.owner, Owner::Plugin { name, .. } if name == plugin)
+                })
+                .count();
+            if owned >= max {
+                return Err(JobError::TooManyJobs { id: spec.id.clone(), plugin: plugin.clone(), limit: max });
+            }
+        }
         let (mut state, mut shadowed) = (Arc::default(), None);
         if let Some(old) = jobs.remove(&spec.id) {
             if !same_owner(&old.spec.owner, &spec.owner) {
@@ -190,7 +210,16 @@ impl Scheduler {
         let uuid = self.schedule(&mut sched, &spec);
         log::info!(target: "xcore::scheduler", "job '{}' ({}) scheduled: {:?}", spec.id, spec.cron, spec.target);
         jobs.insert(spec.id.clone(), Entry { spec, uuid, state, shadowed });
+        self.inner.jobs_gauge.set(jobs.len() as i64);
         Ok(())
+    }
+
+    /// Drops the run counters of a job that is gone: job ids are chosen by plugins, so
+    /// their series must not outlive their jobs.
+    fn forget_series(&self, id: &str) {
+        for outcome in ["ok", "error", "skipped"] {
+            let _ = self.inner.runs_total.remove_label_values(&[id, outcome]);
+        }
     }
 
     /// Puts an enabled job on job_scheduler_ng's list.
@@ -220,6 +249,8 @@ impl Scheduler {
         if let Some(Entry { uuid: Some(u), .. }) = jobs.remove(id) {
             sched.remove(u);
         }
+        self.inner.jobs_gauge.set(jobs.len() as i64);
+        self.forget_series(id);
         true
     }
 
@@ -250,9 +281,11 @@ impl Scheduler {
                 }
                 None => {
                     jobs.remove(&id);
+                    self.forget_series(&id);
                 }
             }
         }
+        self.inner.jobs_gauge.set(jobs.len() as i64);
     }
 
     /// Every job, by id.
@@ -288,7 +321,7 @@ impl Scheduler {
 
     /// The scheduler's Prometheus counters, for the host's registry.
     pub fn prometheus_collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![Box::new(self.inner.runs_total.clone())]
+        vec![Box::new(self.inner.runs_total.clone()), Box::new(self.inner.jobs_gauge.clone())]
     }
 
     /// Stops firing jobs on their schedule (runs going on finish; `run_now` still works).
