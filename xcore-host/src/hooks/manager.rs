@@ -799,6 +799,67 @@ mod tests {
         HandlerOptions::named(name)
     }
 
+    #[tokio::test]
+    async fn handlers_per_owner_and_in_all_are_bounded() {
+        let hooks = HookManager::builder()
+            .limits(HookLimits { max_handlers: 5, max_handlers_per_owner: 2, ..HookLimits::default() })
+            .build();
+        let ok = || const_handler(HandlerOutcome::ok(1));
+        let owned = |o: &str| opts("h").owner(o);
+        hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        let second = hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        let err = hooks.register("a", owned("plugin:p/1"), ok()).unwrap_err();
+        assert_eq!(err.code(), "too_many_subscriptions");
+        assert!(err.to_string().contains("events.max_subscriptions_per_plugin"), "{err}");
+        // Another instance (a reload's) has its own budget; freeing one makes room.
+        hooks.register("a", owned("plugin:p/2"), ok()).unwrap();
+        assert!(hooks.unregister(second));
+        hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        // The host's own handlers have no owner limit, only the total one.
+        hooks.register("a", opts("host1"), ok()).unwrap();
+        hooks.register("a", opts("host2"), ok()).unwrap();
+        let err = hooks.register("a", opts("host3"), ok()).unwrap_err();
+        assert_eq!(err, HookError::TooManyHandlers { limit: 5 });
+        assert_eq!(hooks.list().len(), 5);
+        let text = {
+            let r = prometheus::Registry::new();
+            hooks.register_prometheus(&r).unwrap();
+            let mut buf = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(text.contains("xcore_hook_handlers 5"), "{text}");
+        assert!(text.contains("xcore_hook_refusals_total{limit=\"handlers\"} 1"), "{text}");
+        assert!(text.contains("xcore_hook_refusals_total{limit=\"subscriptions_per_plugin\"} 1"), "{text}");
+        hooks.unregister_owner("plugin:p/1");
+        assert_eq!(hooks.list().len(), 3);
+    }
+
+    #[test]
+    fn detached_emits_in_flight_are_bounded_per_source_and_in_all() {
+        let hooks = HookManager::builder()
+            .limits(HookLimits { max_detached: 3, max_detached_per_source: 2, ..HookLimits::default() })
+            .build();
+        let a1 = hooks.try_detached("a").unwrap();
+        let _a2 = hooks.try_detached("a").unwrap();
+        let err = hooks.try_detached("a").unwrap_err();
+        assert_eq!(err.code(), "too_many_emits");
+        assert!(err.to_string().contains("events.max_detached_emits_per_plugin"), "{err}");
+        let _b1 = hooks.try_detached("b").unwrap();
+        let err = hooks.try_detached("c").unwrap_err();
+        assert!(err.to_string().contains("events.max_detached_emits "), "{err}");
+        assert_eq!(hooks.detached_in_flight(), 3);
+        drop(a1);
+        assert_eq!(hooks.detached_in_flight(), 2);
+        let _c1 = hooks.try_detached("c").unwrap();
+        // 0 = no limit.
+        hooks.set_limits(HookLimits { max_detached: 0, max_detached_per_source: 0, ..HookLimits::default() });
+        let many: Vec<_> = (0..50).map(|_| hooks.try_detached("a").unwrap()).collect();
+        assert_eq!(hooks.detached_in_flight(), 53);
+        drop(many);
+        assert_eq!(hooks.detached_in_flight(), 3);
+    }
+
     fn values(report: &EmitReport) -> Vec<Value> {
         report.results.iter().map(|r| r.outcome.value().cloned().unwrap_or(json!("<error>"))).collect()
     }

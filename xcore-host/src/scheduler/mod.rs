@@ -480,6 +480,41 @@ mod tests {
     }
 
     #[test]
+    fn jobs_per_plugin_are_bounded_and_their_series_go_with_them() {
+        let rt = rt();
+        let runner = Arc::new(Counting { runs: Arc::default(), hold: Duration::ZERO });
+        let cfg = SchedulerConfig { enabled: false, max_jobs_per_plugin: 2, ..Default::default() };
+        let s = Scheduler::start(&cfg, runner, None, rt.handle().clone()).unwrap();
+        let spec = |id: &str, plugin: &str| JobSpec {
+            id: id.into(),
+            cron: "0 0 * * * *".into(),
+            schedule: config::parse_cron(id, "0 0 * * * *").unwrap(),
+            target: Target::Emit { event: "x".into() },
+            payload: serde_json::Value::Null,
+            enabled: true,
+            owner: Owner::Plugin { name: plugin.into(), generation: 1 },
+        };
+        s.add(spec("p.a", "p")).unwrap();
+        s.add(spec("p.b", "p")).unwrap();
+        s.add(spec("p.b", "p")).unwrap(); // a replacement is not one more
+        let err = s.add(spec("p.c", "p")).unwrap_err();
+        assert!(matches!(err, JobError::TooManyJobs { limit: 2, .. }), "{err}");
+        assert!(err.to_string().contains("scheduler.max_jobs_per_plugin"), "{err}");
+        s.add(spec("q.a", "q")).unwrap();
+        s.add(spec("cfg", "p").clone()).unwrap_err();
+        let mut config_job = spec("cfg", "p");
+        config_job.owner = Owner::Config;
+        s.add(config_job).unwrap();
+        rt.block_on(s.run_now("p.a")).unwrap();
+        let families = || prometheus::core::Collector::collect(&s.inner.runs_total)[0].get_metric().len();
+        assert_eq!(families(), 1);
+        assert!(s.remove("p.a", Some("p")));
+        assert_eq!(families(), 0, "the removed job's series is gone");
+        s.add(spec("p.c", "p")).unwrap();
+        assert_eq!(s.inner.jobs_gauge.get(), 4);
+    }
+
+    #[test]
     fn run_now_reports_the_outcome_and_plugins_own_their_jobs() {
         let rt = rt();
         let runs = Arc::new(AtomicU64::new(0));

@@ -1005,6 +1005,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_bytes_and_value_size_are_bounded() {
+        let mib = 1024 * 1024;
+        let c = Cache::memory_bounded(10_000, 8 * mib, mib, None);
+        let big = json!("x".repeat(mib as usize)); // 1 MiB + 2 quotes of JSON
+        let err = c.set("p", "big", &big, None).await.unwrap_err();
+        assert!(matches!(err, CacheError::ValueTooLarge { limit, .. } if limit == mib), "{err}");
+        assert!(err.to_string().contains("cache.max_value_bytes"), "{err}");
+        let value = json!("y".repeat(mib as usize - 100));
+        for i in 0..40 {
+            c.set("p", &format!("k{i}"), &value, None).await.unwrap();
+        }
+        let m = memory_store(&c);
+        m.cache.run_pending_tasks();
+        let (bytes, entries) = c.memory_usage();
+        assert!(bytes <= 8 * mib, "{bytes} bytes");
+        assert!(entries < 40 && entries >= 1, "{entries} entries");
+        // The entry bound still holds for small values: each is charged max_bytes / max_entries.
+        let c = Cache::memory_bounded(10, 8 * mib, mib, None);
+        for i in 0..100 {
+            c.set("p", &format!("k{i}"), &json!(i), None).await.unwrap();
+        }
+        memory_store(&c).cache.run_pending_tasks();
+        assert!(c.memory_usage().1 <= 10, "{:?}", c.memory_usage());
+        // And the collector exports it.
+        let r = prometheus::Registry::new();
+        r.register(c.collector()).unwrap();
+        let fams = r.gather();
+        let names: Vec<&str> = fams.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["xcore_cache_bytes", "xcore_cache_entries", "xcore_cache_max_bytes"]);
+        assert_eq!(fams[2].get_metric()[0].get_gauge().get_value(), (8 * mib) as f64);
+        assert!(fams[0].get_metric()[0].get_gauge().get_value() > 0.0);
+    }
+
+    #[tokio::test]
+    async fn limits_that_cannot_work_are_config_errors() {
+        for cfg in [
+            CacheConfig { max_bytes: 0, ..Default::default() },
+            CacheConfig { max_value_bytes: 2, max_bytes: 1, ..Default::default() },
+        ] {
+            assert!(matches!(Cache::connect(&cfg).await, Err(CacheError::Config(_))), "{cfg:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn redis_without_url_is_a_config_error() {
         let cfg = CacheConfig { backend: Backend::Redis, ..Default::default() };
         assert!(matches!(Cache::connect(&cfg).await, Err(CacheError::Config(_))));

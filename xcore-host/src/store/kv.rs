@@ -267,4 +267,25 @@ mod tests {
         s.kv_set("p", "forever", &json!(1), Some(0)).unwrap();
         assert_eq!(s.kv_get("p", "forever").unwrap(), Some(json!(1)), "ttl 0 never expires");
     }
+
+    #[test]
+    fn the_quota_refuses_new_keys_only() {
+        use super::KvSet;
+        let (_d, s) = sqlite_store();
+        for i in 0..3 {
+            assert_eq!(s.kv_set_within("p", &format!("k{i}"), &json!(i), None, 3).unwrap(), KvSet::Stored);
+        }
+        assert_eq!(s.kv_set_within("p", "k3", &json!(3), None, 3).unwrap(), KvSet::QuotaExceeded { count: 3 });
+        assert_eq!(s.kv_get("p", "k3").unwrap(), None);
+        assert_eq!(s.kv_set_within("p", "k0", &json!("new"), None, 3).unwrap(), KvSet::Stored, "an overwrite");
+        assert_eq!(s.kv_get("p", "k0").unwrap(), Some(json!("new")));
+        assert_eq!(s.kv_set_within("q", "k3", &json!(3), None, 3).unwrap(), KvSet::Stored, "per plugin");
+        // Expired keys do not count.
+        s.kv_set("p", "k1", &json!(1), Some(1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(s.kv_count("p").unwrap(), 2);
+        assert_eq!(s.kv_set_within("p", "k4", &json!(4), None, 3).unwrap(), KvSet::Stored);
+        assert!(s.kv_delete("p", "k4").unwrap());
+        assert_eq!(s.kv_set_within("p", "k5", &json!(5), None, 0).unwrap(), KvSet::Stored, "0 = no limit");
+    }
 }
