@@ -331,9 +331,14 @@ impl Cache {
         value: &Value,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
+        self.put(ns, key, value.clone(), ttl).await
+    }
+
+    /// [`Cache::set`] taking the value (the memory backend keeps it without a copy).
+    pub async fn put(&self, ns: &str, key: &str, value: Value, ttl: Option<Duration>) -> Result<(), CacheError> {
         let full = full_key(ns, key)?;
         let ttl = self.effective_ttl(ttl);
-        let size = json_size(value);
+        let size = json_size(&value);
         if size > self.inner.max_value_bytes {
             return Err(CacheError::ValueTooLarge {
                 key: truncate(key, 64).to_string(),
@@ -343,10 +348,10 @@ impl Cache {
         }
         match &self.inner.store {
             Store::Memory(m) => {
-                m.set(full, value.clone(), size, ttl);
+                m.set(full, value, size, ttl);
                 Ok(())
             }
-            Store::Redis(r) => r.set(&full, value, ttl).await,
+            Store::Redis(r) => r.set(&full, &value, ttl).await,
         }
     }
 

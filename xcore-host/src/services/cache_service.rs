@@ -91,7 +91,7 @@ pub fn serve(
         "cache.set" => {
             let r: SetRequest = serde_json::from_slice(payload).map_err(bad)?;
             let ttl = r.ttl()?;
-            handle.block_on(cache.set(ns, &r.key, &r.value, ttl)).map_err(|e| {
+            handle.block_on(cache.put(ns, &r.key, r.value, ttl)).map_err(|e| {
                 if matches!(e, CacheError::ValueTooLarge { .. }) {
                     registry.metrics().limit_refused("cache_value_bytes");
                 }
