@@ -565,7 +565,10 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
         }
     }
     if c.cache.max_value_bytes > c.cache.max_bytes {
-        return Err(("cache.max_value_bytes", format!("must not be larger than cache.max_bytes ({})", c.cache.max_bytes)));
+        return Err((
+            "cache.max_value_bytes",
+            format!("must not be larger than cache.max_bytes ({})", c.cache.max_bytes),
+        ));
     }
     Ok(c)
 }

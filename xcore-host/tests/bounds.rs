@@ -79,7 +79,10 @@ fn subscriptions_per_plugin_and_handlers_in_all_are_bounded() {
     let r = act(&s, "greedy", "subscribe_many", json!({ "n": 50 }));
     let (ok, code, status, message) = refusal(&r);
     assert_eq!((ok, code.as_str(), status), (9, "too_many_subscriptions", 429), "{message}");
-    assert!(message.contains("events.max_subscriptions_per_plugin") && message.contains("xcore.yaml"), "{message}");
+    assert!(
+        message.contains("events.max_subscriptions_per_plugin") && message.contains("xcore.yaml"),
+        "{message}"
+    );
     // greedy2 has a budget of its own, but the host's total runs out first.
     let r = act(&s, "greedy2", "subscribe_many", json!({ "n": 50 }));
     let (ok, code, status, message) = refusal(&r);
@@ -154,7 +157,11 @@ fn host_event_names_are_reserved_for_the_host() {
     ] {
         let r = act(&s, "greedy", action, json!({ "event": event }));
         let e = &r["error"];
-        assert_eq!((e["code"].as_str(), e["status"].as_u64()), (Some("reserved_event"), Some(403)), "{event}: {r}");
+        assert_eq!(
+            (e["code"].as_str(), e["status"].as_u64()),
+            (Some("reserved_event"), Some(403)),
+            "{event}: {r}"
+        );
         assert!(e["message"].as_str().unwrap().contains("host's own"), "{r}");
     }
     // Names that merely start alike are the plugin's to use.
@@ -191,7 +198,10 @@ fn plugin_chosen_error_codes_are_folded_into_other() {
 
 #[test]
 fn kv_keys_per_plugin_have_a_quota() {
-    let s = Server::start_with(&[greedy("greedy", ""), greedy("greedy2", "")], "kv:\n  max_keys_per_plugin: 20\n");
+    let s = Server::start_with(
+        &[greedy("greedy", ""), greedy("greedy2", "")],
+        "kv:\n  max_keys_per_plugin: 20\n",
+    );
     let r = act(&s, "greedy", "kv_fill", json!({ "n": 50 }));
     let (ok, code, status, message) = refusal(&r);
     assert_eq!((ok, code.as_str(), status), (20, "kv_quota", 507), "{message}");
@@ -248,7 +258,8 @@ fn cache_fill_rss(extra_manifest: &str, env: &[(&str, &str)]) -> (u64, u64, u64)
     let bytes = metric(&s, "xcore_cache_bytes").expect("xcore_cache_bytes");
     assert!(bytes > 0.0 && bytes <= max as f64, "xcore_cache_bytes {bytes}");
     assert_eq!(metric(&s, "xcore_cache_max_bytes"), Some(max as f64));
-    let present = act(&s, "greedy", "cache_count", json!({ "n": 10, "prefix": "b3-" }))["present"].as_u64().unwrap();
+    let present =
+        act(&s, "greedy", "cache_count", json!({ "n": 10, "prefix": "b3-" }))["present"].as_u64().unwrap();
     assert!(present <= 5, "{present} of the last 10 values of 6 MiB in a 32 MiB cache");
     // One value over cache.max_value_bytes is refused with a clear error.
     let r = act(&s, "greedy", "cache_fill", json!({ "n": 1, "bytes": 9 * MIB, "prefix": "huge" }));
@@ -317,7 +328,10 @@ fn cache_values_over_the_default_limit_are_refused() {
         }
         rss.push(rss_bytes(s.pid()));
     }
-    println!("refused values of 6 MiB: RSS after 20, 40, 60: {:?} MiB", rss.iter().map(|b| b / MIB).collect::<Vec<_>>());
+    println!(
+        "refused values of 6 MiB: RSS after 20, 40, 60: {:?} MiB",
+        rss.iter().map(|b| b / MIB).collect::<Vec<_>>()
+    );
     assert!(rss[2].saturating_sub(rss[0]) < 24 * MIB, "refused values grew the host: {rss:?}");
     assert_eq!(metric(&s, "xcore_limit_refusals_total{limit=\"cache_value_bytes\"}"), Some(refused as f64));
     // A value under the limit is stored.
@@ -340,7 +354,11 @@ fn cache_ttls_are_milliseconds_and_zero_is_refused() {
     assert_eq!(act(&s, "greedy", "cache_get", json!({ "key": "short" }))["ok"], Value::Null, "expired");
 
     let r = act(&s, "greedy", "cache_set", json!({ "key": "zero", "value": 1, "ttl_ms": 0 }));
-    assert_eq!((r["error"]["code"].as_str(), r["error"]["status"].as_u64()), (Some("invalid_payload"), Some(400)), "{r}");
+    assert_eq!(
+        (r["error"]["code"].as_str(), r["error"]["status"].as_u64()),
+        (Some("invalid_payload"), Some(400)),
+        "{r}"
+    );
     assert!(r["error"]["message"].as_str().unwrap().contains("0 ms"), "{r}");
 
     // Plugins built before send whole seconds (0 = no expiry); still accepted.
@@ -380,7 +398,8 @@ fn job_runs_and_audit_log_are_pruned() {
         metric(&s, "xcore_store_pruned_rows_total{table=\"job_runs\"}").is_some_and(|n| n >= 2.0)
     });
     let db = s.dir.path().join("data/xcore.db");
-    let cfg = xcore_host::db::DatabaseConfig { url: format!("sqlite://{}", db.display()), ..Default::default() };
+    let cfg =
+        xcore_host::db::DatabaseConfig { url: format!("sqlite://{}", db.display()), ..Default::default() };
     let store = xcore_host::store::Store::new(std::sync::Arc::new(
         xcore_host::db::Database::connect("default", &cfg).expect("open the host's database"),
     ));

@@ -494,7 +494,10 @@ fn kv_quota(s: &Store) {
         assert_eq!(s.kv_set_within("quota", &format!("k{i}"), &json!(i), None, 4).unwrap(), KvSet::Stored);
     }
     assert_eq!(s.kv_count("quota").unwrap(), 4);
-    assert_eq!(s.kv_set_within("quota", "k4", &json!(4), None, 4).unwrap(), KvSet::QuotaExceeded { count: 4 });
+    assert_eq!(
+        s.kv_set_within("quota", "k4", &json!(4), None, 4).unwrap(),
+        KvSet::QuotaExceeded { count: 4 }
+    );
     assert_eq!(s.kv_get("quota", "k4").unwrap(), None, "nothing stored");
     assert_eq!(s.kv_set_within("quota", "k0", &json!("again"), None, 4).unwrap(), KvSet::Stored);
     assert_eq!(s.kv_get("quota", "k0").unwrap(), Some(json!("again")));
@@ -564,7 +567,8 @@ fn retention(s: &Store) {
     let newest = s.job_history("retained", 10).unwrap();
     assert_eq!(newest.iter().map(|r| r.started_at).collect::<Vec<_>>(), [now - DAY]);
     // By age, on the audit log: everything is older than 0 days from a week ahead.
-    let later = s.prune(&RetentionConfig { audit_log_days: 1, audit_log_max_rows: 0, ..cfg }, now + 7 * DAY).unwrap();
+    let later =
+        s.prune(&RetentionConfig { audit_log_days: 1, audit_log_max_rows: 0, ..cfg }, now + 7 * DAY).unwrap();
     assert_eq!(later.audit_log, 3);
     assert!(s.audit_entries(&AuditQuery { limit: 10, ..Default::default() }).unwrap().is_empty());
 }

@@ -209,7 +209,7 @@ impl Context {
 
     /// Whole milliseconds, rounded up (so only a zero TTL is 0), saturating.
     fn cache_ttl_ms(ttl: Duration) -> u64 {
-        let ms = ttl.as_millis() + u128::from(ttl.subsec_nanos() % 1_000_000 != 0);
+        let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 

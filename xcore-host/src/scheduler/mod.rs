@@ -190,7 +190,11 @@ impl Scheduler {
                 })
                 .count();
             if owned >= max {
-                return Err(JobError::TooManyJobs { id: spec.id.clone(), plugin: plugin.clone(), limit: max });
+                return Err(JobError::TooManyJobs {
+                    id: spec.id.clone(),
+                    plugin: plugin.clone(),
+                    limit: max,
+                });
             }
         }
         let (mut state, mut shadowed) = (Arc::default(), None);

@@ -335,7 +335,13 @@ impl Cache {
     }
 
     /// [`Cache::set`] taking the value (the memory backend keeps it without a copy).
-    pub async fn put(&self, ns: &str, key: &str, value: Value, ttl: Option<Duration>) -> Result<(), CacheError> {
+    pub async fn put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         let full = full_key(ns, key)?;
         let ttl = self.effective_ttl(ttl);
         let size = json_size(&value);
@@ -635,7 +641,8 @@ struct CacheCollector {
 impl CacheCollector {
     fn new(cache: Cache) -> Self {
         let gauge = |name: &str, help: &str| prometheus::IntGauge::new(name, help).expect("valid metric");
-        let bytes = gauge("xcore_cache_bytes", "Bytes the memory cache holds (charged against cache.max_bytes)");
+        let bytes =
+            gauge("xcore_cache_bytes", "Bytes the memory cache holds (charged against cache.max_bytes)");
         let entries = gauge("xcore_cache_entries", "Entries in the memory cache");
         let max_bytes = gauge("xcore_cache_max_bytes", "cache.max_bytes of the memory cache (0 for Redis)");
         let descs = [&bytes, &entries, &max_bytes]
@@ -1025,7 +1032,7 @@ mod tests {
         m.cache.run_pending_tasks();
         let (bytes, entries) = c.memory_usage();
         assert!(bytes <= 8 * mib, "{bytes} bytes");
-        assert!(entries < 40 && entries >= 1, "{entries} entries");
+        assert!((1..40).contains(&entries), "{entries} entries");
         // The entry bound still holds for small values: each is charged max_bytes / max_entries.
         let c = Cache::memory_bounded(10, 8 * mib, mib, None);
         for i in 0..100 {

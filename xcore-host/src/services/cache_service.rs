@@ -120,12 +120,18 @@ mod tests {
     fn ttls_are_milliseconds_and_the_old_seconds_still_work() {
         assert_eq!(ttl(json!({"key": "k", "value": 1})).unwrap(), None);
         assert_eq!(ttl(json!({"key": "k", "value": 1, "ttl_ms": null})).unwrap(), None);
-        assert_eq!(ttl(json!({"key": "k", "value": 1, "ttl_ms": 500})).unwrap(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            ttl(json!({"key": "k", "value": 1, "ttl_ms": 500})).unwrap(),
+            Some(Duration::from_millis(500))
+        );
         let zero = ttl(json!({"key": "k", "value": 1, "ttl_ms": 0})).unwrap_err();
         assert_eq!((zero.code.as_str(), zero.status), ("invalid_payload", 400));
         assert!(zero.message.contains("1 ms"), "{}", zero.message);
         // Plugins built before: seconds, 0 = no expiry.
-        assert_eq!(ttl(json!({"key": "k", "value": 1, "ttl_seconds": 3})).unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            ttl(json!({"key": "k", "value": 1, "ttl_seconds": 3})).unwrap(),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(ttl(json!({"key": "k", "value": 1, "ttl_seconds": 0})).unwrap(), Some(Duration::ZERO));
         assert!(ttl(json!({"key": "k", "value": 1, "ttl_seconds": 1, "ttl_ms": 1})).is_err());
     }

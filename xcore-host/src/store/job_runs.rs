@@ -89,9 +89,10 @@ impl Store {
         let mut conn = self.db.conn()?;
         let mut deleted = 0usize;
         if let Some(before) = before {
-            deleted += with_conn!(&mut conn, c => diesel::delete(jr::job_runs.filter(jr::started_at.lt(before)))
+            deleted +=
+                with_conn!(&mut conn, c => diesel::delete(jr::job_runs.filter(jr::started_at.lt(before)))
                 .execute(c))
-            .map_err(|e| self.query_error(e))?;
+                .map_err(|e| self.query_error(e))?;
         }
         if let Some(keep) = keep_rows {
             // The newest row past the ones kept; it and every older row go. Two

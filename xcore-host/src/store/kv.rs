@@ -275,9 +275,16 @@ mod tests {
         for i in 0..3 {
             assert_eq!(s.kv_set_within("p", &format!("k{i}"), &json!(i), None, 3).unwrap(), KvSet::Stored);
         }
-        assert_eq!(s.kv_set_within("p", "k3", &json!(3), None, 3).unwrap(), KvSet::QuotaExceeded { count: 3 });
+        assert_eq!(
+            s.kv_set_within("p", "k3", &json!(3), None, 3).unwrap(),
+            KvSet::QuotaExceeded { count: 3 }
+        );
         assert_eq!(s.kv_get("p", "k3").unwrap(), None);
-        assert_eq!(s.kv_set_within("p", "k0", &json!("new"), None, 3).unwrap(), KvSet::Stored, "an overwrite");
+        assert_eq!(
+            s.kv_set_within("p", "k0", &json!("new"), None, 3).unwrap(),
+            KvSet::Stored,
+            "an overwrite"
+        );
         assert_eq!(s.kv_get("p", "k0").unwrap(), Some(json!("new")));
         assert_eq!(s.kv_set_within("q", "k3", &json!(3), None, 3).unwrap(), KvSet::Stored, "per plugin");
         // Expired keys do not count.
