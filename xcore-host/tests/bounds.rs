@@ -423,3 +423,26 @@ fn a_sandboxed_plugin_meets_the_same_bounds() {
     assert_eq!(refusal(&r).1, "value_too_large");
     assert_unharmed(&s, "greedy");
 }
+
+#[test]
+fn redis_cache_bounds_value_size_and_ttls_in_milliseconds() {
+    let Ok(url) = std::env::var("XCORE_TEST_REDIS_URL") else {
+        eprintln!("skipped: XCORE_TEST_REDIS_URL not set");
+        return;
+    };
+    // A plugin name of its own, so parallel runs do not share keys.
+    let name = format!("greedy{}", std::process::id());
+    let s = Server::start_with(
+        &[greedy(&name, "")],
+        &format!("cache:\n  backend: redis\n  url: {url}\n  on_unreachable: refuse\n  max_value_bytes: 100000\n"),
+    );
+    let r = act(&s, &name, "cache_fill", json!({ "n": 1, "bytes": 200_000 }));
+    let (ok, code, status, message) = refusal(&r);
+    assert_eq!((ok, code.as_str(), status), (0, "value_too_large", 413), "{message}");
+    assert_eq!(metric(&s, "xcore_limit_refusals_total{limit=\"cache_value_bytes\"}"), Some(1.0));
+    let r = act(&s, &name, "cache_set", json!({ "key": "short", "value": 1, "ttl_ms": 400 }));
+    assert!(r["error"].is_null(), "{r}");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(act(&s, &name, "cache_get", json!({ "key": "short" }))["ok"], Value::Null, "expired (PX)");
+    assert_unharmed(&s, &name);
+}

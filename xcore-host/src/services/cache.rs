@@ -1153,6 +1153,20 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_refuses_values_over_the_limit() {
+        let Some(url) = redis_url() else { return };
+        let cfg = CacheConfig { max_value_bytes: 1000, ..redis_cfg(&url) };
+        let c = Cache::connect(&cfg).await.unwrap();
+        let ns = unique_ns("big");
+        let err = c.set(&ns, "k", &json!("x".repeat(1000)), None).await.unwrap_err();
+        assert!(matches!(err, CacheError::ValueTooLarge { size: 1002, limit: 1000, .. }), "{err}");
+        assert_eq!(c.get(&ns, "k").await.unwrap(), None, "nothing was written");
+        c.set(&ns, "k", &json!("x".repeat(998)), None).await.unwrap();
+        assert!(c.get(&ns, "k").await.unwrap().is_some());
+        c.clear(&ns).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_clear_removes_only_its_namespace() {
         let Some(url) = redis_url() else { return };
         let c = Cache::connect(&redis_cfg(&url)).await.unwrap();

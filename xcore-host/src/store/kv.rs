@@ -143,7 +143,16 @@ impl Store {
             |c| {
                 if max_keys > 0 {
                     let count = live_keys!(&mut *c, plugin, now)?;
-                    if count >= max_keys {
+                    // On MySQL an update that changed nothing reports 0 rows: the key
+                    // exists and holds these values already, which is no new key.
+                    let mut exists = || {
+                        kv::plugin_kv
+                            .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+                            .count()
+                            .get_result::<i64>(&mut *c)
+                            .map(|n| n > 0)
+                    };
+                    if count >= max_keys && !exists()? {
                         refused = Some(count);
                         return Ok(0);
                     }
