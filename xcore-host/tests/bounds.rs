@@ -103,6 +103,20 @@ fn subscriptions_per_plugin_and_handlers_in_all_are_bounded() {
 }
 
 #[test]
+fn manifest_hooks_count_against_the_subscription_bound() {
+    // Two more hooks appended to the manifest's list: three in all, for a limit of two.
+    let extra = "  - { event: greedy.a, action: noop }\n  - { event: greedy.b, action: noop }\n";
+    let s = Server::start_with(&[greedy("greedy", extra)], "events:\n  max_subscriptions_per_plugin: 2\n");
+    assert_eq!(metric(&s, "xcore_hook_handlers"), Some(2.0));
+    assert_eq!(metric(&s, "xcore_hook_refusals_total{limit=\"subscriptions_per_plugin\"}"), Some(1.0));
+    assert!(s.output().contains("hook on 'greedy.b'"), "{}", s.output());
+    assert!(s.output().contains("events.max_subscriptions_per_plugin"), "{}", s.output());
+    let r = act(&s, "greedy", "subscribe_many", json!({ "n": 1 }));
+    assert_eq!(refusal(&r).1, "too_many_subscriptions");
+    assert_unharmed(&s, "greedy");
+}
+
+#[test]
 fn jobs_per_plugin_are_bounded() {
     let s = Server::start_with(&[greedy("greedy", "")], "scheduler:\n  max_jobs_per_plugin: 5\n");
     let r = act(&s, "greedy", "schedule_many", json!({ "n": 20 }));
