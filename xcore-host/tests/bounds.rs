@@ -448,7 +448,9 @@ fn redis_cache_bounds_value_size_and_ttls_in_milliseconds() {
     let name = format!("greedy{}", std::process::id());
     let s = Server::start_with(
         &[greedy(&name, "")],
-        &format!("cache:\n  backend: redis\n  url: {url}\n  on_unreachable: refuse\n  max_value_bytes: 100000\n"),
+        &format!(
+            "cache:\n  backend: redis\n  url: {url}\n  on_unreachable: refuse\n  max_value_bytes: 100000\n"
+        ),
     );
     let r = act(&s, &name, "cache_fill", json!({ "n": 1, "bytes": 200_000 }));
     let (ok, code, status, message) = refusal(&r);
