@@ -47,6 +47,12 @@ pub struct Config {
     pub databases: std::collections::BTreeMap<String, crate::db::DatabaseConfig>,
     /// Cron jobs.
     pub scheduler: crate::scheduler::SchedulerConfig,
+    /// Bounds of the event system (subscriptions, detached emits).
+    pub events: crate::services::events::EventsConfig,
+    /// The plugins' key-value store (its quota).
+    pub kv: crate::store::kv::KvConfig,
+    /// How long `job_runs` and `audit_log` rows are kept.
+    pub retention: crate::store::retention::RetentionConfig,
 }
 
 impl Default for Config {
@@ -60,6 +66,9 @@ impl Default for Config {
             cache: crate::services::cache::CacheConfig::default(),
             databases: default_databases(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
+            events: crate::services::events::EventsConfig::default(),
+            kv: crate::store::kv::KvConfig::default(),
+            retention: crate::store::retention::RetentionConfig::default(),
         }
     }
 }
@@ -589,6 +598,22 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
     }
     if c.sandbox.startup_timeout_ms == 0 {
         return Err(("sandbox.startup_timeout_ms", "must be at least 1".into()));
+    }
+    for (key, v) in [
+        ("cache.max_bytes", c.cache.max_bytes),
+        ("cache.max_value_bytes", c.cache.max_value_bytes),
+        ("cache.max_entries", c.cache.max_entries),
+        ("retention.interval_seconds", c.retention.interval_seconds),
+    ] {
+        if v == 0 {
+            return Err((key, "must be at least 1".into()));
+        }
+    }
+    if c.cache.max_value_bytes > c.cache.max_bytes {
+        return Err((
+            "cache.max_value_bytes",
+            format!("must not be larger than cache.max_bytes ({})", c.cache.max_bytes),
+        ));
     }
     Ok(c)
 }

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Requests refused by a bound, by the bound's name (a fixed set: `jobs_per_plugin`,
+    /// `cache_value_bytes`, `kv_keys_per_plugin`, `reserved_event`).
+    pub limit_refusals: IntCounterVec,
+    /// Rows removed by the retention of `job_runs` and `audit_log`, by table.
+    pub pruned_rows: IntCounterVec,
 }
 
 /// The per-call handles of one plugin.
@@ -51,10 +56,65 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// Counts an error by code.
+    /// Counts an error by code. Codes are chosen by the plugin, so the label is bounded:
+    /// see [`error_code_label`].
     pub fn error(&self, code: &str) {
-        self.errors.with_label_values(&[self.name.as_str(), code]).inc();
-        self.error_codes.lock().insert((self.name.clone(), code.to_string()));
+        let label = {
+            let mut seen = self.error_codes.lock();
+            let label = error_code_label(&seen, &self.name, code);
+            seen.insert((self.name.clone(), label.to_string()));
+            label.to_string()
+        };
+        self.errors.with_label_values(&[self.name.as_str(), label.as_str()]).inc();
+    }
+}
+
+/// The error codes of the host and of `xcore_plugin_api::codes`: always their own label.
+pub const KNOWN_ERROR_CODES: &[&str] = &[
+    xcore_plugin_api::codes::UNKNOWN_ACTION,
+    xcore_plugin_api::codes::INVALID_PAYLOAD,
+    xcore_plugin_api::codes::PLUGIN_PANIC,
+    xcore_plugin_api::codes::INTERNAL,
+    xcore_plugin_api::codes::NOT_FOUND,
+    xcore_plugin_api::codes::UNSUPPORTED,
+    "unknown_plugin",
+    "unavailable",
+    "overloaded",
+    "rate_limited",
+    "timeout",
+    "plugin_crashed",
+    "payload_too_large",
+    "disk_quota",
+    "reentrant_call",
+    "permission_denied",
+    "depth_exceeded",
+];
+
+/// Codes of its own a plugin gets a series for, beyond [`KNOWN_ERROR_CODES`]; the
+/// plugin's later codes are counted under [`OTHER_ERROR_CODE`].
+pub const MAX_PLUGIN_ERROR_CODES: usize = 20;
+
+/// The label of error codes folded together.
+pub const OTHER_ERROR_CODE: &str = "other";
+
+/// The `code` label for `code` of `plugin`: the code itself when it is a known one or one
+/// of the plugin's first [`MAX_PLUGIN_ERROR_CODES`] codes of its own (`seen` holds the
+/// (plugin, label) pairs counted so far), else [`OTHER_ERROR_CODE`].
+fn error_code_label<'a>(seen: &BTreeSet<(String, String)>, plugin: &str, code: &'a str) -> &'a str {
+    if KNOWN_ERROR_CODES.contains(&code) || code == OTHER_ERROR_CODE {
+        return code;
+    }
+    let mut own = seen
+        .range((plugin.to_string(), String::new())..)
+        .take_while(|(p, _)| p == plugin)
+        .filter(|(_, c)| !KNOWN_ERROR_CODES.contains(&c.as_str()) && c != OTHER_ERROR_CODE);
+    if own.clone().any(|(_, c)| c == code) {
+        return code;
+    }
+    if own.nth(MAX_PLUGIN_ERROR_CODES - 1).is_some() {
+        OTHER_ERROR_CODE
+    } else {
+        code
     }
 }
 
@@ -114,8 +174,20 @@ impl Metrics {
             &["database", "state"],
         )
         .expect("valid metric");
+        let limit_refusals = IntCounterVec::new(
+            Opts::new("xcore_limit_refusals_total", "Requests refused by a bound, by the bound's name"),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let pruned_rows = IntCounterVec::new(
+            Opts::new("xcore_store_pruned_rows_total", "Rows removed by retention, by table"),
+            &["table"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(limit_refusals.clone()),
+            Box::new(pruned_rows.clone()),
             Box::new(host_services.clone()),
             Box::new(db_connections.clone()),
             Box::new(errors.clone()),
@@ -141,7 +213,14 @@ impl Metrics {
             host_services,
             db_connections,
             error_codes: Arc::default(),
+            limit_refusals,
+            pruned_rows,
         }
+    }
+
+    /// Counts a request refused by the bound `limit`.
+    pub fn limit_refused(&self, limit: &'static str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
     }
 
     /// The handles of one plugin.
@@ -193,5 +272,36 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_error_codes_are_folded_past_the_cap() {
+        let m = Metrics::new();
+        let p = m.plugin("greedy");
+        for i in 0..(MAX_PLUGIN_ERROR_CODES + 30) {
+            p.error(&format!("code_{i}"));
+        }
+        p.error("timeout");
+        p.error("code_0");
+        let q = m.plugin("other_plugin");
+        q.error("code_999");
+        let text = m.encode();
+        let series: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("xcore_plugin_errors_total{")).collect();
+        let greedy: Vec<&&str> = series.iter().filter(|l| l.contains("plugin=\"greedy\"")).collect();
+        // Its first codes, the known one and `other`.
+        assert_eq!(greedy.len(), MAX_PLUGIN_ERROR_CODES + 2, "{greedy:#?}");
+        assert!(text.contains("xcore_plugin_errors_total{code=\"other\",plugin=\"greedy\"} 30"), "{text}");
+        assert!(text.contains("xcore_plugin_errors_total{code=\"code_0\",plugin=\"greedy\"} 2"), "{text}");
+        assert!(text.contains("xcore_plugin_errors_total{code=\"timeout\",plugin=\"greedy\"} 1"), "{text}");
+        // Another plugin has a budget of its own.
+        assert!(text.contains("code=\"code_999\",plugin=\"other_plugin\""), "{text}");
+        m.forget_plugin("greedy");
+        assert!(!m.encode().contains("plugin=\"greedy\""));
     }
 }

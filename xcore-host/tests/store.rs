@@ -17,6 +17,8 @@ use xcore_host::db::dynamic::{DynamicSql, SqlError};
 use xcore_host::db::migrate::{self, Op};
 use xcore_host::db::{plugin_migrations, Backend, Database, DatabaseConfig, DbError};
 use xcore_host::store::audit::{AuditEntry, AuditQuery};
+use xcore_host::store::kv::KvSet;
+use xcore_host::store::retention::{Pruned, RetentionConfig};
 use xcore_host::store::{now_ms, Store};
 use xcore_host::with_conn;
 
@@ -76,9 +78,11 @@ fn suite(store: &Store, db: &Database) {
     kv_long_key(store);
     kv_concurrent_upserts(store);
     kv_bytes_for_the_disk_quota(store);
+    kv_quota(store);
     plugin_state(store);
     audit_log(store);
     job_runs(store);
+    retention(store);
     plugin_migrations_and_dynamic_sql(db);
     kv_keys_and_prefixes_compare_bytes(store);
 }
@@ -491,6 +495,96 @@ fn job_runs(s: &Store) {
     assert_eq!(other.len(), 1);
     assert_eq!((other[0].outcome.as_str(), other[0].finished_at), ("running", None), "untouched");
     assert!(s.job_history("missing", 10).unwrap().is_empty());
+}
+
+/// A new key past the quota is refused, an overwrite never is, expired keys do not count,
+/// and concurrent inserts overshoot by at most the writers in flight.
+fn kv_quota(s: &Store) {
+    for i in 0..4 {
+        assert_eq!(s.kv_set_within("quota", &format!("k{i}"), &json!(i), None, 4).unwrap(), KvSet::Stored);
+    }
+    assert_eq!(s.kv_count("quota").unwrap(), 4);
+    assert_eq!(
+        s.kv_set_within("quota", "k4", &json!(4), None, 4).unwrap(),
+        KvSet::QuotaExceeded { count: 4 }
+    );
+    assert_eq!(s.kv_get("quota", "k4").unwrap(), None, "nothing stored");
+    assert_eq!(s.kv_set_within("quota", "k0", &json!("again"), None, 4).unwrap(), KvSet::Stored);
+    // The same values again, at once (on MySQL an update that changes nothing counts 0 rows).
+    for _ in 0..3 {
+        assert_eq!(s.kv_set_within("quota", "k0", &json!("again"), None, 4).unwrap(), KvSet::Stored);
+    }
+    assert_eq!(s.kv_get("quota", "k0").unwrap(), Some(json!("again")));
+    assert_eq!(s.kv_set_within("quota-other", "k4", &json!(4), None, 4).unwrap(), KvSet::Stored);
+    s.kv_set("quota", "k1", &json!(1), Some(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(s.kv_count("quota").unwrap(), 3, "an expired key does not count");
+    assert_eq!(s.kv_set_within("quota", "k5", &json!(5), None, 4).unwrap(), KvSet::Stored);
+    assert!(s.kv_delete("quota", "k1").is_ok());
+
+    let writers = 8;
+    let barrier = Arc::new(Barrier::new(writers));
+    let stored: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let barrier = barrier.clone();
+                scope.spawn(move || {
+                    barrier.wait();
+                    (0..10)
+                        .filter(|i| {
+                            s.kv_set_within("quota-race", &format!("w{w}-{i}"), &json!(i), None, 20).unwrap()
+                                == KvSet::Stored
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let count = s.kv_count("quota-race").unwrap();
+    assert_eq!(count as usize, stored);
+    assert!((20..20 + writers as u64).contains(&count), "{count} keys under a quota of 20");
+}
+
+/// Retention: by age and by count, on both tables.
+fn retention(s: &Store) {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let now = now_ms();
+    for (i, age_days) in [400, 40, 3, 2, 1].iter().enumerate() {
+        s.job_started("retained", now - age_days * DAY, "ok", None).unwrap();
+        s.job_started("retained-other", now - age_days * DAY + i as i64, "ok", None).unwrap();
+    }
+    let runs = |job: &str| s.job_history(job, 1000).unwrap().len();
+    let before_audit = s.audit_entries(&AuditQuery { limit: 1000, ..Default::default() }).unwrap().len();
+    for i in 0..6 {
+        s.audit("cli", "retention", &format!("t{i}"), "ok", None).unwrap();
+    }
+    let cfg = RetentionConfig {
+        job_runs_days: 30,
+        job_runs_max_rows: 0,
+        audit_log_days: 0,
+        audit_log_max_rows: 3,
+        interval_seconds: 1,
+    };
+    let pruned = s.prune(&cfg, now).unwrap();
+    assert_eq!(pruned.audit_log as usize, before_audit + 3, "all but the newest 3");
+    let audit = s.audit_entries(&AuditQuery { limit: 1000, ..Default::default() }).unwrap();
+    assert_eq!(audit.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["t5", "t4", "t3"]);
+    // 400 and 40 days old go, for both jobs; the nightly runs of the job_runs check
+    // (started in 1970) too.
+    assert!(pruned.job_runs >= 4, "{pruned:?}");
+    assert_eq!((runs("retained"), runs("retained-other"), runs("nightly")), (3, 3, 0));
+    // By count: the newest rows of the table stay, whatever their job.
+    let pruned = s.prune(&RetentionConfig { job_runs_days: 0, job_runs_max_rows: 2, ..cfg }, now).unwrap();
+    assert_eq!(pruned, Pruned { job_runs: 4, audit_log: 0 });
+    assert_eq!(runs("retained") + runs("retained-other"), 2);
+    let newest = s.job_history("retained", 10).unwrap();
+    assert_eq!(newest.iter().map(|r| r.started_at).collect::<Vec<_>>(), [now - DAY]);
+    // By age, on the audit log: everything is older than 0 days from a week ahead.
+    let later =
+        s.prune(&RetentionConfig { audit_log_days: 1, audit_log_max_rows: 0, ..cfg }, now + 7 * DAY).unwrap();
+    assert_eq!(later.audit_log, 3);
+    assert!(s.audit_entries(&AuditQuery { limit: 10, ..Default::default() }).unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

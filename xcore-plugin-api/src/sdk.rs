@@ -192,16 +192,25 @@ impl Context {
             .map_err(|e| PluginError::internal(format!("cached '{key}': {e}")))
     }
 
-    /// Stores `value` under `key`; `ttl` `None` takes the host's default, `Some(0 s)`
-    /// never expires.
+    /// Stores `value` under `key`. `ttl` `None` takes the host's default
+    /// (`cache.ttl_seconds`); `Some(d)` expires after `d`, to the millisecond (a
+    /// non-zero `d` under 1 ms counts as 1 ms; the host clamps very long TTLs to 100
+    /// years); `Some(0)` is refused (`invalid_payload`). A value larger than the host's
+    /// `cache.max_value_bytes` (1 MiB by default) is refused with `value_too_large`.
     pub fn cache_set<T: Serialize>(
         &self,
         key: &str,
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), PluginError> {
-        let body = serde_json::json!({ "key": key, "value": value, "ttl_seconds": ttl.map(|t| t.as_secs()) });
+        let body = serde_json::json!({ "key": key, "value": value, "ttl_ms": ttl.map(Self::cache_ttl_ms) });
         self.call_host_json("cache.set", &body).map(|_| ())
+    }
+
+    /// Whole milliseconds, rounded up (so only a zero TTL is 0), saturating.
+    fn cache_ttl_ms(ttl: Duration) -> u64 {
+        let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
+        u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
     /// Removes `key`; `true` if it was there.
@@ -216,7 +225,8 @@ impl Context {
         Ok(v["removed"].as_u64().unwrap_or(0))
     }
 
-    /// The cached value of `key`, or `compute()`'s, stored with `ttl`.
+    /// The cached value of `key`, or `compute()`'s, stored with `ttl` (as in
+    /// [`Context::cache_set`]).
     pub fn cache_get_or_set<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,

@@ -62,6 +62,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     // them; then every database is connected. Both block: a plain thread, outside any
     // runtime (diesel-async's wrapper starts a small one per connection).
     let dbs = cfg.effective_databases();
+    let kv_max_keys = cfg.kv.max_keys_per_plugin;
     let (databases, store) = std::thread::spawn(move || -> Result<_> {
         let default = dbs.get("default").context("databases: no 'default' database is configured")?;
         let report = migrate::migrate("default", &default.url, migrate::Op::Run)
@@ -74,7 +75,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             let db = databases.get(name)?;
             log::info!(target: "xcore::db", "database '{name}': {:?} at {}", db.backend(), db.masked_url());
         }
-        let store = Store::new(databases.get("default")?.clone());
+        let store = Store::new(databases.get("default")?.clone()).with_kv_max_keys(kv_max_keys);
         Ok((Arc::new(databases), store))
     })
     .join()
@@ -106,6 +107,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.sandbox_user = cfg.sandbox.resolve_user()?;
     reg_opts.signatures = signature_policy(&cfg.security)?;
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
+    // Before any plugin loads: its manifest hooks count against these.
+    registry.hooks().set_limits(cfg.events.hook_limits());
     // The cache connects on the supervisor runtime, where every cache call runs.
     let cache_cfg = cfg.cache.clone().from_env();
     let cache = registry
@@ -113,6 +116,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         .block_on(xcore_host::services::cache::Cache::connect(&cache_cfg))
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
+    registry.metrics().register_collectors(vec![cache.collector()]);
     registry.set_cache(cache);
     {
         let registry = registry.clone();
@@ -142,6 +146,25 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
                 Ok(n) => log::debug!(target: "xcore::kv", "{n} expired entries removed"),
                 Err(e) => log::warn!(target: "xcore::kv", "removing expired entries: {e}"),
             }
+        })?;
+    }
+    // job_runs and audit_log are pruned at start, then every retention.interval_seconds.
+    if let Some(store) = registry.store().cloned() {
+        let retention = cfg.retention;
+        let metrics = registry.metrics().clone();
+        std::thread::Builder::new().name("xcore-retention".into()).spawn(move || loop {
+            match store.prune_now(&retention) {
+                Ok(p) => {
+                    metrics.pruned_rows.with_label_values(&["job_runs"]).inc_by(p.job_runs);
+                    metrics.pruned_rows.with_label_values(&["audit_log"]).inc_by(p.audit_log);
+                    if p.job_runs + p.audit_log > 0 {
+                        log::info!(target: "xcore::store", "retention: {} job runs and {} audit entries removed",
+                            p.job_runs, p.audit_log);
+                    }
+                }
+                Err(e) => log::warn!(target: "xcore::store", "retention: {e}"),
+            }
+            std::thread::sleep(Duration::from_secs(retention.interval_seconds.max(1)));
         })?;
     }
     let opts = ServeOptions {

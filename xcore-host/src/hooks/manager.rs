@@ -1,11 +1,12 @@
 //! [`HookManager`]: registration, emit pipeline, interceptors.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use super::catch::{panic_message, CatchUnwind};
@@ -14,12 +15,113 @@ use super::pattern::Pattern;
 use super::types::{
     codes, EmitMode, EmitReport, EventCtx, Failure, HandlerFn, HandlerId, HandlerOptions, HandlerOutcome,
     HandlerResult, InterceptorId, InterceptorInfo, InterceptorKind, InterceptorOptions, Outcome,
-    PostInterceptorFn, PreAction, PreInterceptorFn, ResultProcessorFn, SubscriptionInfo,
+    PostInterceptorFn, PreAction, PreInterceptorFn, ResultProcessorFn, SubscriptionInfo, DEFAULT_OWNER,
 };
 use super::HookError;
 
 /// Nested emits allowed below a top-level emit by default.
 pub const DEFAULT_MAX_DEPTH: u32 = 8;
+
+/// How much the manager holds: handlers in all, handlers per owner, detached emits in
+/// flight in all and per source. 0 = no limit. The host sets them from the `events`
+/// section of `xcore.yaml` ([`crate::services::events::EventsConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookLimits {
+    /// Subscriptions in the whole manager (`events.max_handlers`).
+    pub max_handlers: usize,
+    /// Subscriptions of one owner other than [`DEFAULT_OWNER`]: for a plugin, one
+    /// instance's manifest hooks plus the subscriptions its code made
+    /// (`events.max_subscriptions_per_plugin`).
+    pub max_handlers_per_owner: usize,
+    /// Detached emits queued or running, from every source (`events.max_detached_emits`).
+    pub max_detached: usize,
+    /// Detached emits queued or running from one source (a plugin)
+    /// (`events.max_detached_emits_per_plugin`).
+    pub max_detached_per_source: usize,
+}
+
+impl Default for HookLimits {
+    fn default() -> Self {
+        HookLimits {
+            max_handlers: 10_000,
+            max_handlers_per_owner: 100,
+            max_detached: 1_000,
+            max_detached_per_source: 100,
+        }
+    }
+}
+
+/// Limits as atomics, so they can be set after the manager is shared.
+struct Limits {
+    max_handlers: AtomicUsize,
+    max_handlers_per_owner: AtomicUsize,
+    max_detached: AtomicUsize,
+    max_detached_per_source: AtomicUsize,
+}
+
+impl Limits {
+    fn new(l: HookLimits) -> Self {
+        let limits = Limits {
+            max_handlers: AtomicUsize::new(0),
+            max_handlers_per_owner: AtomicUsize::new(0),
+            max_detached: AtomicUsize::new(0),
+            max_detached_per_source: AtomicUsize::new(0),
+        };
+        limits.set(l);
+        limits
+    }
+
+    fn set(&self, l: HookLimits) {
+        self.max_handlers.store(l.max_handlers, Ordering::Relaxed);
+        self.max_handlers_per_owner.store(l.max_handlers_per_owner, Ordering::Relaxed);
+        self.max_detached.store(l.max_detached, Ordering::Relaxed);
+        self.max_detached_per_source.store(l.max_detached_per_source, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> HookLimits {
+        HookLimits {
+            max_handlers: self.max_handlers.load(Ordering::Relaxed),
+            max_handlers_per_owner: self.max_handlers_per_owner.load(Ordering::Relaxed),
+            max_detached: self.max_detached.load(Ordering::Relaxed),
+            max_detached_per_source: self.max_detached_per_source.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Detached emits in flight, in all and per source.
+#[derive(Default)]
+struct Detached {
+    total: AtomicUsize,
+    per_source: Mutex<HashMap<String, usize>>,
+}
+
+/// One detached emit in flight, counted until it is dropped (when the emit ends, or when
+/// its task is dropped unrun).
+pub struct DetachedPermit {
+    detached: Arc<Detached>,
+    source: String,
+    gauge: prometheus::IntGauge,
+}
+
+impl std::fmt::Debug for DetachedPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetachedPermit").field("source", &self.source).finish()
+    }
+}
+
+impl Drop for DetachedPermit {
+    fn drop(&mut self) {
+        self.detached.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per = self.detached.per_source.lock();
+        if let Some(n) = per.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.source);
+            }
+        }
+        self.gauge.dec();
+    }
+}
 
 struct Subscription {
     id: HandlerId,
@@ -50,6 +152,8 @@ struct State {
 
 struct Inner {
     max_depth: u32,
+    limits: Limits,
+    detached: Arc<Detached>,
     runtime: Option<tokio::runtime::Handle>,
     next_id: AtomicU64,
     state: RwLock<State>,
@@ -89,6 +193,7 @@ impl std::fmt::Debug for HookManager {
 pub struct HookManagerBuilder {
     max_depth: u32,
     max_tracked_events: usize,
+    limits: HookLimits,
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -105,6 +210,12 @@ impl HookManagerBuilder {
         self
     }
 
+    /// How many handlers and detached emits the manager holds (default [`HookLimits::default`]).
+    pub fn limits(mut self, limits: HookLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Runtime for detached emits made from threads outside any runtime (plugin threads).
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.runtime = Some(handle);
@@ -116,6 +227,8 @@ impl HookManagerBuilder {
         HookManager {
             inner: Arc::new(Inner {
                 max_depth: self.max_depth,
+                limits: Limits::new(self.limits),
+                detached: Arc::default(),
                 runtime: self.runtime,
                 next_id: AtomicU64::new(1),
                 state: RwLock::new(State::default()),
@@ -160,6 +273,7 @@ impl HookManager {
         HookManagerBuilder {
             max_depth: DEFAULT_MAX_DEPTH,
             max_tracked_events: DEFAULT_MAX_TRACKED_EVENTS,
+            limits: HookLimits::default(),
             runtime: None,
         }
     }
@@ -167,6 +281,59 @@ impl HookManager {
     /// The maximum emit depth.
     pub fn max_depth(&self) -> u32 {
         self.inner.max_depth
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> HookLimits {
+        self.inner.limits.get()
+    }
+
+    /// Changes the limits; what is already registered or in flight stays.
+    pub fn set_limits(&self, limits: HookLimits) {
+        self.inner.limits.set(limits);
+    }
+
+    /// Detached emits in flight.
+    pub fn detached_in_flight(&self) -> usize {
+        self.inner.detached.total.load(Ordering::Acquire)
+    }
+
+    /// Counts one more detached emit from `source`, or refuses it with
+    /// [`HookError::TooManyEmits`] when `max_detached` are in flight, or
+    /// `max_detached_per_source` from `source`. Hold the permit until the emit ends.
+    pub fn try_detached(&self, source: &str) -> Result<DetachedPermit, HookError> {
+        let limits = self.inner.limits.get();
+        let detached = &self.inner.detached;
+        // Both counts change under one lock, so neither limit can be overshot.
+        let mut per = detached.per_source.lock();
+        let total = detached.total.load(Ordering::Acquire);
+        if limits.max_detached > 0 && total >= limits.max_detached {
+            self.inner.metrics.refused("detached_emits");
+            return Err(HookError::TooManyEmits {
+                emitter: source.to_owned(),
+                scope: "the host",
+                limit: limits.max_detached,
+                setting: "events.max_detached_emits",
+            });
+        }
+        let mine = per.get(source).copied().unwrap_or(0);
+        if limits.max_detached_per_source > 0 && mine >= limits.max_detached_per_source {
+            self.inner.metrics.refused("detached_emits_per_plugin");
+            return Err(HookError::TooManyEmits {
+                emitter: source.to_owned(),
+                scope: "this plugin",
+                limit: limits.max_detached_per_source,
+                setting: "events.max_detached_emits_per_plugin",
+            });
+        }
+        per.insert(source.to_owned(), mine + 1);
+        detached.total.fetch_add(1, Ordering::AcqRel);
+        self.inner.metrics.detached_in_flight.inc();
+        Ok(DetachedPermit {
+            detached: detached.clone(),
+            source: source.to_owned(),
+            gauge: self.inner.metrics.detached_in_flight.clone(),
+        })
     }
 
     fn next_id(&self) -> u64 {
@@ -189,14 +356,36 @@ impl HookManager {
             options.name = format!("handler-{}", id.0);
         }
         let priority = options.priority;
+        let limits = self.inner.limits.get();
+        let mut state = self.inner.state.write();
+        if limits.max_handlers > 0 && state.handlers.len() >= limits.max_handlers {
+            self.inner.metrics.refused("handlers");
+            return Err(HookError::TooManyHandlers { limit: limits.max_handlers });
+        }
+        if limits.max_handlers_per_owner > 0 && options.owner != DEFAULT_OWNER {
+            let owned = state.handlers.iter().filter(|s| s.options.owner == options.owner).count();
+            if owned >= limits.max_handlers_per_owner {
+                self.inner.metrics.refused("subscriptions_per_plugin");
+                return Err(HookError::TooManySubscriptions {
+                    owner: options.owner,
+                    limit: limits.max_handlers_per_owner,
+                });
+            }
+        }
         let sub = Arc::new(Subscription { id, pattern, options, handler, active: AtomicBool::new(true) });
-        insert_sorted(&mut self.inner.state.write().handlers, sub, priority, |s| s.options.priority);
+        insert_sorted(&mut state.handlers, sub, priority, |s| s.options.priority);
+        self.inner.metrics.handlers.set(state.handlers.len() as i64);
         Ok(id)
     }
 
     /// Removes a subscription; takes effect at once, even for an emit in progress.
     pub fn unregister(&self, id: HandlerId) -> bool {
-        let removed = remove_where(&mut self.inner.state.write().handlers, |s| s.id == id);
+        let removed = {
+            let mut state = self.inner.state.write();
+            let removed = remove_where(&mut state.handlers, |s| s.id == id);
+            self.inner.metrics.handlers.set(state.handlers.len() as i64);
+            removed
+        };
         removed.iter().for_each(|s| s.active.store(false, Ordering::Release));
         !removed.is_empty()
     }
@@ -205,6 +394,7 @@ impl HookManager {
     pub fn unregister_owner(&self, owner: &str) -> usize {
         let mut state = self.inner.state.write();
         let handlers = remove_where(&mut state.handlers, |s| s.options.owner == owner);
+        self.inner.metrics.handlers.set(state.handlers.len() as i64);
         handlers.iter().for_each(|s| s.active.store(false, Ordering::Release));
         handlers.len()
             + remove_where(&mut state.pre, |i| i.options.owner == owner).len()
@@ -233,6 +423,7 @@ impl HookManager {
     /// counters must not go backwards).
     pub fn clear(&self) {
         let old = std::mem::take(&mut *self.inner.state.write());
+        self.inner.metrics.handlers.set(0);
         old.handlers.iter().for_each(|s| s.active.store(false, Ordering::Release));
     }
 
@@ -461,7 +652,10 @@ impl HookManager {
                 if !sub.active.swap(false, Ordering::AcqRel) {
                     continue;
                 }
-                remove_where(&mut self.inner.state.write().handlers, |s| s.id == sub.id);
+                let mut state = self.inner.state.write();
+                remove_where(&mut state.handlers, |s| s.id == sub.id);
+                self.inner.metrics.handlers.set(state.handlers.len() as i64);
+                drop(state);
             } else if !sub.active.load(Ordering::Acquire) {
                 continue;
             }
@@ -603,6 +797,67 @@ mod tests {
 
     fn opts(name: &str) -> HandlerOptions {
         HandlerOptions::named(name)
+    }
+
+    #[tokio::test]
+    async fn handlers_per_owner_and_in_all_are_bounded() {
+        let hooks = HookManager::builder()
+            .limits(HookLimits { max_handlers: 5, max_handlers_per_owner: 2, ..HookLimits::default() })
+            .build();
+        let ok = || const_handler(HandlerOutcome::ok(1));
+        let owned = |o: &str| opts("h").owner(o);
+        hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        let second = hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        let err = hooks.register("a", owned("plugin:p/1"), ok()).unwrap_err();
+        assert_eq!(err.code(), "too_many_subscriptions");
+        assert!(err.to_string().contains("events.max_subscriptions_per_plugin"), "{err}");
+        // Another instance (a reload's) has its own budget; freeing one makes room.
+        hooks.register("a", owned("plugin:p/2"), ok()).unwrap();
+        assert!(hooks.unregister(second));
+        hooks.register("a", owned("plugin:p/1"), ok()).unwrap();
+        // The host's own handlers have no owner limit, only the total one.
+        hooks.register("a", opts("host1"), ok()).unwrap();
+        hooks.register("a", opts("host2"), ok()).unwrap();
+        let err = hooks.register("a", opts("host3"), ok()).unwrap_err();
+        assert_eq!(err, HookError::TooManyHandlers { limit: 5 });
+        assert_eq!(hooks.list().len(), 5);
+        let text = {
+            let r = prometheus::Registry::new();
+            hooks.register_prometheus(&r).unwrap();
+            let mut buf = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(text.contains("xcore_hook_handlers 5"), "{text}");
+        assert!(text.contains("xcore_hook_refusals_total{limit=\"handlers\"} 1"), "{text}");
+        assert!(text.contains("xcore_hook_refusals_total{limit=\"subscriptions_per_plugin\"} 1"), "{text}");
+        hooks.unregister_owner("plugin:p/1");
+        assert_eq!(hooks.list().len(), 3);
+    }
+
+    #[test]
+    fn detached_emits_in_flight_are_bounded_per_source_and_in_all() {
+        let hooks = HookManager::builder()
+            .limits(HookLimits { max_detached: 3, max_detached_per_source: 2, ..HookLimits::default() })
+            .build();
+        let a1 = hooks.try_detached("a").unwrap();
+        let _a2 = hooks.try_detached("a").unwrap();
+        let err = hooks.try_detached("a").unwrap_err();
+        assert_eq!(err.code(), "too_many_emits");
+        assert!(err.to_string().contains("events.max_detached_emits_per_plugin"), "{err}");
+        let _b1 = hooks.try_detached("b").unwrap();
+        let err = hooks.try_detached("c").unwrap_err();
+        assert!(err.to_string().contains("events.max_detached_emits "), "{err}");
+        assert_eq!(hooks.detached_in_flight(), 3);
+        drop(a1);
+        assert_eq!(hooks.detached_in_flight(), 2);
+        let _c1 = hooks.try_detached("c").unwrap();
+        // 0 = no limit.
+        hooks.set_limits(HookLimits { max_detached: 0, max_detached_per_source: 0, ..HookLimits::default() });
+        let many: Vec<_> = (0..50).map(|_| hooks.try_detached("a").unwrap()).collect();
+        assert_eq!(hooks.detached_in_flight(), 53);
+        drop(many);
+        assert_eq!(hooks.detached_in_flight(), 3);
     }
 
     fn values(report: &EmitReport) -> Vec<Value> {

@@ -8,6 +8,12 @@
 //! - `xcore_hook_emit_duration_seconds_total`: summed emit wall time (a nested emit counts in
 //!   its own event and again inside the emit that contains it).
 //!
+//! Gauges and the counter of the manager's bounds ([`super::HookLimits`]):
+//! - `xcore_hook_handlers`: subscriptions registered;
+//! - `xcore_hook_detached_emits_in_flight`: detached emits queued or running;
+//! - `xcore_hook_refusals_total` (label `limit`: `handlers`, `subscriptions_per_plugin`,
+//!   `detached_emits`, `detached_emits_per_plugin`): registrations and detached emits refused.
+//!
 //! Event names come from plugins, so at most `max_tracked_events` distinct names get their own
 //! series; the others are summed under [`OTHER_EVENT`].
 
@@ -18,7 +24,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use prometheus::core::Collector;
-use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Counter, CounterVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 
 /// Distinct event names tracked by default before aggregating under [`OTHER_EVENT`].
@@ -63,6 +69,12 @@ pub(crate) struct HookMetrics {
     seconds: CounterVec,
     events: RwLock<HashMap<String, Arc<EventStats>>>,
     max_events: usize,
+    /// Subscriptions registered.
+    pub(crate) handlers: IntGauge,
+    /// Detached emits queued or running.
+    pub(crate) detached_in_flight: IntGauge,
+    /// Refusals by limit.
+    refusals: IntCounterVec,
 }
 
 impl HookMetrics {
@@ -85,7 +97,24 @@ impl HookMetrics {
             .expect("valid metric"),
             events: RwLock::new(HashMap::new()),
             max_events,
+            handlers: IntGauge::new("xcore_hook_handlers", "Hook subscriptions registered")
+                .expect("valid metric"),
+            detached_in_flight: IntGauge::new(
+                "xcore_hook_detached_emits_in_flight",
+                "Detached emits queued or running",
+            )
+            .expect("valid metric"),
+            refusals: IntCounterVec::new(
+                Opts::new("xcore_hook_refusals_total", "Subscriptions and detached emits refused, by limit"),
+                &["limit"],
+            )
+            .expect("valid metric"),
         }
+    }
+
+    /// Counts a refusal by the limit that caused it (a fixed set of names).
+    pub(crate) fn refused(&self, limit: &'static str) {
+        self.refusals.with_label_values(&[limit]).inc();
     }
 
     /// The series of `event`, created on first use.
@@ -152,6 +181,9 @@ impl HookMetrics {
             Box::new(self.runs.clone()),
             Box::new(self.errors.clone()),
             Box::new(self.seconds.clone()),
+            Box::new(self.handlers.clone()),
+            Box::new(self.detached_in_flight.clone()),
+            Box::new(self.refusals.clone()),
         ]
     }
 

@@ -43,7 +43,7 @@ pub mod metrics;
 mod pattern;
 mod types;
 
-pub use manager::{HookManager, HookManagerBuilder, DEFAULT_MAX_DEPTH};
+pub use manager::{DetachedPermit, HookLimits, HookManager, HookManagerBuilder, DEFAULT_MAX_DEPTH};
 pub use metrics::{EventMetrics, DEFAULT_MAX_TRACKED_EVENTS, OTHER_EVENT};
 pub use pattern::Pattern;
 pub use types::{
@@ -77,15 +77,55 @@ pub enum HookError {
     /// A detached emit was requested outside a tokio runtime and the manager has none.
     #[error("no tokio runtime to run a detached emit on")]
     NoRuntime,
+    /// The manager holds as many handlers as `events.max_handlers` allows.
+    #[error(
+        "the host has {limit} event subscriptions, the most events.max_handlers allows; \
+         unsubscribe some, or raise events.max_handlers in xcore.yaml"
+    )]
+    TooManyHandlers {
+        /// The limit.
+        limit: usize,
+    },
+    /// One owner (a plugin instance) holds as many handlers as it may.
+    #[error(
+        "{owner} has {limit} event subscriptions (manifest hooks included), the most \
+         events.max_subscriptions_per_plugin allows; unsubscribe some, or raise \
+         events.max_subscriptions_per_plugin in xcore.yaml"
+    )]
+    TooManySubscriptions {
+        /// The owner (`plugin:<name>/<generation>`).
+        owner: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many detached emits are in flight.
+    #[error(
+        "detached emit from '{emitter}' refused: {limit} detached emits of {scope} are in flight, \
+         the most {setting} allows; emit with wait, retry later, or raise {setting} in xcore.yaml"
+    )]
+    TooManyEmits {
+        /// Who emitted.
+        emitter: String,
+        /// `the host` or `this plugin`.
+        scope: &'static str,
+        /// The limit.
+        limit: usize,
+        /// The setting that holds it.
+        setting: &'static str,
+    },
 }
 
 impl HookError {
-    /// A stable code: `invalid_pattern`, `depth_exceeded` or `no_runtime`.
+    /// A stable code: `invalid_pattern`, `depth_exceeded`, `no_runtime`,
+    /// `too_many_handlers`, `too_many_subscriptions` or `too_many_emits`.
     pub fn code(&self) -> &'static str {
         match self {
             HookError::InvalidPattern { .. } => "invalid_pattern",
             HookError::DepthExceeded { .. } => codes::DEPTH_EXCEEDED,
             HookError::NoRuntime => "no_runtime",
+            HookError::TooManyHandlers { .. } => "too_many_handlers",
+            HookError::TooManySubscriptions { .. } => "too_many_subscriptions",
+            HookError::TooManyEmits { .. } => "too_many_emits",
         }
     }
 }

@@ -672,7 +672,8 @@ impl PluginRegistry {
             if let Err(e) =
                 self.subscribe_action(&m.name, generation, &h.event, &h.action, h.priority, h.once, timeout)
             {
-                // Patterns were validated with the manifest; this cannot happen.
+                // Patterns were validated with the manifest; what remains is a bound
+                // (events.max_subscriptions_per_plugin, events.max_handlers), named in `e`.
                 log::error!(target: "xcore::hooks", "plugin '{}': hook on '{}': {e}", m.name, h.event);
             }
         }

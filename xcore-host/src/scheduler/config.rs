@@ -16,11 +16,21 @@ pub struct SchedulerConfig {
     pub timezone: String,
     /// The jobs.
     pub jobs: Vec<JobConfig>,
+    /// Jobs one plugin may have at once (`scheduler.add`); 0 = no limit. Default 32.
+    pub max_jobs_per_plugin: usize,
 }
+
+/// Default of [`SchedulerConfig::max_jobs_per_plugin`].
+pub const DEFAULT_MAX_JOBS_PER_PLUGIN: usize = 32;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { enabled: true, timezone: "UTC".into(), jobs: Vec::new() }
+        SchedulerConfig {
+            enabled: true,
+            timezone: "UTC".into(),
+            jobs: Vec::new(),
+            max_jobs_per_plugin: DEFAULT_MAX_JOBS_PER_PLUGIN,
+        }
     }
 }
 
@@ -130,6 +140,16 @@ pub enum JobError {
     /// A plugin tried to replace a job it does not own.
     #[error("job '{0}' belongs to someone else")]
     NotOwner(String),
+    /// A plugin has as many jobs as `scheduler.max_jobs_per_plugin` allows.
+    #[error("job '{id}' refused: plugin '{plugin}' has {limit} jobs, the most scheduler.max_jobs_per_plugin allows; remove one, or raise scheduler.max_jobs_per_plugin in xcore.yaml")]
+    TooManyJobs {
+        /// The job.
+        id: String,
+        /// The plugin.
+        plugin: String,
+        /// The limit.
+        limit: usize,
+    },
     /// Unknown timezone.
     #[error("scheduler.timezone '{0}' is not supported: use UTC, local, or a fixed offset like +02:00 (named zones with daylight saving are not supported)")]
     Timezone(String),

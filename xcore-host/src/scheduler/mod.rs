@@ -89,6 +89,10 @@ struct Inner {
     stop: AtomicBool,
     /// Runs by job and outcome (`ok`, `error`, `skipped`).
     runs_total: prometheus::IntCounterVec,
+    /// Jobs on the list.
+    jobs_gauge: prometheus::IntGauge,
+    /// `scheduler.max_jobs_per_plugin` (0 = no limit).
+    max_jobs_per_plugin: usize,
 }
 
 /// The scheduler. Dropping it stops the ticking thread.
@@ -153,6 +157,9 @@ impl Scheduler {
                 &["job", "outcome"],
             )
             .expect("valid metric"),
+            jobs_gauge: prometheus::IntGauge::new("xcore_scheduler_jobs", "Jobs on the scheduler's list")
+                .expect("valid metric"),
+            max_jobs_per_plugin: cfg.max_jobs_per_plugin,
         });
         let scheduler = Scheduler { inner };
         for spec in cfg.specs()? {
@@ -173,6 +180,23 @@ impl Scheduler {
     pub fn add(&self, spec: JobSpec) -> Result<(), JobError> {
         let mut sched = self.inner.sched.lock();
         let mut jobs = self.inner.jobs.lock();
+        let max = self.inner.max_jobs_per_plugin;
+        if let (Owner::Plugin { name: plugin, .. }, true) = (&spec.owner, max > 0) {
+            // A replacement (same id) does not count twice.
+            let owned = jobs
+                .iter()
+                .filter(|(id, e)| {
+                    *id != &spec.id && matches!(&e.spec.owner, Owner::Plugin { name, .. } if name == plugin)
+                })
+                .count();
+            if owned >= max {
+                return Err(JobError::TooManyJobs {
+                    id: spec.id.clone(),
+                    plugin: plugin.clone(),
+                    limit: max,
+                });
+            }
+        }
         let (mut state, mut shadowed) = (Arc::default(), None);
         if let Some(old) = jobs.remove(&spec.id) {
             if !same_owner(&old.spec.owner, &spec.owner) {
@@ -190,7 +214,16 @@ impl Scheduler {
         let uuid = self.schedule(&mut sched, &spec);
         log::info!(target: "xcore::scheduler", "job '{}' ({}) scheduled: {:?}", spec.id, spec.cron, spec.target);
         jobs.insert(spec.id.clone(), Entry { spec, uuid, state, shadowed });
+        self.inner.jobs_gauge.set(jobs.len() as i64);
         Ok(())
+    }
+
+    /// Drops the run counters of a job that is gone: job ids are chosen by plugins, so
+    /// their series must not outlive their jobs.
+    fn forget_series(&self, id: &str) {
+        for outcome in ["ok", "error", "skipped"] {
+            let _ = self.inner.runs_total.remove_label_values(&[id, outcome]);
+        }
     }
 
     /// Puts an enabled job on job_scheduler_ng's list.
@@ -220,6 +253,8 @@ impl Scheduler {
         if let Some(Entry { uuid: Some(u), .. }) = jobs.remove(id) {
             sched.remove(u);
         }
+        self.inner.jobs_gauge.set(jobs.len() as i64);
+        self.forget_series(id);
         true
     }
 
@@ -250,9 +285,11 @@ impl Scheduler {
                 }
                 None => {
                     jobs.remove(&id);
+                    self.forget_series(&id);
                 }
             }
         }
+        self.inner.jobs_gauge.set(jobs.len() as i64);
     }
 
     /// Every job, by id.
@@ -288,7 +325,7 @@ impl Scheduler {
 
     /// The scheduler's Prometheus counters, for the host's registry.
     pub fn prometheus_collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![Box::new(self.inner.runs_total.clone())]
+        vec![Box::new(self.inner.runs_total.clone()), Box::new(self.inner.jobs_gauge.clone())]
     }
 
     /// Stops firing jobs on their schedule (runs going on finish; `run_now` still works).
@@ -444,6 +481,41 @@ mod tests {
         let history = store.job_history("every-second", 10).unwrap();
         assert!(history.iter().any(|r| r.outcome == "ok" && r.finished_at.is_some()), "{history:?}");
         drop(s);
+    }
+
+    #[test]
+    fn jobs_per_plugin_are_bounded_and_their_series_go_with_them() {
+        let rt = rt();
+        let runner = Arc::new(Counting { runs: Arc::default(), hold: Duration::ZERO });
+        let cfg = SchedulerConfig { enabled: false, max_jobs_per_plugin: 2, ..Default::default() };
+        let s = Scheduler::start(&cfg, runner, None, rt.handle().clone()).unwrap();
+        let spec = |id: &str, plugin: &str| JobSpec {
+            id: id.into(),
+            cron: "0 0 * * * *".into(),
+            schedule: config::parse_cron(id, "0 0 * * * *").unwrap(),
+            target: Target::Emit { event: "x".into() },
+            payload: serde_json::Value::Null,
+            enabled: true,
+            owner: Owner::Plugin { name: plugin.into(), generation: 1 },
+        };
+        s.add(spec("p.a", "p")).unwrap();
+        s.add(spec("p.b", "p")).unwrap();
+        s.add(spec("p.b", "p")).unwrap(); // a replacement is not one more
+        let err = s.add(spec("p.c", "p")).unwrap_err();
+        assert!(matches!(err, JobError::TooManyJobs { limit: 2, .. }), "{err}");
+        assert!(err.to_string().contains("scheduler.max_jobs_per_plugin"), "{err}");
+        s.add(spec("q.a", "q")).unwrap();
+        s.add(spec("cfg", "p").clone()).unwrap_err();
+        let mut config_job = spec("cfg", "p");
+        config_job.owner = Owner::Config;
+        s.add(config_job).unwrap();
+        rt.block_on(s.run_now("p.a")).unwrap();
+        let families = || prometheus::core::Collector::collect(&s.inner.runs_total)[0].get_metric().len();
+        assert_eq!(families(), 1);
+        assert!(s.remove("p.a", Some("p")));
+        assert_eq!(families(), 0, "the removed job's series is gone");
+        s.add(spec("p.c", "p")).unwrap();
+        assert_eq!(s.inner.jobs_gauge.get(), 4);
     }
 
     #[test]

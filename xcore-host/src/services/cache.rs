@@ -9,7 +9,15 @@
 //!
 //! TTLs: `None` means the configured default (`ttl_seconds`, 0 = no expiry); `Some(0)` means
 //! no expiry (the original treated 0 as "use the default"). Sub-second TTLs work on both
-//! backends (Redis gets `PX`).
+//! backends (moka's per-entry expiry, Redis `PX`). Plugins send milliseconds
+//! (`cache.set`'s `ttl_ms`, see [`super::cache_service`]), where 0 is refused.
+//!
+//! Size: one value may be at most `max_value_bytes` of JSON (both backends;
+//! [`CacheError::ValueTooLarge`]). The memory backend holds at most `max_bytes`: each entry
+//! is charged its key, its JSON size and [`ENTRY_OVERHEAD_BYTES`], and at least
+//! `max_bytes / max_entries`, so `max_entries` bounds the count too; beyond that moka evicts
+//! (or does not admit) entries. `xcore_cache_bytes` and `xcore_cache_entries` show it
+//! ([`Cache::collector`]).
 //!
 //! The API is async and meant for a tokio runtime (the host calls it with
 //! `Handle::block_on` from plugin threads). The memory backend never awaits; the Redis
@@ -38,6 +46,14 @@ pub const MAX_NAMESPACE_BYTES: usize = 128;
 /// Longest TTL honoured; longer ones are clamped (keeps Redis' and moka's clocks from
 /// overflowing).
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What one memory entry is charged beyond its key and its JSON (the entry, its `Value`
+/// tree's nodes, moka's bookkeeping), roughly.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 128;
+/// Default of [`CacheConfig::max_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default of [`CacheConfig::max_value_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 1024 * 1024;
 
 /// How long establishing a Redis connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +103,12 @@ pub struct CacheConfig {
     pub max_entries: u64,
     /// `fallback_memory` (default) or `refuse`.
     pub on_unreachable: OnUnreachable,
+    /// Bytes the memory backend holds at most (keys, JSON values and per-entry overhead).
+    /// Default 64 MiB.
+    pub max_bytes: u64,
+    /// The largest value, as JSON text, on either backend (413 `value_too_large` beyond).
+    /// Default 1 MiB.
+    pub max_value_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -97,6 +119,8 @@ impl Default for CacheConfig {
             ttl_seconds: 300,
             max_entries: 10_000,
             on_unreachable: OnUnreachable::FallbackMemory,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -118,6 +142,28 @@ impl CacheConfig {
     /// The default TTL (`None` = no expiry).
     fn default_ttl(&self) -> Option<Duration> {
         ttl_of(Duration::from_secs(self.ttl_seconds))
+    }
+
+    fn check(&self) -> Result<(), CacheError> {
+        if self.max_bytes == 0 || self.max_value_bytes == 0 || self.max_entries == 0 {
+            return Err(CacheError::Config(
+                "cache.max_bytes, cache.max_value_bytes and cache.max_entries must be at least 1".into(),
+            ));
+        }
+        if self.max_value_bytes > self.max_bytes {
+            return Err(CacheError::Config(format!(
+                "cache.max_value_bytes ({}) is larger than cache.max_bytes ({}): no such value could be kept",
+                self.max_value_bytes, self.max_bytes
+            )));
+        }
+        if self.max_value_bytes > u64::from(u32::MAX) {
+            return Err(CacheError::Config(format!(
+                "cache.max_value_bytes ({}) is above the most one entry can weigh ({} bytes)",
+                self.max_value_bytes,
+                u32::MAX
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +191,19 @@ pub enum CacheError {
     /// A value could not be encoded or a stored value could not be decoded.
     #[error("cache value error: {0}")]
     Serde(String),
+    /// A value is larger than `cache.max_value_bytes`.
+    #[error(
+        "cache value for '{key}' is {size} bytes of JSON; the limit is {limit} \
+         (cache.max_value_bytes in xcore.yaml)"
+    )]
+    ValueTooLarge {
+        /// The key (without the namespace), shortened.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// The cache. Cheap to clone; clones share the store.
@@ -155,6 +214,7 @@ pub struct Cache {
 
 struct Inner {
     default_ttl: Option<Duration>,
+    max_value_bytes: u64,
     store: Store,
 }
 
@@ -180,9 +240,11 @@ impl Cache {
     /// (with a logged warning). A missing or malformed Redis URL is a
     /// [`CacheError::Config`] whatever `on_unreachable` says.
     pub async fn connect(cfg: &CacheConfig) -> Result<Cache, CacheError> {
+        cfg.check()?;
         let default_ttl = cfg.default_ttl();
+        let memory = || MemoryStore::new(cfg.max_entries, cfg.max_bytes);
         let store = match cfg.backend {
-            Backend::Memory => Store::Memory(MemoryStore::new(cfg.max_entries)),
+            Backend::Memory => Store::Memory(memory()),
             Backend::Redis => {
                 let url = cfg.url.as_deref().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
                     CacheError::Config(
@@ -203,20 +265,45 @@ impl Cache {
                                      restart; set cache.on_unreachable: refuse to fail instead)",
                                     cfg.max_entries
                                 );
-                                Store::Memory(MemoryStore::new(cfg.max_entries))
+                                Store::Memory(memory())
                             }
                         }
                     }
                 }
             }
         };
-        Ok(Cache { inner: Arc::new(Inner { default_ttl, store }) })
+        Ok(Cache { inner: Arc::new(Inner { default_ttl, max_value_bytes: cfg.max_value_bytes, store }) })
     }
 
-    /// A memory cache (for tests and embedding).
+    /// A memory cache (for tests and embedding), with the default byte limits.
     pub fn memory(max_entries: u64, default_ttl: Option<Duration>) -> Cache {
-        let store = Store::Memory(MemoryStore::new(max_entries));
-        Cache { inner: Arc::new(Inner { default_ttl: default_ttl.and_then(ttl_of), store }) }
+        Self::memory_bounded(max_entries, DEFAULT_MAX_BYTES, DEFAULT_MAX_VALUE_BYTES, default_ttl)
+    }
+
+    /// A memory cache holding at most `max_bytes`, with values of at most `max_value_bytes`.
+    pub fn memory_bounded(
+        max_entries: u64,
+        max_bytes: u64,
+        max_value_bytes: u64,
+        default_ttl: Option<Duration>,
+    ) -> Cache {
+        let store = Store::Memory(MemoryStore::new(max_entries, max_bytes));
+        Cache { inner: Arc::new(Inner { default_ttl: default_ttl.and_then(ttl_of), max_value_bytes, store }) }
+    }
+
+    /// The memory backend's charged bytes and entries (both 0 for Redis). Eventually
+    /// consistent: moka settles its counts in batches.
+    pub fn memory_usage(&self) -> (u64, u64) {
+        match &self.inner.store {
+            Store::Memory(m) => (m.cache.weighted_size(), m.cache.entry_count()),
+            Store::Redis(_) => (0, 0),
+        }
+    }
+
+    /// A Prometheus collector of `xcore_cache_bytes` and `xcore_cache_entries` (the memory
+    /// backend's, read at scrape time) and `xcore_cache_max_bytes`.
+    pub fn collector(&self) -> Box<dyn prometheus::core::Collector> {
+        Box::new(CacheCollector::new(self.clone()))
     }
 
     /// The backend in use: `"memory"` or `"redis"`.
@@ -244,14 +331,33 @@ impl Cache {
         value: &Value,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
+        self.put(ns, key, value.clone(), ttl).await
+    }
+
+    /// [`Cache::set`] taking the value (the memory backend keeps it without a copy).
+    pub async fn put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         let full = full_key(ns, key)?;
         let ttl = self.effective_ttl(ttl);
+        let size = json_size(&value);
+        if size > self.inner.max_value_bytes {
+            return Err(CacheError::ValueTooLarge {
+                key: truncate(key, 64).to_string(),
+                size,
+                limit: self.inner.max_value_bytes,
+            });
+        }
         match &self.inner.store {
             Store::Memory(m) => {
-                m.set(full, value.clone(), ttl);
+                m.set(full, value, size, ttl);
                 Ok(())
             }
-            Store::Redis(r) => r.set(&full, value, ttl).await,
+            Store::Redis(r) => r.set(&full, &value, ttl).await,
         }
     }
 
@@ -305,6 +411,24 @@ impl Cache {
             Some(d) => ttl_of(d),
         }
     }
+}
+
+/// Bytes of `value` as JSON text, counted without building the text.
+fn json_size(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
 }
 
 /// `ZERO` = no expiry; otherwise clamped to [`MAX_TTL`].
@@ -415,6 +539,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone)]
 struct Entry {
     value: Arc<Value>,
+    /// What the entry is charged against `max_bytes` (see [`MemoryStore::new`]).
+    weight: u32,
     ttl: Option<Duration>,
     /// When `ttl` runs out (moka may hand back an expired entry it has not evicted yet).
     expires_at: Option<Instant>,
@@ -448,21 +574,48 @@ impl Expiry<String, Entry> for PerEntryTtl {
 
 struct MemoryStore {
     cache: MokaCache<String, Entry>,
+    max_bytes: u64,
+    /// The least an entry is charged: `max_bytes / max_entries`.
+    min_weight: u64,
+    /// Weight inserted since moka last settled its counts; past a share of `max_bytes`
+    /// the writer settles them (evicting), so a burst of large values cannot run far
+    /// past the limit before eviction catches up.
+    unsettled: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
-    fn new(max_entries: u64) -> Self {
-        let cache = MokaCache::builder().max_capacity(max_entries.max(1)).expire_after(PerEntryTtl).build();
-        MemoryStore { cache }
+    /// Weighted by bytes: capacity `max_bytes`, each entry charged
+    /// max(key + JSON + [`ENTRY_OVERHEAD_BYTES`], `max_bytes / max_entries`).
+    fn new(max_entries: u64, max_bytes: u64) -> Self {
+        let max_bytes = max_bytes.max(1);
+        let cache = MokaCache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &String, e: &Entry| e.weight)
+            .expire_after(PerEntryTtl)
+            .build();
+        MemoryStore {
+            cache,
+            max_bytes,
+            min_weight: max_bytes / max_entries.max(1),
+            unsettled: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     fn get(&self, key: &str) -> Option<Value> {
         self.cache.get(key).map(|e| Value::clone(&e.value))
     }
 
-    fn set(&self, key: String, value: Value, ttl: Option<Duration>) {
+    fn set(&self, key: String, value: Value, size: u64, ttl: Option<Duration>) {
+        use std::sync::atomic::Ordering;
         let expires_at = ttl.and_then(|d| Instant::now().checked_add(d));
-        self.cache.insert(key, Entry { value: Arc::new(value), ttl, expires_at });
+        let weight = (key.len() as u64 + size + ENTRY_OVERHEAD_BYTES).max(self.min_weight);
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        self.cache.insert(key, Entry { value: Arc::new(value), weight, ttl, expires_at });
+        let unsettled = self.unsettled.fetch_add(u64::from(weight), Ordering::AcqRel) + u64::from(weight);
+        if unsettled > self.max_bytes / 8 {
+            self.unsettled.store(0, Ordering::Release);
+            self.cache.run_pending_tasks();
+        }
     }
 
     fn delete(&self, key: &str) -> bool {
@@ -473,6 +626,51 @@ impl MemoryStore {
         let keys: Vec<Arc<String>> =
             self.cache.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k).collect();
         keys.iter().filter(|k| self.cache.remove(k.as_str()).is_some_and(|e| e.live())).count() as u64
+    }
+}
+
+/// `xcore_cache_bytes`, `xcore_cache_entries`, `xcore_cache_max_bytes`, read at scrape time.
+struct CacheCollector {
+    cache: Cache,
+    bytes: prometheus::IntGauge,
+    entries: prometheus::IntGauge,
+    max_bytes: prometheus::IntGauge,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl CacheCollector {
+    fn new(cache: Cache) -> Self {
+        let gauge = |name: &str, help: &str| prometheus::IntGauge::new(name, help).expect("valid metric");
+        let bytes =
+            gauge("xcore_cache_bytes", "Bytes the memory cache holds (charged against cache.max_bytes)");
+        let entries = gauge("xcore_cache_entries", "Entries in the memory cache");
+        let max_bytes = gauge("xcore_cache_max_bytes", "cache.max_bytes of the memory cache (0 for Redis)");
+        let descs = [&bytes, &entries, &max_bytes]
+            .iter()
+            .flat_map(|g| prometheus::core::Collector::desc(*g).into_iter().cloned())
+            .collect();
+        CacheCollector { cache, bytes, entries, max_bytes, descs }
+    }
+}
+
+impl prometheus::core::Collector for CacheCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let (bytes, entries) = self.cache.memory_usage();
+        let max = match &self.cache.inner.store {
+            Store::Memory(m) => m.max_bytes,
+            Store::Redis(_) => 0,
+        };
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.max_bytes.set(i64::try_from(max).unwrap_or(i64::MAX));
+        [&self.bytes, &self.entries, &self.max_bytes]
+            .iter()
+            .flat_map(|g| prometheus::core::Collector::collect(*g))
+            .collect()
     }
 }
 
@@ -819,6 +1017,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_bytes_and_value_size_are_bounded() {
+        let mib = 1024 * 1024;
+        let c = Cache::memory_bounded(10_000, 8 * mib, mib, None);
+        let big = json!("x".repeat(mib as usize)); // 1 MiB + 2 quotes of JSON
+        let err = c.set("p", "big", &big, None).await.unwrap_err();
+        assert!(matches!(err, CacheError::ValueTooLarge { limit, .. } if limit == mib), "{err}");
+        assert!(err.to_string().contains("cache.max_value_bytes"), "{err}");
+        let value = json!("y".repeat(mib as usize - 100));
+        for i in 0..40 {
+            c.set("p", &format!("k{i}"), &value, None).await.unwrap();
+        }
+        let m = memory_store(&c);
+        m.cache.run_pending_tasks();
+        let (bytes, entries) = c.memory_usage();
+        assert!(bytes <= 8 * mib, "{bytes} bytes");
+        assert!((1..40).contains(&entries), "{entries} entries");
+        // The entry bound still holds for small values: each is charged max_bytes / max_entries.
+        let c = Cache::memory_bounded(10, 8 * mib, mib, None);
+        for i in 0..100 {
+            c.set("p", &format!("k{i}"), &json!(i), None).await.unwrap();
+        }
+        memory_store(&c).cache.run_pending_tasks();
+        assert!(c.memory_usage().1 <= 10, "{:?}", c.memory_usage());
+        // And the collector exports it.
+        let r = prometheus::Registry::new();
+        r.register(c.collector()).unwrap();
+        let fams = r.gather();
+        let names: Vec<&str> = fams.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["xcore_cache_bytes", "xcore_cache_entries", "xcore_cache_max_bytes"]);
+        assert_eq!(fams[2].get_metric()[0].get_gauge().get_value(), (8 * mib) as f64);
+        assert!(fams[0].get_metric()[0].get_gauge().get_value() > 0.0);
+    }
+
+    #[tokio::test]
+    async fn limits_that_cannot_work_are_config_errors() {
+        for cfg in [
+            CacheConfig { max_bytes: 0, ..Default::default() },
+            CacheConfig { max_value_bytes: 2, max_bytes: 1, ..Default::default() },
+        ] {
+            assert!(matches!(Cache::connect(&cfg).await, Err(CacheError::Config(_))), "{cfg:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn redis_without_url_is_a_config_error() {
         let cfg = CacheConfig { backend: Backend::Redis, ..Default::default() };
         assert!(matches!(Cache::connect(&cfg).await, Err(CacheError::Config(_))));
@@ -907,6 +1149,20 @@ mod tests {
 
         assert!(c.delete(&ns, "k").await.unwrap());
         assert!(!c.delete(&ns, "k").await.unwrap());
+        c.clear(&ns).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_refuses_values_over_the_limit() {
+        let Some(url) = redis_url() else { return };
+        let cfg = CacheConfig { max_value_bytes: 1000, ..redis_cfg(&url) };
+        let c = Cache::connect(&cfg).await.unwrap();
+        let ns = unique_ns("big");
+        let err = c.set(&ns, "k", &json!("x".repeat(1000)), None).await.unwrap_err();
+        assert!(matches!(err, CacheError::ValueTooLarge { size: 1002, limit: 1000, .. }), "{err}");
+        assert_eq!(c.get(&ns, "k").await.unwrap(), None, "nothing was written");
+        c.set(&ns, "k", &json!("x".repeat(998)), None).await.unwrap();
+        assert!(c.get(&ns, "k").await.unwrap().is_some());
         c.clear(&ns).await.unwrap();
     }
 

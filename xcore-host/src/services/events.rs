@@ -7,16 +7,72 @@
 //! at what depth): depth is bounded by the hook manager, and a handler call into a
 //! plugin that is waiting on the chain with no free call slot fails at once with
 //! `reentrant_call` instead of waiting for itself.
+//!
+//! Bounds (the `events` section of `xcore.yaml`, [`EventsConfig`]): subscriptions per
+//! plugin instance and in the whole host, detached emits in flight per plugin and in the
+//! whole host. Event names under `xcore.` and `plugin.` are the host's own: a plugin
+//! cannot emit them (403 `reserved_event`); the host, and an admin through
+//! `POST /api/v1/events/{event}`, still can.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{permissions, Caller, ServiceError};
-use crate::hooks::{EmitMode, HandlerId, HookError};
+use crate::hooks::{EmitMode, HandlerId, HookError, HookLimits};
 use crate::runtime::registry::EMIT_CHAIN;
 use crate::runtime::PluginRegistry;
+
+/// The `events` section of `xcore.yaml`: how much plugins may grow the event system.
+/// 0 = no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Subscriptions of one plugin instance: its manifest hooks plus what its code
+    /// subscribed. Default 100.
+    pub max_subscriptions_per_plugin: usize,
+    /// Subscriptions in the whole host (plugins' and the host's own). Default 10 000.
+    pub max_handlers: usize,
+    /// Detached emits (`wait: false`) queued or running, from every plugin. Default 1000.
+    pub max_detached_emits: usize,
+    /// Detached emits queued or running from one plugin. Default 100.
+    pub max_detached_emits_per_plugin: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        let d = HookLimits::default();
+        EventsConfig {
+            max_subscriptions_per_plugin: d.max_handlers_per_owner,
+            max_handlers: d.max_handlers,
+            max_detached_emits: d.max_detached,
+            max_detached_emits_per_plugin: d.max_detached_per_source,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The hook manager's limits.
+    pub fn hook_limits(&self) -> HookLimits {
+        HookLimits {
+            max_handlers: self.max_handlers,
+            max_handlers_per_owner: self.max_subscriptions_per_plugin,
+            max_detached: self.max_detached_emits,
+            max_detached_per_source: self.max_detached_emits_per_plugin,
+        }
+    }
+}
+
+/// The prefixes of the host's own event names.
+pub const RESERVED_PREFIXES: [&str; 2] = ["xcore", "plugin"];
+
+/// Whether `event` is one of the host's own names (`xcore`, `xcore.*`, `plugin`,
+/// `plugin.*`), which plugins may not emit.
+pub fn is_reserved(event: &str) -> bool {
+    let first = event.split('.').next().unwrap_or(event);
+    RESERVED_PREFIXES.contains(&first)
+}
 
 #[derive(Deserialize)]
 struct EmitRequest {
@@ -53,7 +109,14 @@ struct UnsubscribeRequest {
 }
 
 fn hook_error(e: HookError) -> ServiceError {
-    let status = if matches!(e, HookError::DepthExceeded { .. }) { 508 } else { 400 };
+    let status = match e {
+        HookError::DepthExceeded { .. } => 508,
+        HookError::TooManyHandlers { .. }
+        | HookError::TooManySubscriptions { .. }
+        | HookError::TooManyEmits { .. } => 429,
+        HookError::NoRuntime => 503,
+        HookError::InvalidPattern { .. } => 400,
+    };
     ServiceError::new(e.code(), status, e.to_string())
 }
 
@@ -66,6 +129,21 @@ pub fn emit(
 ) -> Result<Value, ServiceError> {
     let req: EmitRequest =
         serde_json::from_slice(payload).map_err(|e| ServiceError::bad_request("events.emit", e))?;
+    if is_reserved(&req.event) {
+        registry.metrics().limit_refused("reserved_event");
+        return Err(ServiceError::new(
+            "reserved_event",
+            403,
+            format!(
+                "plugin '{}' may not emit '{}': event names under 'xcore.' and 'plugin.' are the \
+                 host's own; pick a name of your own (e.g. '{}.{}')",
+                caller.plugin,
+                req.event,
+                caller.plugin,
+                req.event.split_once('.').map_or("event", |(_, rest)| rest)
+            ),
+        ));
+    }
     if !permissions::allowed(&caller.permissions, "events.emit", &req.event) {
         return Err(permissions::denied(&caller.plugin, "events.emit", &req.event));
     }
@@ -94,8 +172,14 @@ pub fn emit(
                 max: hooks.max_depth(),
             }));
         }
+        // Counted until the emit ends: a plugin cannot pile up unbounded queued emits.
+        let permit = hooks.try_detached(&caller.plugin).map_err(|e| {
+            log::warn!(target: "xcore::hooks", "{e}");
+            hook_error(e)
+        })?;
         let event = req.event.clone();
         handle.spawn(EMIT_CHAIN.scope(chain, async move {
+            let _permit = permit;
             let _ = hooks.emit_at_depth(&event, req.payload, depth, EmitMode::All).await;
         }));
         Ok(json!({ "queued": true }))
@@ -123,7 +207,12 @@ pub fn subscribe(
             req.once,
             req.timeout_ms.map(Duration::from_millis),
         )
-        .map_err(hook_error)?;
+        .map_err(|e| {
+            if !matches!(e, HookError::InvalidPattern { .. }) {
+                log::warn!(target: "xcore::hooks", "plugin '{}': {e}", caller.plugin);
+            }
+            hook_error(e)
+        })?;
     Ok(json!({ "id": id.0 }))
 }
 

@@ -1,12 +1,13 @@
 //! `kv.*` host services: the plugin's own namespace of the durable key-value store
-//! ([`crate::store::kv`]). Needs the permission `kv`.
+//! ([`crate::store::kv`]). Needs the permission `kv`. A new key past the plugin's quota
+//! (`kv.max_keys_per_plugin`) is 507 `kv_quota`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{permissions, Caller, ServiceError};
 use crate::runtime::PluginRegistry;
-use crate::store::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::store::kv::{KvSet, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,8 +82,24 @@ pub fn serve(
                     ),
                 ));
             }
-            store.kv_set(ns, &r.key, &r.value, r.ttl_ms).map_err(db_error)?;
-            Ok(json!({ "stored": true }))
+            let max = store.kv_max_keys();
+            match store.kv_set_within(ns, &r.key, &r.value, r.ttl_ms, max).map_err(db_error)? {
+                KvSet::Stored => Ok(json!({ "stored": true })),
+                KvSet::QuotaExceeded { count } => {
+                    registry.metrics().limit_refused("kv_keys_per_plugin");
+                    log::warn!(target: "xcore::kv", "plugin '{ns}': kv key refused, {count} keys of {max}");
+                    Err(ServiceError::new(
+                        "kv_quota",
+                        507,
+                        format!(
+                            "kv key '{}' refused: plugin '{ns}' has {count} keys in the key-value store, \
+                             the most kv.max_keys_per_plugin ({max}) allows; delete some, or raise \
+                             kv.max_keys_per_plugin in xcore.yaml",
+                            r.key.chars().take(64).collect::<String>()
+                        ),
+                    ))
+                }
+            }
         }
         "kv.delete" => {
             let r: KeyRequest = serde_json::from_slice(payload).map_err(bad)?;

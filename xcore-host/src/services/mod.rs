@@ -106,13 +106,53 @@ pub fn dispatch(
         s if s.starts_with("scheduler.") => scheduler_service::serve(&registry, caller, s, payload),
         other => Err(ServiceError::unsupported(other)),
     };
-    // Labels stay bounded: unknown service names are counted together.
+    // Labels stay bounded: unknown service names are counted together, and so are error
+    // codes the host does not define (a callee's own codes, passed back by plugins.call).
     let label = if result.as_ref().is_err_and(|e| e.code == xcore_plugin_api::codes::UNSUPPORTED) {
         "unknown"
     } else {
         service
     };
-    let outcome = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+    let outcome = result.as_ref().map_or_else(|e| outcome_label(&e.code), |_| "ok");
     registry.metrics().host_services.with_label_values(&[label, outcome]).inc();
     result
+}
+
+/// The codes host services answer with, besides [`crate::metrics::KNOWN_ERROR_CODES`].
+pub const SERVICE_ERROR_CODES: &[&str] = &[
+    "cache_error",
+    "value_too_large",
+    "kv_error",
+    "kv_quota",
+    "conflict",
+    "too_many_jobs",
+    "reserved_event",
+    "too_many_subscriptions",
+    "too_many_handlers",
+    "too_many_emits",
+    "invalid_pattern",
+    "no_runtime",
+    "sql_error",
+    "too_many_rows",
+    "unknown_database",
+];
+
+/// The `outcome` label of an error code: the code if the host defines it, else `other`.
+fn outcome_label(code: &str) -> &str {
+    if crate::metrics::KNOWN_ERROR_CODES.contains(&code) || SERVICE_ERROR_CODES.contains(&code) {
+        code
+    } else {
+        crate::metrics::OTHER_ERROR_CODE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outcome_labels_are_bounded() {
+        assert_eq!(super::outcome_label("kv_quota"), "kv_quota");
+        assert_eq!(super::outcome_label("timeout"), "timeout");
+        assert_eq!(super::outcome_label("teapot"), "other");
+        assert_eq!(super::outcome_label(&"x".repeat(10_000)), "other");
+    }
 }

@@ -53,7 +53,14 @@ pub fn serve(
                 enabled: true,
                 owner: Owner::Plugin { name: caller.plugin.to_string(), generation: caller.generation },
             };
-            scheduler.add(spec).map_err(|e| ServiceError::new("conflict", 409, e.to_string()))?;
+            scheduler.add(spec).map_err(|e| match e {
+                config::JobError::TooManyJobs { .. } => {
+                    registry.metrics().limit_refused("jobs_per_plugin");
+                    log::warn!(target: "xcore::scheduler", "{e}");
+                    ServiceError::new("too_many_jobs", 429, e.to_string())
+                }
+                other => ServiceError::new("conflict", 409, other.to_string()),
+            })?;
             Ok(json!({ "id": id }))
         }
         "scheduler.remove" => {

@@ -1,6 +1,15 @@
 //! The plugins' key-value store: JSON values under string keys, one namespace per
 //! plugin, optional expiry. A `set` returns after the database committed, so an
 //! acknowledged write survives a crash of the host.
+//!
+//! Quota: a plugin may have at most `kv.max_keys_per_plugin` live keys
+//! ([`KvConfig`], default [`DEFAULT_MAX_KEYS_PER_PLUGIN`]). Overwriting a key is always
+//! allowed; a new key is refused ([`KvSet::QuotaExceeded`]) when the plugin already has
+//! that many. The count and the insert are two statements, not one serialisable
+//! transaction: concurrent inserts of new keys by one plugin may each see the last free
+//! slot, so the quota can be overshot by at most the number of such writes in flight at
+//! once (the plugin's `concurrency` plus its event handlers). Expired rows that the
+//! sweeper has not removed yet do not count.
 
 use diesel::prelude::*;
 use serde::Serialize;
@@ -10,6 +19,20 @@ use super::{now_ms, upsert, Store};
 use crate::db::schema::plugin_kv::dsl as kv;
 use crate::db::DbError;
 use crate::with_conn;
+
+/// Live (unexpired) keys of `plugin` on connection `c`, as `QueryResult<u64>` (a macro:
+/// each back-end's connection is its own type). Counted on the primary key's `plugin`
+/// prefix.
+macro_rules! live_keys {
+    ($c:expr, $plugin:expr, $now:expr) => {
+        kv::plugin_kv
+            .filter(kv::plugin.eq($plugin))
+            .filter(kv::expires_at.is_null().or(kv::expires_at.gt($now)))
+            .count()
+            .get_result::<i64>($c)
+            .map(|n| n.max(0) as u64)
+    };
+}
 
 diesel::define_sql_function! {
     /// `substr(text, start, length)`: SQLite, PostgreSQL and MySQL all have it.
@@ -27,6 +50,34 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// The most entries one `list` returns.
 pub const MAX_LIST: usize = 1000;
+/// Default of [`KvConfig::max_keys_per_plugin`].
+pub const DEFAULT_MAX_KEYS_PER_PLUGIN: u64 = 10_000;
+
+/// The `kv` section of `xcore.yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KvConfig {
+    /// Live keys one plugin may have; 0 = no limit. Default 10 000.
+    pub max_keys_per_plugin: u64,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig { max_keys_per_plugin: DEFAULT_MAX_KEYS_PER_PLUGIN }
+    }
+}
+
+/// What [`Store::kv_set_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvSet {
+    /// Stored (committed).
+    Stored,
+    /// Not stored: `key` is new and the plugin already has `count` live keys.
+    QuotaExceeded {
+        /// Its live keys.
+        count: u64,
+    },
+}
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,11 +111,33 @@ impl Store {
     }
 
     /// Stores `value` under `key`; `ttl_ms` > 0 makes it expire. Returns once committed.
+    /// No quota (see [`Store::kv_set_within`]).
     pub fn kv_set(&self, plugin: &str, key: &str, value: &Value, ttl_ms: Option<u64>) -> Result<(), DbError> {
+        self.kv_set_within(plugin, key, value, ttl_ms, 0).map(drop)
+    }
+
+    /// Live keys of `plugin`.
+    pub fn kv_count(&self, plugin: &str) -> Result<u64, DbError> {
+        let now = now_ms();
+        let mut conn = self.db.conn()?;
+        with_conn!(&mut conn, c => live_keys!(c, plugin, now)).map_err(|e| self.query_error(e))
+    }
+
+    /// [`Store::kv_set`] under a quota: a new key is stored only while `plugin` has fewer
+    /// than `max_keys` live keys (0 = no limit); an existing key is always overwritten.
+    pub fn kv_set_within(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &Value,
+        ttl_ms: Option<u64>,
+        max_keys: u64,
+    ) -> Result<KvSet, DbError> {
         let text = value.to_string();
         let now = now_ms();
         let expires = ttl_ms.filter(|t| *t > 0).map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64));
         let mut conn = self.db.conn()?;
+        let mut refused = None;
         let result: QueryResult<bool> = with_conn!(&mut conn, c => upsert(
             c,
             |c| {
@@ -73,6 +146,22 @@ impl Store {
                     .execute(c)
             },
             |c| {
+                if max_keys > 0 {
+                    let count = live_keys!(&mut *c, plugin, now)?;
+                    // On MySQL an update that changed nothing reports 0 rows: the key
+                    // exists and holds these values already, which is no new key.
+                    let mut exists = || {
+                        kv::plugin_kv
+                            .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+                            .count()
+                            .get_result::<i64>(&mut *c)
+                            .map(|n| n > 0)
+                    };
+                    if count >= max_keys && !exists()? {
+                        refused = Some(count);
+                        return Ok(0);
+                    }
+                }
                 diesel::insert_into(kv::plugin_kv)
                     .values((
                         kv::plugin.eq(plugin),
@@ -84,7 +173,11 @@ impl Store {
                     .execute(c)
             },
         ));
-        result.map(drop).map_err(|e| self.query_error(e))
+        result.map_err(|e| self.query_error(e))?;
+        Ok(match refused {
+            Some(count) => KvSet::QuotaExceeded { count },
+            None => KvSet::Stored,
+        })
     }
 
     /// Deletes `key`; whether it existed (and had not expired).
@@ -204,5 +297,33 @@ mod tests {
         assert_eq!(s.kv_bytes("nobody").unwrap(), 0);
         s.kv_set("p", "forever", &json!(1), Some(0)).unwrap();
         assert_eq!(s.kv_get("p", "forever").unwrap(), Some(json!(1)), "ttl 0 never expires");
+    }
+
+    #[test]
+    fn the_quota_refuses_new_keys_only() {
+        use super::KvSet;
+        let (_d, s) = sqlite_store();
+        for i in 0..3 {
+            assert_eq!(s.kv_set_within("p", &format!("k{i}"), &json!(i), None, 3).unwrap(), KvSet::Stored);
+        }
+        assert_eq!(
+            s.kv_set_within("p", "k3", &json!(3), None, 3).unwrap(),
+            KvSet::QuotaExceeded { count: 3 }
+        );
+        assert_eq!(s.kv_get("p", "k3").unwrap(), None);
+        assert_eq!(
+            s.kv_set_within("p", "k0", &json!("new"), None, 3).unwrap(),
+            KvSet::Stored,
+            "an overwrite"
+        );
+        assert_eq!(s.kv_get("p", "k0").unwrap(), Some(json!("new")));
+        assert_eq!(s.kv_set_within("q", "k3", &json!(3), None, 3).unwrap(), KvSet::Stored, "per plugin");
+        // Expired keys do not count.
+        s.kv_set("p", "k1", &json!(1), Some(1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(s.kv_count("p").unwrap(), 2);
+        assert_eq!(s.kv_set_within("p", "k4", &json!(4), None, 3).unwrap(), KvSet::Stored);
+        assert!(s.kv_delete("p", "k4").unwrap());
+        assert_eq!(s.kv_set_within("p", "k5", &json!(5), None, 0).unwrap(), KvSet::Stored, "0 = no limit");
     }
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod job_runs;
 pub mod kv;
 pub mod plugin_state;
+pub mod retention;
 
 use std::sync::Arc;
 
@@ -37,12 +38,25 @@ pub fn rfc3339(ms: i64) -> String {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// Live keys one plugin may have in the key-value store (0 = no limit).
+    kv_max_keys: u64,
 }
 
 impl Store {
-    /// A store over `db` (its host migrations must have run).
+    /// A store over `db` (its host migrations must have run), with the default KV quota.
     pub fn new(db: Arc<Database>) -> Self {
-        Store { db }
+        Store { db, kv_max_keys: kv::DEFAULT_MAX_KEYS_PER_PLUGIN }
+    }
+
+    /// The same store with another KV quota per plugin (`kv.max_keys_per_plugin`).
+    pub fn with_kv_max_keys(mut self, max: u64) -> Self {
+        self.kv_max_keys = max;
+        self
+    }
+
+    /// Live keys one plugin may have in the key-value store (0 = no limit).
+    pub fn kv_max_keys(&self) -> u64 {
+        self.kv_max_keys
     }
 
     /// The database underneath.
