@@ -268,14 +268,13 @@ impl TrustedInstance {
             }
             let now = tokio::time::Instant::now();
             match state.get() {
-                QUEUED if now >= queue_deadline => {
-                    if state.settle(QUEUED, SHED) {
-                        return Err(InstanceError::Overloaded(format!(
-                            "no worker (resources.concurrency) took the call within {} ms",
-                            queue_timeout.as_millis()
-                        )));
-                    }
-                    // A worker took it just now: its own deadline starts.
+                // (When the exchange fails, a worker took it just now: its own deadline
+                // starts, and the loop waits for it.)
+                QUEUED if now >= queue_deadline && state.settle(QUEUED, SHED) => {
+                    return Err(InstanceError::Overloaded(format!(
+                        "no worker (resources.concurrency) took the call within {} ms",
+                        queue_timeout.as_millis()
+                    )));
                 }
                 STARTED if state.started().is_some_and(|s| now >= s + run_limit) => {
                     if state.settle(STARTED, ABANDONED) {
