@@ -350,3 +350,51 @@ fn past_the_abandoned_thread_bound_a_trusted_plugin_fails_and_points_to_the_sand
     assert_eq!(metric(&s, "xcore_abandoned_threads_limit"), Some(1.0));
     assert_eq!(metric(&s, r#"xcore_plugin_abandoned_threads{plugin="misbehave"}"#), Some(2.0));
 }
+
+/// A caller that goes away while its call is still queued (here an event handler past
+/// its own timeout, whose future is dropped) has given up too: its call is dropped unrun
+/// when a worker reaches it. (An HTTP/1 client that hangs up is not noticed by actix-web
+/// while the handler waits, actix/actix-web#1313, so it is shed only by its queue
+/// timeout.)
+#[test]
+fn a_call_whose_caller_went_away_while_queued_never_runs() {
+    for mode in TIERS {
+        let s = Server::start(&[PluginSpec::with(
+            "slow",
+            "xcore-fixture-misbehave",
+            &format!(
+                "execution_mode: {mode}\nresources: {{ concurrency: 1, queue_timeout_ms: 20000, rate_limit: {{ calls: 0, period_seconds: 1 }} }}\n\
+                 hooks:\n  - {{ event: \"test.go\", action: count_sleep, timeout_ms: 300 }}"
+            ),
+        )]);
+        let base = s.base.clone();
+        let long = std::thread::spawn(move || {
+            let url = format!("{base}/api/v1/plugins/slow/call/count_sleep");
+            agent(Duration::from_secs(60))
+                .post(&url)
+                .send(br#"{"ms":1500}"#.as_slice())
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.info("slow")["counters"]["calls"] == 0 {
+            assert!(Instant::now() < deadline, "{mode}: the long call never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // The handler's call queues behind the long one; the handler gives up at 300 ms.
+        let r = s.admin("/api/v1/events/test.go");
+        assert_eq!(r.status, 200, "{mode}: {}", r.body);
+        assert!(r.body.contains("handler_timeout"), "{mode}: {}", r.body);
+        assert_eq!(long.join().unwrap(), 200, "{mode}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(executions(&s), 1, "{mode}: the call of the handler that gave up ran anyway");
+        let info = s.info("slow");
+        assert_eq!(info["counters"]["overloaded"], 0, "{mode}: {info}");
+        if mode == "trusted" {
+            assert_eq!(info["counters"]["shed"], 1, "{mode}: {info}");
+        }
+        assert_eq!(info["generation"], 1, "{mode}: {info}");
+    }
+}
