@@ -233,6 +233,11 @@ pub struct ServerConfig {
     /// Grace period for in-flight requests and plugin shutdown.
     #[serde(deserialize_with = "lenient::parse")]
     pub shutdown_timeout_seconds: u64,
+    /// The header that names the client when the host sits behind a proxy (e.g.
+    /// `x-forwarded-for`; its last comma-separated entry counts). `None`: the peer
+    /// address. Used by the per-client rate limit (`resources.rate_limit.per_client`).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -244,6 +249,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             admin_token: None,
             shutdown_timeout_seconds: 10,
+            client_ip_header: None,
         }
     }
 }
@@ -258,6 +264,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("admin_token", &self.admin_token.as_ref().map(|_| MASK))
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
+            .field("client_ip_header", &self.client_ip_header)
             .finish()
     }
 }
@@ -279,6 +286,19 @@ pub struct PluginsConfig {
     /// How long file events settle before the watcher acts, in ms (default 200).
     #[serde(deserialize_with = "lenient::parse")]
     pub debounce_ms: u64,
+    /// How long a call may wait for a free worker (trusted) or call slot (sandboxed)
+    /// before it is answered 503 `overloaded`, in ms (default 1000); a manifest's
+    /// `resources.queue_timeout_ms` overrides it. The call's `timeout_ms` starts after.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub queue_timeout_ms: u64,
+    /// Threads a trusted plugin may leave stuck in calls past their deadline and still
+    /// be restarted in-process (default 3); past it the plugin is `failed`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_abandoned_threads: u64,
+    /// Clients tracked per plugin by the per-client rate limit (default 10000); clients
+    /// beyond it share one window.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub rate_limit_max_clients: usize,
 }
 
 impl Default for PluginsConfig {
@@ -288,6 +308,9 @@ impl Default for PluginsConfig {
             runtime_dir: PathBuf::from("runtime"),
             watch: true,
             debounce_ms: 200,
+            queue_timeout_ms: 1000,
+            max_abandoned_threads: 3,
+            rate_limit_max_clients: 10_000,
         }
     }
 }
@@ -615,6 +638,21 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
             format!("must not be larger than cache.max_bytes ({})", c.cache.max_bytes),
         ));
     }
+    if c.plugins.queue_timeout_ms == 0 {
+        return Err(("plugins.queue_timeout_ms", "must be at least 1".into()));
+    }
+    if c.plugins.rate_limit_max_clients == 0 {
+        return Err(("plugins.rate_limit_max_clients", "must be at least 1".into()));
+    }
+    if let Some(h) = c.server.client_ip_header.take() {
+        let h = h.trim().to_ascii_lowercase();
+        if !h.is_empty() {
+            if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(("server.client_ip_header", format!("{h:?} is not a header name")));
+            }
+            c.server.client_ip_header = Some(h);
+        }
+    }
     Ok(c)
 }
 
@@ -871,6 +909,28 @@ mod tests {
 
         let e = parse("server:\n  host: '${XCORE_TEST_UNSET}'\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("xcore.yaml: server.host: ") && e.contains("XCORE_TEST_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn load_shedding_and_client_settings() {
+        let d = Config::default();
+        assert_eq!((d.plugins.queue_timeout_ms, d.plugins.max_abandoned_threads), (1000, 3));
+        assert_eq!((d.plugins.rate_limit_max_clients, d.server.client_ip_header.as_deref()), (10_000, None));
+        let yaml = "server:\n  client_ip_header: X-Forwarded-For\nplugins:\n  queue_timeout_ms: '250'\n";
+        let (c, w) = parse(yaml, &[]).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.server.client_ip_header.as_deref(), Some("x-forwarded-for"));
+        assert_eq!(c.plugins.queue_timeout_ms, 250);
+        let (c, _) = parse("server:\n  client_ip_header: ''\n", &[]).unwrap();
+        assert_eq!(c.server.client_ip_header, None, "empty means the peer address");
+        for (yaml, key) in [
+            ("plugins:\n  queue_timeout_ms: 0\n", "plugins.queue_timeout_ms"),
+            ("plugins:\n  rate_limit_max_clients: 0\n", "plugins.rate_limit_max_clients"),
+            ("server:\n  client_ip_header: 'x forwarded'\n", "server.client_ip_header"),
+        ] {
+            let e = parse(yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

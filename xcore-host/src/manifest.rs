@@ -132,6 +132,10 @@ pub struct Resources {
     pub max_open_files: u64,
     /// Call rate limit.
     pub rate_limit: RateLimit,
+    /// How long a call may wait for a free worker (trusted) or call slot (sandboxed),
+    /// in milliseconds, before it is answered 503 `overloaded`; `timeout_ms` starts
+    /// when the call starts. `None`: the host's `plugins.queue_timeout_ms`.
+    pub queue_timeout_ms: Option<u64>,
 }
 
 /// One `hooks:` entry: an action of the plugin subscribed to the events matching
@@ -166,6 +170,9 @@ pub struct RateLimit {
     pub calls: u32,
     /// Window length in seconds (> 0, finite).
     pub period_seconds: f64,
+    /// Calls allowed per period to one client (by peer address, or by the header
+    /// `server.client_ip_header` names); 0 (default) means no per-client limit.
+    pub per_client: u32,
 }
 
 /// How the supervisor restarts a crashed plugin.
@@ -381,6 +388,7 @@ struct RawResources {
     cpu_time_ms: Option<u64>,
     max_open_files: Option<u64>,
     rate_limit: Option<RawRateLimit>,
+    queue_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +410,7 @@ struct RawHealthCheck {
 struct RawRateLimit {
     calls: Option<u32>,
     period_seconds: Option<f64>,
+    per_client: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -759,8 +768,9 @@ fn validate_resources(mode: ExecutionMode, raw: Option<RawResources>) -> Result<
         cpu_time_ms: None,
         max_open_files: None,
         rate_limit: None,
+        queue_timeout_ms: None,
     });
-    let rl = raw.rate_limit.unwrap_or(RawRateLimit { calls: None, period_seconds: None });
+    let rl = raw.rate_limit.unwrap_or(RawRateLimit { calls: None, period_seconds: None, per_client: None });
     let timeout_ms = raw.timeout_ms.unwrap_or(timeout_ms);
     let res = Resources {
         timeout_ms,
@@ -772,8 +782,13 @@ fn validate_resources(mode: ExecutionMode, raw: Option<RawResources>) -> Result<
         rate_limit: RateLimit {
             calls: rl.calls.unwrap_or(calls),
             period_seconds: rl.period_seconds.unwrap_or(60.0),
+            per_client: rl.per_client.unwrap_or(0),
         },
+        queue_timeout_ms: raw.queue_timeout_ms,
     };
+    if res.queue_timeout_ms == Some(0) {
+        return err("resources.queue_timeout_ms", "must be at least 1 (omit it for the host's default)");
+    }
     if res.concurrency == 0 {
         return err("resources.concurrency", "must be at least 1");
     }
@@ -990,7 +1005,8 @@ mod tests {
                 max_disk_mb: 0,
                 cpu_time_ms: 30_000,
                 max_open_files: 0,
-                rate_limit: RateLimit { calls: 1000, period_seconds: 60.0 }
+                rate_limit: RateLimit { calls: 1000, period_seconds: 60.0, per_client: 0 },
+                queue_timeout_ms: None,
             }
         );
     }
@@ -1055,6 +1071,18 @@ mod tests {
                 Path::new("plugins/echo/plugin.yaml").display()
             )
         );
+    }
+
+    #[test]
+    fn queue_timeout_and_per_client_limit_are_read() {
+        let yaml = format!(
+            "{MIN}resources:\n  queue_timeout_ms: 250\n  rate_limit:\n    calls: 10\n    per_client: 3\n"
+        );
+        let m = parse_in("plugins/echo", &yaml).unwrap().manifest;
+        assert_eq!(m.resources.queue_timeout_ms, Some(250));
+        assert_eq!((m.resources.rate_limit.calls, m.resources.rate_limit.per_client), (10, 3));
+        let msg = error_of(&format!("{MIN}resources:\n  queue_timeout_ms: 0\n"));
+        assert!(msg.contains("resources.queue_timeout_ms: must be at least 1"), "{msg}");
     }
 
     #[test]

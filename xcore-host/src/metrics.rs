@@ -37,6 +37,14 @@ pub struct Metrics {
     pub limit_refusals: IntCounterVec,
     /// Rows removed by the retention of `job_runs` and `audit_log`, by table.
     pub pruned_rows: IntCounterVec,
+    overloaded: IntCounterVec,
+    shed: IntCounterVec,
+    client_rate_limited: IntCounterVec,
+    client_overflow: IntCounterVec,
+    /// Clients the per-client rate limit of a plugin tracks now.
+    pub rate_limit_clients: IntGaugeVec,
+    /// `plugins.max_abandoned_threads`: past it a trusted plugin is failed.
+    pub abandoned_threads_limit: IntGauge,
 }
 
 /// The per-call handles of one plugin.
@@ -50,6 +58,15 @@ pub struct PluginMetrics {
     pub rate_limited: IntCounter,
     /// Restarts of the plugin.
     pub restarts: IntCounter,
+    /// Calls answered 503 `overloaded`: no worker or call slot took them in time.
+    pub overloaded: IntCounter,
+    /// Calls dropped before they started because their caller had given up.
+    pub shed: IntCounter,
+    /// Calls refused by the per-client rate limit.
+    pub client_rate_limited: IntCounter,
+    /// Calls whose client found no room in the per-client table and shared its
+    /// overflow window.
+    pub client_overflow: IntCounter,
     errors: IntCounterVec,
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
     name: String,
@@ -184,6 +201,43 @@ impl Metrics {
             &["table"],
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["plugin"]).expect("valid metric")
+        };
+        let overloaded = counter(
+            "xcore_plugin_calls_overloaded_total",
+            "Calls answered 503 overloaded: no worker or call slot took them within the queue timeout",
+        );
+        let shed = counter(
+            "xcore_plugin_calls_shed_total",
+            "Calls dropped before they started because their caller had given up",
+        );
+        let client_rate_limited =
+            counter("xcore_plugin_client_rate_limited_total", "Calls refused by the per-client rate limit");
+        let client_overflow = counter(
+            "xcore_plugin_rate_limit_client_overflow_total",
+            "Calls whose client did not fit the per-client table and shared its overflow window",
+        );
+        let rate_limit_clients = IntGaugeVec::new(
+            Opts::new("xcore_plugin_rate_limit_clients", "Clients tracked by the per-client rate limit"),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let abandoned_threads_limit = IntGauge::new(
+            "xcore_abandoned_threads_limit",
+            "Abandoned threads a trusted plugin may have and still be restarted (plugins.max_abandoned_threads)",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(overloaded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(shed.clone()),
+            Box::new(client_rate_limited.clone()),
+            Box::new(client_overflow.clone()),
+            Box::new(rate_limit_clients.clone()),
+            Box::new(abandoned_threads_limit.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(limit_refusals.clone()),
@@ -215,6 +269,12 @@ impl Metrics {
             error_codes: Arc::default(),
             limit_refusals,
             pruned_rows,
+            overloaded,
+            shed,
+            client_rate_limited,
+            client_overflow,
+            rate_limit_clients,
+            abandoned_threads_limit,
         }
     }
 
@@ -230,6 +290,10 @@ impl Metrics {
             latency: self.latency.with_label_values(&[name]),
             rate_limited: self.rate_limited.with_label_values(&[name]),
             restarts: self.restarts.with_label_values(&[name]),
+            overloaded: self.overloaded.with_label_values(&[name]),
+            shed: self.shed.with_label_values(&[name]),
+            client_rate_limited: self.client_rate_limited.with_label_values(&[name]),
+            client_overflow: self.client_overflow.with_label_values(&[name]),
             errors: self.errors.clone(),
             error_codes: self.error_codes.clone(),
             name: name.to_string(),
@@ -250,6 +314,10 @@ impl Metrics {
         for vec in [&self.calls, &self.restarts, &self.rate_limited] {
             let _ = vec.remove_label_values(&[name]);
         }
+        for vec in [&self.overloaded, &self.shed, &self.client_rate_limited, &self.client_overflow] {
+            let _ = vec.remove_label_values(&[name]);
+        }
+        let _ = self.rate_limit_clients.remove_label_values(&[name]);
         let _ = self.latency.remove_label_values(&[name]);
         let _ = self.abandoned_threads.remove_label_values(&[name]);
         for st in crate::runtime::PluginState::ALL {

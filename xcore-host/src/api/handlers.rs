@@ -29,6 +29,20 @@ fn request_id(req: &HttpRequest) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Who the client is, for the per-client rate limit: the last entry of the configured
+/// header (what the nearest proxy saw) when set and present, else the peer address.
+fn client_key(req: &HttpRequest, header: Option<&str>) -> Option<String> {
+    if let Some(h) = header {
+        let value = req.headers().get_all(h).filter_map(|v| v.to_str().ok()).last();
+        if let Some(last) = value.and_then(|v| v.rsplit(',').next()).map(str::trim) {
+            if !last.is_empty() {
+                return Some(last.to_string());
+            }
+        }
+    }
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
 fn json_reply(rid: &str, body: Vec<u8>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
@@ -83,7 +97,8 @@ pub(super) async fn call(
         request_id: rid.clone(),
         origin: None,
     };
-    let reply = state.registry.call(&name, input).await.map_err(|e| tag(e.into()))?;
+    let client = client_key(&req, state.client_ip_header.as_deref());
+    let reply = state.registry.call_from(&name, input, client.as_deref()).await.map_err(|e| tag(e.into()))?;
     Ok(json_reply(&rid, reply))
 }
 
@@ -127,7 +142,8 @@ async fn plugin_route_inner(
         request_id: rid.to_string(),
         origin: None,
     };
-    let reply = state.registry.call(name, input).await?;
+    let client = client_key(req, state.client_ip_header.as_deref());
+    let reply = state.registry.call_from(name, input, client.as_deref()).await?;
     Ok(json_reply(rid, reply))
 }
 

@@ -40,6 +40,9 @@ pub struct AppState {
     pub admin: AdminToken,
     /// The body size limit in bytes.
     pub body_limit: usize,
+    /// `server.client_ip_header`: the header naming the client behind a proxy (lower
+    /// case); `None`: the peer address.
+    pub client_ip_header: Option<String>,
 }
 
 /// Registers every route on an actix app.

@@ -16,7 +16,7 @@ pub struct ApiError {
     pub code: String,
     /// What happened, for humans.
     pub detail: String,
-    /// Seconds, for 429.
+    /// Seconds, for 429 and 503 `overloaded` (`Retry-After`).
     pub retry_after: Option<u64>,
     /// The call's request id, echoed in `x-request-id`.
     pub request_id: Option<String>,
@@ -93,7 +93,7 @@ impl ResponseError for ApiError {
 impl From<CallFailure> for ApiError {
     fn from(f: CallFailure) -> Self {
         let mut e = ApiError::new(f.status(), f.code(), f.to_string());
-        if let CallFailure::RateLimited { retry_after, .. } = &f {
+        if let Some(retry_after) = f.retry_after() {
             // Round up: a client that waits exactly this long is admitted.
             e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
         }

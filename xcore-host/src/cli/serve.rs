@@ -106,6 +106,9 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
     reg_opts.sandbox_user = cfg.sandbox.resolve_user()?;
     reg_opts.signatures = signature_policy(&cfg.security)?;
+    reg_opts.queue_timeout = Duration::from_millis(cfg.plugins.queue_timeout_ms);
+    reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
+    reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());
@@ -173,7 +176,12 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         workers: cfg.server.workers,
         shutdown_timeout_seconds: cfg.server.shutdown_timeout_seconds,
     };
-    let state = AppState { registry: registry.clone(), admin, body_limit: cfg.server.body_limit_bytes };
+    let state = AppState {
+        registry: registry.clone(),
+        admin,
+        body_limit: cfg.server.body_limit_bytes,
+        client_ip_header: cfg.server.client_ip_header.clone(),
+    };
 
     actix_web::rt::System::new().block_on(async move {
         let report = registry.load_all().await;

@@ -44,16 +44,33 @@ pub enum CallFailure {
         /// The last error, if any.
         detail: Option<String>,
     },
-    /// Over the plugin's rate limit.
-    #[error("plugin '{name}' allows {calls} calls per {period_seconds} s; retry in {} s", retry_after.as_secs_f64().ceil())]
+    /// Over the plugin's rate limit, or over its per-client limit.
+    #[error(
+        "plugin '{name}' allows {calls} calls per {period_seconds} s{}; retry in {} s",
+        if *per_client { " per client (resources.rate_limit.per_client)" } else { " (resources.rate_limit.calls)" },
+        retry_after.as_secs_f64().ceil().max(1.0)
+    )]
     RateLimited {
         /// Plugin name.
         name: String,
+        /// Whether the per-client limit refused it (else the plugin-wide one).
+        per_client: bool,
         /// The limit.
         calls: u32,
         /// Its window.
         period_seconds: f64,
         /// When a call will be accepted again.
+        retry_after: Duration,
+    },
+    /// No worker (trusted) or call slot (sandboxed) took the call within the queue
+    /// timeout: the plugin is busy. Not a failure of the plugin; nothing is restarted.
+    #[error("plugin '{name}' is overloaded: {detail}; retry in {} s", retry_after.as_secs_f64().ceil().max(1.0))]
+    Overloaded {
+        /// Plugin name.
+        name: String,
+        /// What was full and for how long.
+        detail: String,
+        /// A hint for the client (`Retry-After`).
         retry_after: Duration,
     },
     /// The call ran past its deadline; the instance is being replaced.
@@ -116,6 +133,7 @@ impl CallFailure {
             CallFailure::UnknownPlugin(_) => "unknown_plugin",
             CallFailure::Unavailable { .. } => "unavailable",
             CallFailure::RateLimited { .. } => "rate_limited",
+            CallFailure::Overloaded { .. } => "overloaded",
             CallFailure::Timeout { .. } => "timeout",
             CallFailure::Crashed { .. } => "plugin_crashed",
             CallFailure::TooLarge(_) => "payload_too_large",
@@ -125,12 +143,23 @@ impl CallFailure {
         }
     }
 
+    /// When the client may try again (`Retry-After`), for refusals caused by load.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallFailure::RateLimited { retry_after, .. } | CallFailure::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
             CallFailure::UnknownPlugin(_) => 404,
             CallFailure::Unavailable { .. } => 503,
             CallFailure::RateLimited { .. } => 429,
+            CallFailure::Overloaded { .. } => 503,
             CallFailure::Timeout { .. } => 504,
             CallFailure::Crashed { .. } => 502,
             CallFailure::TooLarge(_) => 413,

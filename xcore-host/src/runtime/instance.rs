@@ -23,10 +23,12 @@ pub struct PluginErrorReply {
 /// Why an instance produced no outcome for a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstanceError {
-    /// The call ran past its deadline; the instance must be replaced.
+    /// The call ran past its deadline (counted from when it started); the instance
+    /// must be replaced.
     DeadlinePassed,
-    /// The call never started: the instance's queue stayed full.
-    Overloaded,
+    /// The call never started: no worker or call slot took it within the queue
+    /// timeout, or the queue is full. The detail says which.
+    Overloaded(String),
     /// The worker process died (sandboxed); the reason names the signal or exit code.
     Crashed(String),
     /// The call or its reply does not fit the sandbox's frame limit.
@@ -42,16 +44,24 @@ pub enum Instance {
 }
 
 impl Instance {
-    /// Runs one call under `timeout` (`None`: no deadline).
+    /// Runs one call: it waits at most `queue_timeout` for a worker (trusted) or a call
+    /// slot (sandboxed), then runs under `timeout` (`None`: no deadline), counted from
+    /// when it started.
     pub async fn call(
         &self,
         input: CallInput,
         timeout: Option<Duration>,
+        queue_timeout: Duration,
     ) -> Result<PluginOutcome, InstanceError> {
         match self {
-            Instance::Trusted(i) => i.call(input, timeout).await,
-            Instance::Sandboxed(i) => i.call(input, timeout).await,
+            Instance::Trusted(i) => i.call(input, timeout, queue_timeout).await,
+            Instance::Sandboxed(i) => i.call(input, timeout, queue_timeout).await,
         }
+    }
+
+    /// Whether the instance runs in the host process.
+    pub fn is_trusted(&self) -> bool {
+        matches!(self, Instance::Trusted(_))
     }
 
     /// Which instance of the plugin this is.

@@ -21,7 +21,7 @@ use xcore_plugin_api::codes;
 use super::call::{CallFailure, CallInput, CallOrigin};
 use super::host_services::HostServices;
 use super::instance::{Instance, InstanceError};
-use super::rate_limit::RateLimiter;
+use super::rate_limit::{ClientLimiter, RateLimiter};
 use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
 use super::trusted::instance::{InstanceGauges, TrustedInstance};
@@ -70,6 +70,14 @@ pub struct RegistryOptions {
     pub signatures: SignaturePolicy,
     /// The user and group sandboxed workers run as (`sandbox.user`); `None`: the host's.
     pub sandbox_user: Option<(u32, u32)>,
+    /// How long a call may wait for a worker or call slot, unless its manifest says
+    /// (`resources.queue_timeout_ms`); past it: 503 `overloaded`.
+    pub queue_timeout: Duration,
+    /// Abandoned threads a trusted plugin may have and still be restarted in-process;
+    /// a timeout that leaves it with more fails it.
+    pub max_abandoned_threads: u64,
+    /// Clients tracked per plugin by the per-client rate limit.
+    pub rate_limit_max_clients: usize,
 }
 
 /// The signature rule the registry applies at every load and reload.
@@ -142,6 +150,9 @@ impl RegistryOptions {
             // configuration (trusted by default).
             signatures: SignaturePolicy { require: RequireSignatures::None, trusted: Arc::default() },
             sandbox_user: None,
+            queue_timeout: Duration::from_millis(1000),
+            max_abandoned_threads: 3,
+            rate_limit_max_clients: 10_000,
         }
     }
 
@@ -197,6 +208,10 @@ struct Counters {
     panics: AtomicU64,
     timeouts: AtomicU64,
     rate_limited: AtomicU64,
+    /// Of `rate_limited`, those refused by the per-client limit.
+    rate_limited_per_client: AtomicU64,
+    /// Calls answered 503 `overloaded` (no worker or call slot in time).
+    overloaded: AtomicU64,
     panics_in_a_row: AtomicU32,
     /// Calls inside the instance now (for the re-entrancy check).
     in_flight: AtomicU32,
@@ -227,13 +242,16 @@ pub struct PluginSlot {
     instance: ArcSwapOption<Instance>,
     inner: Mutex<SlotInner>,
     limiter: Mutex<RateLimiter>,
+    client_limiter: Mutex<ClientLimiter>,
+    /// The size bound of `client_limiter`'s table.
+    max_clients: usize,
     gauges: Arc<InstanceGauges>,
     counters: Counters,
     metrics: PluginMetrics,
 }
 
 impl PluginSlot {
-    fn new(name: &str, dir: PathBuf, metrics: PluginMetrics) -> Self {
+    fn new(name: &str, dir: PathBuf, metrics: PluginMetrics, max_clients: usize) -> Self {
         PluginSlot {
             name: name.to_string(),
             dir,
@@ -242,7 +260,12 @@ impl PluginSlot {
             instance: ArcSwapOption::empty(),
             inner: Mutex::new(SlotInner::default()),
             limiter: Mutex::new(RateLimiter::new(0, Duration::from_secs(1))),
-            gauges: Arc::default(),
+            client_limiter: Mutex::new(ClientLimiter::new(0, Duration::from_secs(1), max_clients)),
+            max_clients,
+            gauges: Arc::new(InstanceGauges {
+                shed_metric: Some(metrics.shed.clone()),
+                ..InstanceGauges::default()
+            }),
             counters: Counters::default(),
             metrics,
         }
@@ -265,8 +288,9 @@ impl PluginSlot {
 
     fn set_manifest(&self, m: Arc<Manifest>) {
         let rl = &m.resources.rate_limit;
-        *self.limiter.lock() =
-            RateLimiter::new(rl.calls, Duration::from_secs_f64(rl.period_seconds.max(0.001)));
+        let period = Duration::from_secs_f64(rl.period_seconds.max(0.001));
+        *self.limiter.lock() = RateLimiter::new(rl.calls, period);
+        *self.client_limiter.lock() = ClientLimiter::new(rl.per_client, period, self.max_clients);
         self.manifest.store(Some(m));
     }
 }
@@ -304,7 +328,7 @@ pub struct PluginInfo {
     pub counters: serde_json::Value,
     /// Restarts performed.
     pub restarts: u64,
-    /// Worker threads stuck past a deadline.
+    /// Worker threads stuck inside a call they started, past its deadline.
     pub abandoned_threads: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
@@ -714,7 +738,14 @@ impl PluginRegistry {
         let mut slots = self.slots.write();
         slots
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(PluginSlot::new(name, dir, self.metrics.plugin(name))))
+            .or_insert_with(|| {
+                Arc::new(PluginSlot::new(
+                    name,
+                    dir,
+                    self.metrics.plugin(name),
+                    self.opts.rate_limit_max_clients,
+                ))
+            })
             .clone()
     }
 
@@ -1223,8 +1254,21 @@ impl PluginRegistry {
     }
 
     /// Calls `input.action` on plugin `name`: state check, rate limit, then the
-    /// instance's worker under the manifest's deadline.
+    /// instance's worker under the manifest's deadline. No per-client limit applies (the
+    /// host's own calls: events, jobs, plugin-to-plugin); see [`PluginRegistry::call_from`].
     pub async fn call(self: &Arc<Self>, name: &str, input: CallInput) -> Result<Vec<u8>, CallFailure> {
+        self.call_from(name, input, None).await
+    }
+
+    /// [`PluginRegistry::call`] on behalf of `client` (an HTTP client's address or the
+    /// value of `server.client_ip_header`), which the plugin's per-client rate limit
+    /// (`resources.rate_limit.per_client`) counts.
+    pub async fn call_from(
+        self: &Arc<Self>,
+        name: &str,
+        input: CallInput,
+        client: Option<&str>,
+    ) -> Result<Vec<u8>, CallFailure> {
         let slot = self.slot(name).ok_or_else(|| CallFailure::UnknownPlugin(name.to_string()))?;
         let instance = match (slot.state(), slot.instance.load_full()) {
             (PluginState::Ready, Some(i)) => i,
@@ -1246,12 +1290,35 @@ impl PluginRegistry {
         };
         slot.counters.calls.fetch_add(1, Ordering::Relaxed);
         slot.metrics.calls.inc();
-        if let Err(retry_after) = slot.limiter.lock().check(Instant::now()) {
+        let rl = &manifest.resources.rate_limit;
+        let now = Instant::now();
+        // The client's own window first: a client over its limit must not use up the
+        // plugin-wide window for everybody else.
+        if let Some(client) = client.filter(|_| rl.per_client > 0) {
+            let verdict = slot.client_limiter.lock().check(client, now);
+            if verdict.overflow {
+                slot.metrics.client_overflow.inc();
+            }
+            if let Err(retry_after) = verdict.admitted {
+                slot.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                slot.counters.rate_limited_per_client.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.rate_limited.inc();
+                slot.metrics.client_rate_limited.inc();
+                return Err(CallFailure::RateLimited {
+                    name: name.to_string(),
+                    per_client: true,
+                    calls: rl.per_client,
+                    period_seconds: rl.period_seconds,
+                    retry_after,
+                });
+            }
+        }
+        if let Err(retry_after) = slot.limiter.lock().check(now) {
             slot.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             slot.metrics.rate_limited.inc();
-            let rl = &manifest.resources.rate_limit;
             return Err(CallFailure::RateLimited {
                 name: name.to_string(),
+                per_client: false,
                 calls: rl.calls,
                 period_seconds: rl.period_seconds,
                 retry_after,
@@ -1260,6 +1327,8 @@ impl PluginRegistry {
         let timeout_ms = manifest.resources.timeout_ms;
         // 0 means no deadline.
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        let queue_timeout =
+            manifest.resources.queue_timeout_ms.map(Duration::from_millis).unwrap_or(self.opts.queue_timeout);
         let quota = disk_quota(manifest);
         if let Some((dir, limit)) = &quota {
             if let Some(f) = self.check_quota(manifest, dir, *limit, "before").await {
@@ -1295,9 +1364,12 @@ impl PluginRegistry {
             // client gone) included.
             let _in_flight =
                 InFlight::enter(&slot.counters.in_flight, origin_key.map(|k| (&self.origins, k)));
-            instance.call(input, timeout).await
+            instance.call(input, timeout, queue_timeout).await
         };
-        slot.metrics.latency.observe(started.elapsed().as_secs_f64());
+        // A call that never started says nothing about the plugin's latency.
+        if !matches!(outcome, Err(InstanceError::Overloaded(_))) {
+            slot.metrics.latency.observe(started.elapsed().as_secs_f64());
+        }
         match outcome {
             Ok(Ok(bytes)) => {
                 slot.counters.panics_in_a_row.store(0, Ordering::Relaxed);
@@ -1339,24 +1411,42 @@ impl PluginRegistry {
                 slot.metrics.error("payload_too_large");
                 Err(CallFailure::TooLarge(detail))
             }
-            Err(InstanceError::Overloaded) => {
-                slot.counters.errors.fetch_add(1, Ordering::Relaxed);
-                slot.metrics.error("overloaded");
-                Err(CallFailure::Unavailable {
+            Err(InstanceError::Overloaded(detail)) => {
+                // Load, not failure: no error, no timeout, no restart.
+                slot.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                slot.metrics.overloaded.inc();
+                if !instance.is_trusted() {
+                    // The sandboxed tier's queue is its slot wait: giving it up drops the
+                    // call before the worker ever sees it. (Trusted workers count the
+                    // jobs they drop themselves.)
+                    slot.gauges.count_shed();
+                }
+                Err(CallFailure::Overloaded {
                     name: name.to_string(),
-                    state: "overloaded".into(),
-                    detail: Some(format!("its call queue stayed full for {timeout_ms} ms")),
+                    detail,
+                    retry_after: Duration::from_secs(1),
                 })
             }
             Err(InstanceError::DeadlinePassed) => {
                 slot.counters.errors.fetch_add(1, Ordering::Relaxed);
                 slot.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 slot.metrics.error("timeout");
-                self.on_instance_failure(
-                    &slot,
-                    instance.generation(),
-                    format!("action '{action}' ran past its deadline of {timeout_ms} ms"),
-                );
+                let reason = format!("action '{action}' ran past its deadline of {timeout_ms} ms");
+                let abandoned = slot.gauges.abandoned_threads.load(Ordering::SeqCst);
+                let limit = self.opts.max_abandoned_threads;
+                if instance.is_trusted() && abandoned > limit {
+                    // Each restart in-process may leave another thread stuck for good.
+                    let why = format!(
+                        "{abandoned} threads are stuck in calls past their deadline, over the limit of {limit} \
+                         (plugins.max_abandoned_threads), so it is not restarted in-process again; last: {reason}. \
+                         A trusted plugin's stuck thread cannot be stopped: run it in the sandboxed tier \
+                         (execution_mode: sandboxed), where a call past its deadline kills the worker. \
+                         Reset it with POST /api/v1/plugins/{name}/reset"
+                    );
+                    self.fail_instance(&slot, instance.generation(), reason, Some(why));
+                } else {
+                    self.on_instance_failure(&slot, instance.generation(), reason);
+                }
                 Err(CallFailure::Timeout { name: name.to_string(), action, timeout_ms })
             }
         }
@@ -1365,6 +1455,18 @@ impl PluginRegistry {
     /// An instance misbehaved: stop routing to it and restart the plugin under its
     /// policy. Only the first report about a given instance acts.
     fn on_instance_failure(self: &Arc<Self>, slot: &Arc<PluginSlot>, generation: u64, reason: String) {
+        self.fail_instance(slot, generation, reason, None)
+    }
+
+    /// [`Self::on_instance_failure`]; with `final_reason`, the plugin goes to `failed`
+    /// with that message instead of asking the restart policy.
+    fn fail_instance(
+        self: &Arc<Self>,
+        slot: &Arc<PluginSlot>,
+        generation: u64,
+        reason: String,
+        final_reason: Option<String>,
+    ) {
         let decision = {
             let mut inner = slot.inner.lock();
             let current = slot.instance.load();
@@ -1375,8 +1477,12 @@ impl PluginRegistry {
             slot.instance.store(None);
             inner.ready_since = None;
             inner.last_error = Some(reason.clone());
-            let Some(m) = slot.manifest.load_full() else { return };
-            inner.tracker.on_failure(&m.restart, Instant::now())
+            if final_reason.is_some() {
+                None
+            } else {
+                let Some(m) = slot.manifest.load_full() else { return };
+                Some(inner.tracker.on_failure(&m.restart, Instant::now()))
+            }
         };
         log::warn!(target: "xcore::runtime", "plugin '{}' instance {generation} degraded: {reason}", slot.name);
         let version = slot.manifest.load().as_ref().map(|m| m.version.to_string());
@@ -1384,7 +1490,17 @@ impl PluginRegistry {
             "plugin.crashed",
             serde_json::json!({ "plugin": slot.name, "version": version, "generation": generation, "reason": reason }),
         );
-        self.apply_decision(slot.clone(), decision, reason);
+        match (decision, final_reason) {
+            (Some(decision), _) => self.apply_decision(slot.clone(), decision, reason),
+            (None, Some(why)) => {
+                slot.fail(why.clone());
+                self.emit_host_event(
+                    "plugin.failed",
+                    serde_json::json!({ "plugin": slot.name, "reason": why }),
+                );
+            }
+            (None, None) => {}
+        }
     }
 
     fn apply_decision(self: &Arc<Self>, slot: Arc<PluginSlot>, decision: RestartDecision, reason: String) {
@@ -1471,7 +1587,12 @@ impl PluginRegistry {
                     "max_disk_mb": r.max_disk_mb,
                     "cpu_time_ms": r.cpu_time_ms,
                     "max_open_files": r.max_open_files,
-                    "rate_limit": {"calls": r.rate_limit.calls, "period_seconds": r.rate_limit.period_seconds},
+                    "rate_limit": {
+                        "calls": r.rate_limit.calls,
+                        "period_seconds": r.rate_limit.period_seconds,
+                        "per_client": r.rate_limit.per_client,
+                    },
+                    "queue_timeout_ms": r.queue_timeout_ms.unwrap_or(self.opts.queue_timeout.as_millis() as u64),
                 })
             }),
             restart_policy: m.as_ref().map(|m| {
@@ -1502,6 +1623,9 @@ impl PluginRegistry {
                 "panics": c.panics.load(Ordering::Relaxed),
                 "timeouts": c.timeouts.load(Ordering::Relaxed),
                 "rate_limited": c.rate_limited.load(Ordering::Relaxed),
+                "rate_limited_per_client": c.rate_limited_per_client.load(Ordering::Relaxed),
+                "overloaded": c.overloaded.load(Ordering::Relaxed),
+                "shed": slot.gauges.shed_calls.load(Ordering::Relaxed),
             }),
             restarts: inner.tracker.total(),
             abandoned_threads: slot.gauges.abandoned_threads.load(Ordering::Relaxed),
@@ -1537,7 +1661,11 @@ impl PluginRegistry {
             m.abandoned_threads
                 .with_label_values(&[s.name.as_str()])
                 .set(s.gauges.abandoned_threads.load(Ordering::Relaxed) as i64);
+            m.rate_limit_clients
+                .with_label_values(&[s.name.as_str()])
+                .set(s.client_limiter.lock().tracked() as i64);
         }
+        m.abandoned_threads_limit.set(self.opts.max_abandoned_threads as i64);
         m.mapped_libraries.set(loader::mapped_libraries() as i64);
         if let Some(dbs) = self.databases.get() {
             for name in dbs.names() {

@@ -319,22 +319,35 @@ impl SandboxInstance {
         })
     }
 
-    /// Runs one call in the worker, waiting at most `timeout`.
+    /// Runs one call in the worker: waits at most `queue_timeout` for a call slot, then
+    /// at most `timeout` from when it got one (the deadline the worker sees starts then
+    /// too).
     pub async fn call(
         &self,
         input: CallInput,
         timeout: Option<Duration>,
+        queue_timeout: Duration,
     ) -> Result<PluginOutcome, InstanceError> {
         let shared = &self.shared;
         if !shared.alive.load(Ordering::SeqCst) {
             return Err(InstanceError::Crashed(self.exit_reason()));
         }
         let total = timeout.unwrap_or(Duration::from_secs(86_400));
-        let started = tokio::time::Instant::now();
-        let Ok(Ok(_permit)) = tokio::time::timeout(total, self.permits.acquire()).await else {
-            return Err(InstanceError::Overloaded);
+        // A free slot is taken without arming a timer.
+        let _permit = match self.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(queue_timeout, self.permits.acquire()).await {
+                Ok(Ok(p)) => p,
+                // Nothing was sent: the worker never sees this call.
+                _ => {
+                    return Err(InstanceError::Overloaded(format!(
+                        "no call slot (resources.concurrency) became free within {} ms",
+                        queue_timeout.as_millis()
+                    )))
+                }
+            },
         };
-        let wait = total.saturating_sub(started.elapsed());
+        let wait = total;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let action = input.action.clone();
         let deadline_unix_ms = timeout
