@@ -108,12 +108,12 @@ fn kv_get_set_overwrite(s: &Store) {
 }
 
 fn kv_bytes_for_the_disk_quota(s: &Store) {
-    assert_eq!(s.kv_bytes("quota").unwrap(), 0);
-    s.kv_set("quota", "k", &json!("v"), None).unwrap();
-    s.kv_set("quota", "é", &json!({"ü": 1}), None).unwrap();
+    assert_eq!(s.kv_bytes("disk-quota").unwrap(), 0);
+    s.kv_set("disk-quota", "k", &json!("v"), None).unwrap();
+    s.kv_set("disk-quota", "é", &json!({"ü": 1}), None).unwrap();
     // "k" + "\"v\"", "é" (2 bytes) + {"ü":1} (8 bytes): bytes, not characters.
-    assert_eq!(s.kv_bytes("quota").unwrap(), 1 + 3 + 2 + 8);
-    assert_eq!(s.kv_bytes("quota-other").unwrap(), 0, "per plugin");
+    assert_eq!(s.kv_bytes("disk-quota").unwrap(), 1 + 3 + 2 + 8);
+    assert_eq!(s.kv_bytes("disk-quota-other").unwrap(), 0, "per plugin");
 }
 
 fn kv_value_shapes(s: &Store) {

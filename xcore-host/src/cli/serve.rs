@@ -38,6 +38,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
+    xcore_host::runtime::sandbox::os::return_large_allocations_to_the_system();
     let loaded = config::load(config_path).context("invalid configuration")?;
     let mut cfg = loaded.config;
     if let Some(h) = args.host {

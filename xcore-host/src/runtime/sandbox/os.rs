@@ -171,6 +171,18 @@ pub fn process_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Serves allocations of 1 MiB and more from their own mappings, returned to the system
+/// when freed. glibc's default threshold rises to the largest block freed so far, so a
+/// host that once handled a few large payloads (6 MiB cache values, large frames) on
+/// many threads keeps that memory in its arenas for good.
+pub fn return_large_allocations_to_the_system() {
+    // SAFETY: mallopt takes two integers and only changes the allocator's tuning; it is
+    // called once at start, before the host's threads allocate large blocks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// `PR_SET_NO_NEW_PRIVS`: exec can no longer grant privileges (required for seccomp and
 /// landlock without CAP_SYS_ADMIN).
 pub fn set_no_new_privs() -> io::Result<()> {
