@@ -30,6 +30,10 @@ pub struct Metrics {
     pub host_services: IntCounterVec,
     /// Pooled database connections, by database and state (`idle`, `in_use`).
     pub db_connections: IntGaugeVec,
+    /// HTTP requests refused before they reached a plugin or the registry, by code
+    /// (`payload_too_large`, `body_timeout`, `invalid_json`, `invalid_name`,
+    /// `invalid_path`): a fixed set of label values.
+    pub http_rejected: IntCounterVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
@@ -114,8 +118,14 @@ impl Metrics {
             &["database", "state"],
         )
         .expect("valid metric");
+        let http_rejected = IntCounterVec::new(
+            Opts::new("xcore_http_rejected_total", "HTTP requests refused by the input checks, by code"),
+            &["code"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_rejected.clone()),
             Box::new(host_services.clone()),
             Box::new(db_connections.clone()),
             Box::new(errors.clone()),
@@ -140,6 +150,7 @@ impl Metrics {
             mapped_libraries,
             host_services,
             db_connections,
+            http_rejected,
             error_codes: Arc::default(),
         }
     }

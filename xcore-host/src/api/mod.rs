@@ -24,6 +24,7 @@ pub mod plugin_routes;
 pub mod problem;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
@@ -40,7 +41,17 @@ pub struct AppState {
     pub admin: AdminToken,
     /// The body size limit in bytes.
     pub body_limit: usize,
+    /// The time allowed to receive a whole body (`server.body_timeout_ms`).
+    pub body_timeout: Duration,
 }
+
+impl AppState {
+    /// The size and time bounds every body is read under.
+    pub fn body_limits(&self) -> body::BodyLimits {
+        body::BodyLimits { max_bytes: self.body_limit, timeout: self.body_timeout }
+    }
+}
+
 
 /// Registers every route on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -149,7 +149,12 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         workers: cfg.server.workers,
         shutdown_timeout_seconds: cfg.server.shutdown_timeout_seconds,
     };
-    let state = AppState { registry: registry.clone(), admin, body_limit: cfg.server.body_limit_bytes };
+    let state = AppState {
+        registry: registry.clone(),
+        admin,
+        body_limit: cfg.server.body_limit_bytes,
+        body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),
+    };
 
     actix_web::rt::System::new().block_on(async move {
         let report = registry.load_all().await;
