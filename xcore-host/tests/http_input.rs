@@ -206,7 +206,11 @@ fn every_route_that_takes_a_plugin_name_refuses_one_that_is_not_a_name() {
             let r = match e.method {
                 "GET" | "ANY" => {
                     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-                    raw(&server, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes())
+                    raw(
+                        &server,
+                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n")
+                            .as_bytes(),
+                    )
                 }
                 _ => raw_post(&server, &path, token, b"{}"),
             };
@@ -223,7 +227,8 @@ fn every_route_that_takes_a_plugin_name_refuses_one_that_is_not_a_name() {
     assert!(refused >= routes.len() * (TRAVERSALS.len() - 2));
     // Nothing was loaded under another name, nothing outside plugins/.
     let list = server.get("/api/v1/plugins").json();
-    let mut names: Vec<&str> = list["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> =
+        list["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["echo", "probe"]);
     assert!(!server.output().contains("outside-root/outside"), "{}", server.output());

@@ -21,10 +21,11 @@ fn manifest(text: &str) {
 }
 
 fn config(text: &str) {
-    let vars: BTreeMap<String, String> = [("FUZZ", "value"), ("NESTED", "${FUZZ}"), ("XCORE__SERVER__PORT", "8081")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let vars: BTreeMap<String, String> =
+        [("FUZZ", "value"), ("NESTED", "${FUZZ}"), ("XCORE__SERVER__PORT", "8081")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let _ = xcore_host::config::parse_with_vars("fuzz.yaml", text, &vars);
 }
 
@@ -36,7 +37,8 @@ fn frames(data: &[u8]) {
 }
 
 fn routes() -> Vec<Route> {
-    let route = |method: &str, path: &str| Route { method: method.into(), path: path.into(), action: "a".into() };
+    let route =
+        |method: &str, path: &str| Route { method: method.into(), path: path.into(), action: "a".into() };
     vec![
         route("GET", "/notes"),
         route("GET", "/notes/{id}"),

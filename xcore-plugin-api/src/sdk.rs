@@ -649,9 +649,8 @@ impl<P: Plugin> PluginObject for Adapter<P> {
             r.clear();
             r.push_str(request.meta.request_id.as_str());
         });
-        let result = guarded(request.action.as_str(), || {
-            self.plugin()?.call(&self.ctx, Request { raw: request })
-        });
+        let result =
+            guarded(request.action.as_str(), || self.plugin()?.call(&self.ctx, Request { raw: request }));
         CURRENT_REQUEST.with(|r| r.borrow_mut().clear());
         to_ffi(result)
     }
@@ -742,8 +741,7 @@ mod tests {
     #[test]
     fn a_payload_that_panics_in_drop_is_contained() {
         static DROPS: AtomicUsize = AtomicUsize::new(0);
-        let r: Result<(), PluginError> =
-            guarded("boom", || std::panic::panic_any(PanicsOnDrop(&DROPS)));
+        let r: Result<(), PluginError> = guarded("boom", || std::panic::panic_any(PanicsOnDrop(&DROPS)));
         let e = r.unwrap_err();
         assert_eq!(e.code, codes::PLUGIN_PANIC);
         assert_eq!(e.status, 500);
@@ -811,7 +809,11 @@ mod tests {
         let req = |action| CallRequest {
             action: RStr::from_str(action),
             payload: RSlice::from_slice(b"null"),
-            meta: CallMeta { caller: RStr::from_str("test"), request_id: RStr::from_str("r1"), deadline_unix_ms: 0 },
+            meta: CallMeta {
+                caller: RStr::from_str("test"),
+                request_id: RStr::from_str("r1"),
+                deadline_unix_ms: 0,
+            },
         };
         assert!(matches!(plugin.call(req("ok")), RResult::ROk(_)));
         match plugin.call(req("boom")) {

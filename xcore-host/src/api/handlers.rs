@@ -155,7 +155,11 @@ async fn plugin_route_inner(
     let (route, params) = match_route(&manifest.routes, req.method().as_str(), tail.as_bytes())
         .map_err(|e| rejected(state.registry.metrics(), ApiError::new(400, "invalid_path", e.to_string())))?
         .ok_or_else(|| {
-            ApiError::new(404, "not_found", format!("plugin '{name}' declares no route {} /{tail}", req.method()))
+            ApiError::new(
+                404,
+                "not_found",
+                format!("plugin '{name}' declares no route {} /{tail}", req.method()),
+            )
         })?;
     let body = read_json_value(req, payload, state.body_limits(), state.registry.metrics()).await?;
     let query: BTreeMap<String, String> =

@@ -52,7 +52,6 @@ impl AppState {
     }
 }
 
-
 /// Registers every route on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for e in endpoints::ENDPOINTS {

@@ -393,7 +393,7 @@ fn read_signature(dir: &Path) -> Result<(Signature, Vec<u8>), VerifyError> {
 #[doc(hidden)]
 pub fn parse_signature(file: &Path, text: &str) -> Result<(Signature, Vec<u8>), VerifyError> {
     let malformed = |reason: String| VerifyError::Malformed { file: file.to_path_buf(), reason };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
     match value.get("format") {
         Some(v) if v.as_u64() == Some(u64::from(FORMAT)) => {}
         Some(v) => {
