@@ -20,13 +20,19 @@ fn manifest(text: &str) {
     });
 }
 
+/// As the fuzz target: the YAML, then optionally a NUL and `NAME=value` lines.
 fn config(text: &str) {
-    let vars: BTreeMap<String, String> =
-        [("FUZZ", "value"), ("NESTED", "${FUZZ}"), ("XCORE__SERVER__PORT", "8081")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    let _ = xcore_host::config::parse_with_vars("fuzz.yaml", text, &vars);
+    let (yaml, env) = text.split_once('\0').unwrap_or((text, ""));
+    let mut vars: BTreeMap<String, String> = [("FUZZ", "value"), ("NESTED", "${FUZZ}")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for line in env.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            vars.insert(k.to_string(), v.to_string());
+        }
+    }
+    let _ = xcore_host::config::parse_with_vars("fuzz.yaml", yaml, &vars);
 }
 
 fn frames(data: &[u8]) {
@@ -171,6 +177,17 @@ proptest! {
             "server:\n  port: {value}\n  body_timeout_ms: {value}\n  {key}: {value}\nsandbox:\n  max_frame_bytes: {value}\ndatabases:\n  default:\n    url: \"{value}\"\n    pool_size: {value}\ncache:\n  ttl: {value}\n"
         );
         config(&text);
+    }
+
+    /// `XCORE__*` overrides of any shape over any sections.
+    #[test]
+    fn overrides_of_any_shape_never_panic(
+        section in "[a-z_]{0,10}",
+        keys in proptest::collection::vec("[A-Za-z_]{0,8}", 0..4),
+        value in "\\PC{0,12}",
+        yaml in "(server|logging|databases|plugins): ?(\\[\\]|x|\\{\\}|1|null)?",
+    ) {
+        config(&format!("{yaml}\n\0XCORE__{section}__{}={value}\n", keys.join("__")));
     }
 
     #[test]
