@@ -100,7 +100,7 @@ async fn read_until_done(
 /// Checks that `body` is one JSON value nested at most [`MAX_JSON_DEPTH`] deep; 400
 /// `invalid_json` otherwise, with the line and column or the depth. An empty body (or
 /// only whitespace) is the caller's business: [`read_json`] makes it `null`.
-pub fn validate_json(body: &[u8]) -> Result<(), ApiError> {
+fn validate_json(body: &[u8]) -> Result<(), ApiError> {
     // The depth first: it is one cheap pass and stops at the first level too many, where
     // a syntax check of a 100 000-deep body would read it all.
     if let Some(at) = too_deep(body, MAX_JSON_DEPTH) {

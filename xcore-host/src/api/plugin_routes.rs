@@ -55,7 +55,7 @@ pub fn match_route<'r>(
 
 /// Decodes the `%XX` escapes of one raw segment, once; an escape that is not two hex
 /// digits is kept as written. The result must be UTF-8.
-pub fn decode_segment(raw: &[u8]) -> Result<String, RouteError> {
+fn decode_segment(raw: &[u8]) -> Result<String, RouteError> {
     let decoded = percent_encoding::percent_decode(raw).collect::<Vec<u8>>();
     String::from_utf8(decoded)
         .map_err(|_| RouteError::NotUtf8 { segment: String::from_utf8_lossy(raw).into_owned() })
