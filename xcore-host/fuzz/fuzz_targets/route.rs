@@ -8,7 +8,8 @@ use xcore_host::manifest::Route;
 fuzz_target!(|data: &[u8]| {
     let Some((&first, path)) = data.split_first() else { return };
     let method = ["GET", "POST", "PUT", "DELETE"][usize::from(first % 4)];
-    let route = |method: &str, path: &str| Route { method: method.into(), path: path.into(), action: "a".into() };
+    let route =
+        |method: &str, path: &str| Route { method: method.into(), path: path.into(), action: "a".into() };
     let routes = [
         route("GET", "/notes"),
         route("GET", "/notes/{id}"),
