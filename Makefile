@@ -8,7 +8,7 @@ XCORE := $(TARGET_DIR)/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help init new-plugin migrate build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test lint fmt bench load clean
+.PHONY: help init new-plugin migrate build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test fuzz lint fmt bench load clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,25 @@ run-dev: plugins ## Port 8082: watch plugins and their sources, rebuild and hot-
 
 test: build ## Run every test (unit, integration through real HTTP, doc tests)
 	$(CARGO) test --workspace
+
+# The fuzz targets of xcore-host/fuzz/ (its own workspace and target dir). cargo-fuzz needs
+# nightly compiler flags: RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Sanitizer
+# off (the targets hunt panics in safe code); debug assertions and overflow checks on.
+# New inputs go to target/fuzz-corpus/<target>; the committed seeds are read, never written.
+FUZZ_TARGETS := manifest config frame route signature
+FUZZ_SECONDS ?= 12
+FUZZ_WORK := $(abspath $(TARGET_DIR))/fuzz-corpus
+CARGO_FUZZ_VERSION := 0.13.2
+
+fuzz: ## Run each fuzz target for FUZZ_SECONDS (default 12) from its committed corpus (installs cargo-fuzz if missing)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz@$(CARGO_FUZZ_VERSION) --locked
+	cd xcore-host/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -s none
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p "$(FUZZ_WORK)/$$t"; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  (cd xcore-host/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none $$t "$(FUZZ_WORK)/$$t" corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) || exit 1; \
+	done
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -226,6 +226,10 @@ pub struct ServerConfig {
     /// Largest accepted request body in bytes (default 1 MiB).
     #[serde(deserialize_with = "lenient::parse")]
     pub body_limit_bytes: usize,
+    /// Time allowed to receive a whole request body, from the first read, in ms
+    /// (default 10 000). A body still arriving then is answered 408 `body_timeout`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub body_timeout_ms: u64,
     /// Bearer token of the control API. `None` (or empty) lets the server generate one.
     /// Secret: hidden from `Debug` and [`Config::to_masked_yaml`].
     #[serde(deserialize_with = "lenient::opt_string")]
@@ -247,6 +251,7 @@ impl Default for ServerConfig {
             port: 8080,
             workers: 0,
             body_limit_bytes: 1024 * 1024,
+            body_timeout_ms: 10_000,
             admin_token: None,
             shutdown_timeout_seconds: 10,
             client_ip_header: None,
@@ -262,6 +267,7 @@ impl fmt::Debug for ServerConfig {
             .field("port", &self.port)
             .field("workers", &self.workers)
             .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("body_timeout_ms", &self.body_timeout_ms)
             .field("admin_token", &self.admin_token.as_ref().map(|_| MASK))
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
             .field("client_ip_header", &self.client_ip_header)
@@ -588,6 +594,9 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
     }
     if c.server.body_limit_bytes == 0 {
         return Err(("server.body_limit_bytes", "must be at least 1".into()));
+    }
+    if c.server.body_timeout_ms == 0 {
+        return Err(("server.body_timeout_ms", "must be at least 1".into()));
     }
     if c.server.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         // An empty token would make an empty bearer valid; treat it as "generate one".

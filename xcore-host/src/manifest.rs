@@ -520,8 +520,9 @@ fn err<T>(key: impl Into<String>, message: impl Into<String>) -> Result<T, Inval
     Err((key.into(), message.into()))
 }
 
-/// `^[a-z0-9_-]+$`
-fn is_valid_name(name: &str) -> bool {
+/// `^[a-z0-9_-]+$`: the rule of plugin names (and folder names), also applied by every
+/// HTTP route that takes a plugin name.
+pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }

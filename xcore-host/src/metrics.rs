@@ -30,6 +30,10 @@ pub struct Metrics {
     pub host_services: IntCounterVec,
     /// Pooled database connections, by database and state (`idle`, `in_use`).
     pub db_connections: IntGaugeVec,
+    /// HTTP requests refused before they reached a plugin or the registry, by code
+    /// (`payload_too_large`, `body_timeout`, `invalid_json`, `invalid_name`,
+    /// `invalid_path`): a fixed set of label values.
+    pub http_rejected: IntCounterVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Requests refused by a bound, by the bound's name (a fixed set: `jobs_per_plugin`,
@@ -238,8 +242,14 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        let http_rejected = IntCounterVec::new(
+            Opts::new("xcore_http_rejected_total", "HTTP requests refused by the input checks, by code"),
+            &["code"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_rejected.clone()),
             Box::new(limit_refusals.clone()),
             Box::new(pruned_rows.clone()),
             Box::new(host_services.clone()),
@@ -266,6 +276,7 @@ impl Metrics {
             mapped_libraries,
             host_services,
             db_connections,
+            http_rejected,
             error_codes: Arc::default(),
             limit_refusals,
             pruned_rows,

@@ -15,3 +15,6 @@ pub const INTERNAL: &str = "internal";
 pub const NOT_FOUND: &str = "not_found";
 /// A host service was asked for something it does not offer (HTTP 501).
 pub const UNSUPPORTED: &str = "unsupported";
+/// A plugin answered bytes that are not JSON; the host refuses to serve them as JSON
+/// (HTTP 502).
+pub const INVALID_REPLY: &str = "invalid_reply";

@@ -4,6 +4,7 @@
 //! root module the host loads. Every entry point runs under [`catch_unwind`], so a panic
 //! becomes an error with code [`codes::PLUGIN_PANIC`] instead of killing the host.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -580,17 +581,44 @@ impl std::error::Error for PluginError {}
 
 /// Runs `f`, turning a panic into a `plugin_panic` error. This is the one place where
 /// the SDK keeps a panic from crossing the boundary.
+///
+/// The guard is total: the panic payload is dropped under a guard of its own (a payload
+/// whose `Drop` panics again would otherwise unwind out of the entry point and end the
+/// host), and the payload of that second panic is leaked rather than dropped.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".to_string());
+            let msg = panic_message(&*payload);
+            drop_payload(payload);
             Err(PluginError::new(codes::PLUGIN_PANIC, format!("plugin panicked in {what}: {msg}")))
         }
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`), without running any of the
+/// payload's own code.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+/// Drops a panic payload; a panic in its `Drop` is caught, and that panic's own payload
+/// is leaked (`mem::forget`), since dropping it could panic once more.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
+/// Runs `f` (a drop, a log line) where a panic has nowhere to go: it is caught and its
+/// payload dropped under [`drop_payload`]'s guard.
+fn swallow_panic(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        drop_payload(payload);
     }
 }
 
@@ -602,9 +630,26 @@ fn to_ffi(r: Result<Reply, PluginError>) -> CallResult {
 }
 
 /// Bridges a [`Plugin`] to the ABI-stable [`PluginObject`].
+///
+/// The plugin sits in an `Option` only so that [`Drop`] can take it out and drop it
+/// under a guard: the host drops the adapter through an `extern "C"` vtable entry, and a
+/// panicking `Drop` of the plugin must not unwind through it.
 struct Adapter<P> {
-    plugin: P,
+    plugin: Option<P>,
     ctx: Context,
+}
+
+impl<P> Adapter<P> {
+    fn plugin(&self) -> Result<&P, PluginError> {
+        self.plugin.as_ref().ok_or_else(|| PluginError::internal("the plugin instance was dropped"))
+    }
+}
+
+impl<P> Drop for Adapter<P> {
+    fn drop(&mut self) {
+        let plugin = self.plugin.take();
+        swallow_panic(move || drop(plugin));
+    }
 }
 
 impl<P: Plugin> PluginObject for Adapter<P> {
@@ -615,24 +660,24 @@ impl<P: Plugin> PluginObject for Adapter<P> {
             r.push_str(request.meta.request_id.as_str());
         });
         let result =
-            guarded(request.action.as_str(), || self.plugin.call(&self.ctx, Request { raw: request }));
+            guarded(request.action.as_str(), || self.plugin()?.call(&self.ctx, Request { raw: request }));
         CURRENT_REQUEST.with(|r| r.borrow_mut().clear());
         to_ffi(result)
     }
 
     fn on_event(&self, event: RStr<'_>, payload: RSlice<'_, u8>) -> CallResult {
         to_ffi(guarded(event.as_str(), || {
-            self.plugin.on_event(&self.ctx, event.as_str(), payload.as_slice())
+            self.plugin()?.on_event(&self.ctx, event.as_str(), payload.as_slice())
         }))
     }
 
     fn shutdown(&self) {
         // A panic in shutdown has nowhere to go but the log.
         if let Err(e) = guarded("shutdown", || {
-            self.plugin.shutdown(&self.ctx);
+            self.plugin()?.shutdown(&self.ctx);
             Ok(())
         }) {
-            self.ctx.error(&e.message);
+            swallow_panic(|| self.ctx.error(&e.message));
         }
     }
 }
@@ -652,7 +697,7 @@ pub fn instantiate<P: Plugin>(args: InitArgs) -> RResult<PluginBox, CallError> {
             inner: Arc::new(ContextInner { name: args.plugin_name.into_string(), config, host: args.host }),
         };
         let plugin = P::new(&ctx)?;
-        Ok(PluginBox::from_value(Adapter { plugin, ctx }, TD_Opaque))
+        Ok(PluginBox::from_value(Adapter { plugin: Some(plugin), ctx }, TD_Opaque))
     });
     match result {
         Ok(b) => RResult::ROk(b),
@@ -685,4 +730,114 @@ macro_rules! export_plugin {
                 .leak_into_prefix()
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::{CallMeta, HostObject};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A panic payload whose `Drop` panics again.
+    struct PanicsOnDrop(&'static AtomicUsize);
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("the payload panics in its Drop");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_panics_in_drop_is_contained() {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        let r: Result<(), PluginError> = guarded("boom", || std::panic::panic_any(PanicsOnDrop(&DROPS)));
+        let e = r.unwrap_err();
+        assert_eq!(e.code, codes::PLUGIN_PANIC);
+        assert_eq!(e.status, 500);
+        assert!(e.message.contains("non-string panic payload"), "{}", e.message);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1, "the payload was dropped, under the guard");
+    }
+
+    #[test]
+    fn string_payloads_keep_their_message() {
+        let e = guarded::<()>("act", || panic!("plain {}", 42)).unwrap_err();
+        assert_eq!(e.message, "plugin panicked in act: plain 42");
+        let e = guarded::<()>("act", || panic!("static")).unwrap_err();
+        assert_eq!(e.message, "plugin panicked in act: static");
+    }
+
+    struct NullHost;
+
+    impl HostObject for NullHost {
+        fn log(&self, _level: u8, _request_id: RStr<'_>, _message: RStr<'_>) {}
+        fn call_host(&self, _s: RStr<'_>, _r: RStr<'_>, _p: RSlice<'_, u8>) -> CallResult {
+            RResult::RErr(PluginError::new(codes::UNSUPPORTED, "none").into_ffi())
+        }
+    }
+
+    static PLUGIN_DROPS: AtomicUsize = AtomicUsize::new(0);
+    static PAYLOAD_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Panics with a payload that panics in its Drop in every entry point, and in its
+    /// own Drop too.
+    struct Hostile;
+
+    impl Drop for Hostile {
+        fn drop(&mut self) {
+            PLUGIN_DROPS.fetch_add(1, Ordering::SeqCst);
+            panic!("the plugin panics in its Drop");
+        }
+    }
+
+    impl Plugin for Hostile {
+        fn new(_ctx: &Context) -> Result<Self, PluginError> {
+            Ok(Hostile)
+        }
+        fn call(&self, _ctx: &Context, req: Request<'_>) -> Result<Reply, PluginError> {
+            match req.action() {
+                "ok" => Ok(Reply::empty()),
+                _ => std::panic::panic_any(PanicsOnDrop(&PAYLOAD_DROPS)),
+            }
+        }
+        fn on_event(&self, _ctx: &Context, _event: &str, _payload: &[u8]) -> Result<Reply, PluginError> {
+            std::panic::panic_any(PanicsOnDrop(&PAYLOAD_DROPS))
+        }
+        fn shutdown(&self, _ctx: &Context) {
+            std::panic::panic_any(PanicsOnDrop(&PAYLOAD_DROPS))
+        }
+    }
+
+    #[test]
+    fn no_panic_crosses_an_entry_point_of_the_plugin_object() {
+        let host = ffi::HostBox::from_value(NullHost, TD_Opaque);
+        let args = InitArgs { plugin_name: "hostile".into(), config_json: RString::new(), host };
+        let plugin = match instantiate::<Hostile>(args) {
+            RResult::ROk(p) => p,
+            RResult::RErr(e) => panic!("instantiate: {e:?}"),
+        };
+        let req = |action| CallRequest {
+            action: RStr::from_str(action),
+            payload: RSlice::from_slice(b"null"),
+            meta: CallMeta {
+                caller: RStr::from_str("test"),
+                request_id: RStr::from_str("r1"),
+                deadline_unix_ms: 0,
+            },
+        };
+        assert!(matches!(plugin.call(req("ok")), RResult::ROk(_)));
+        match plugin.call(req("boom")) {
+            RResult::RErr(e) => assert_eq!(e.code.as_str(), codes::PLUGIN_PANIC),
+            RResult::ROk(_) => panic!("a panic answered ok"),
+        }
+        match plugin.on_event(RStr::from_str("x.y"), RSlice::from_slice(b"{}")) {
+            RResult::RErr(e) => assert_eq!(e.code.as_str(), codes::PLUGIN_PANIC),
+            RResult::ROk(_) => panic!("a panic answered ok"),
+        }
+        plugin.shutdown();
+        assert_eq!(PAYLOAD_DROPS.load(Ordering::SeqCst), 3);
+        // Dropped through the vtable, as the host drops it.
+        drop(plugin);
+        assert_eq!(PLUGIN_DROPS.load(Ordering::SeqCst), 1);
+    }
 }

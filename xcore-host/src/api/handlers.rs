@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use rand::RngCore;
 use serde_json::json;
 
-use super::body::read_json;
+use super::body::{read_json, read_json_value, rejected};
 use super::plugin_routes::match_route;
 use super::problem::ApiError;
 use super::AppState;
@@ -43,11 +43,40 @@ fn client_key(req: &HttpRequest, header: Option<&str>) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
-fn json_reply(rid: &str, body: Vec<u8>) -> HttpResponse {
-    HttpResponse::Ok()
+/// A plugin name from the path, checked against the rule of plugin names
+/// (`[a-z0-9_-]+`) before anything reaches the registry or the file system: 400
+/// `invalid_name` otherwise, so a name can never be a path (`..%2Fother`).
+fn plugin_name(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if crate::manifest::is_valid_name(name) {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(80).collect();
+    Err(rejected(
+        state.registry.metrics(),
+        ApiError::new(
+            400,
+            "invalid_name",
+            format!("{shown:?} is not a plugin name (allowed: a-z, 0-9, '_' and '-')"),
+        ),
+    ))
+}
+
+/// The plugin's reply as a 200 `application/json`, once it is known to be JSON: a reply
+/// that is not is 502 `invalid_reply` (the host never serves bytes under a content type
+/// they do not have). The check reads the reply once without building anything.
+fn json_reply(state: &AppState, name: &str, rid: &str, body: Vec<u8>) -> Result<HttpResponse, ApiError> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        state.registry.metrics().plugin(name).error(xcore_plugin_api::codes::INVALID_REPLY);
+        return Err(ApiError::new(
+            502,
+            xcore_plugin_api::codes::INVALID_REPLY,
+            format!("plugin '{name}' answered {} bytes that are not JSON: {e}", body.len()),
+        ));
+    }
+    Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .insert_header((REQUEST_ID, rid.to_string()))
-        .body(body)
+        .body(body))
 }
 
 pub(super) async fn health(state: State) -> HttpResponse {
@@ -77,6 +106,7 @@ fn info_or_404(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
 }
 
 pub(super) async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    plugin_name(&state, &path)?;
     info_or_404(&state, &path)
 }
 
@@ -89,7 +119,8 @@ pub(super) async fn call(
     let (name, action) = path.into_inner();
     let rid = request_id(&req);
     let tag = |e: ApiError| e.with_request_id(&rid);
-    let body = read_json(&req, payload, state.body_limit).await.map_err(tag)?;
+    plugin_name(&state, &name).map_err(tag)?;
+    let body = read_json(&req, payload, state.body_limits(), state.registry.metrics()).await.map_err(tag)?;
     let input = CallInput {
         action,
         payload: body.to_vec(),
@@ -99,7 +130,7 @@ pub(super) async fn call(
     };
     let client = client_key(&req, state.client_ip_header.as_deref());
     let reply = state.registry.call_from(&name, input, client.as_deref()).await.map_err(|e| tag(e.into()))?;
-    Ok(json_reply(&rid, reply))
+    json_reply(&state, &name, &rid, reply).map_err(tag)
 }
 
 pub(super) async fn plugin_route(
@@ -108,9 +139,19 @@ pub(super) async fn plugin_route(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, tail) = path.into_inner();
+    // The name as actix decoded it; the rest of the path raw, as the client sent it, for
+    // the matcher to split and decode once (actix has already decoded `{tail}`, except
+    // `%2F`, `%25` and `%2B`, so decoding it again would decode twice).
+    let (name, _) = path.into_inner();
     let rid = request_id(&req);
-    plugin_route_inner(&state, &req, &name, &tail, payload, &rid).await.map_err(|e| e.with_request_id(&rid))
+    let tail = raw_tail(req.uri().path());
+    plugin_route_inner(&state, &req, &name, tail, payload, &rid).await.map_err(|e| e.with_request_id(&rid))
+}
+
+/// What follows `/plugins/{name}/` in the raw path (empty if nothing does).
+fn raw_tail(path: &str) -> &str {
+    let rest = path.strip_prefix("/plugins/").unwrap_or_default();
+    rest.split_once('/').map(|(_, tail)| tail).unwrap_or_default()
 }
 
 async fn plugin_route_inner(
@@ -121,15 +162,21 @@ async fn plugin_route_inner(
     payload: web::Payload,
     rid: &str,
 ) -> Result<HttpResponse, ApiError> {
+    plugin_name(state, name)?;
     let manifest = state
         .registry
         .manifest(name)
         .ok_or_else(|| ApiError::new(404, "unknown_plugin", format!("no plugin named '{name}'")))?;
-    let (route, params) = match_route(&manifest.routes, req.method().as_str(), tail).ok_or_else(|| {
-        ApiError::new(404, "not_found", format!("plugin '{name}' declares no route {} /{tail}", req.method()))
-    })?;
-    let body = read_json(req, payload, state.body_limit).await?;
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let (route, params) = match_route(&manifest.routes, req.method().as_str(), tail.as_bytes())
+        .map_err(|e| rejected(state.registry.metrics(), ApiError::new(400, "invalid_path", e.to_string())))?
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "not_found",
+                format!("plugin '{name}' declares no route {} /{tail}", req.method()),
+            )
+        })?;
+    let body = read_json_value(req, payload, state.body_limits(), state.registry.metrics()).await?;
     let query: BTreeMap<String, String> =
         web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
@@ -144,7 +191,7 @@ async fn plugin_route_inner(
     };
     let client = client_key(req, state.client_ip_header.as_deref());
     let reply = state.registry.call_from(name, input, client.as_deref()).await?;
-    Ok(json_reply(rid, reply))
+    json_reply(state, name, rid, reply)
 }
 
 /// Who made an admin request, for the audit log.
@@ -203,6 +250,7 @@ async fn plugin_op(
 ) -> Result<HttpResponse, ApiError> {
     state.admin.check(&req)?;
     let (r, name) = (&state.registry, path.into_inner());
+    plugin_name(&state, &name)?;
     log::info!(target: "xcore::api", "admin: {} {name}", op.name());
     let result = match op {
         PluginOp::Load => r.load(&name).await,
@@ -282,8 +330,7 @@ pub(super) async fn emit_event(
 ) -> Result<HttpResponse, ApiError> {
     state.admin.check(&req)?;
     let event = path.into_inner();
-    let body = read_json(&req, payload, state.body_limit).await?;
-    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let payload = read_json_value(&req, payload, state.body_limits(), state.registry.metrics()).await?;
     log::info!(target: "xcore::api", "admin: emit {event}");
     let report = state.registry.hooks().emit(&event, payload).await;
     audit(&state, &req, "emit", &event, None).await;

@@ -24,6 +24,7 @@ pub mod plugin_routes;
 pub mod problem;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
@@ -43,6 +44,15 @@ pub struct AppState {
     /// `server.client_ip_header`: the header naming the client behind a proxy (lower
     /// case); `None`: the peer address.
     pub client_ip_header: Option<String>,
+    /// The time allowed to receive a whole body (`server.body_timeout_ms`).
+    pub body_timeout: Duration,
+}
+
+impl AppState {
+    /// The size and time bounds every body is read under.
+    pub fn body_limits(&self) -> body::BodyLimits {
+        body::BodyLimits { max_bytes: self.body_limit, timeout: self.body_timeout }
+    }
 }
 
 /// Registers every route on an actix app.

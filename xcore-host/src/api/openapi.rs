@@ -39,7 +39,12 @@ pub fn document() -> Value {
             op["requestBody"] =
                 json!({ "required": false, "content": { "application/json": { "schema": {} } } });
             op["responses"]["400"] = problem_response("invalid_json");
+            op["responses"]["408"] = problem_response("body_timeout");
             op["responses"]["413"] = problem_response("payload_too_large");
+        }
+        if e.path.contains("{name}") {
+            let codes = if e.json_body { "invalid_json, invalid_name" } else { "invalid_name" };
+            op["responses"]["400"] = problem_response(codes);
         }
         let item = paths.entry(e.path.to_string()).or_insert_with(|| json!({}));
         let methods: &[&str] =

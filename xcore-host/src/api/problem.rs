@@ -20,6 +20,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The call's request id, echoed in `x-request-id`.
     pub request_id: Option<String>,
+    /// Close the connection after answering (the request was not read to its end).
+    pub close: bool,
 }
 
 #[derive(Serialize)]
@@ -41,7 +43,15 @@ impl ApiError {
             detail: detail.into(),
             retry_after: None,
             request_id: None,
+            close: false,
         }
+    }
+
+    /// Closes the connection after this answer: for a request whose body was not read
+    /// to its end, so that the rest of it is never taken for the next request.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// Tags the error with the call's request id.
@@ -82,6 +92,9 @@ impl ResponseError for ApiError {
         }
         if let Some(rid) = &self.request_id {
             resp.insert_header(("x-request-id", rid.as_str()));
+        }
+        if self.close {
+            resp.force_close();
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

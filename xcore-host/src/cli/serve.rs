@@ -182,6 +182,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         admin,
         body_limit: cfg.server.body_limit_bytes,
         client_ip_header: cfg.server.client_ip_header.clone(),
+        body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),
     };
 
     actix_web::rt::System::new().block_on(async move {

@@ -384,7 +384,16 @@ fn read_signature(dir: &Path) -> Result<(Signature, Vec<u8>), VerifyError> {
     if text.len() as u64 > MAX_SIG_FILE_BYTES {
         return Err(malformed(format!("larger than {MAX_SIG_FILE_BYTES} bytes")));
     }
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    parse_signature(&file, &text)
+}
+
+/// Parses and validates the text of a signature file (shape only, no cryptography);
+/// `file` names it in errors. The part of [`verify`] that reads untrusted bytes, exposed
+/// for the fuzz targets.
+#[doc(hidden)]
+pub fn parse_signature(file: &Path, text: &str) -> Result<(Signature, Vec<u8>), VerifyError> {
+    let malformed = |reason: String| VerifyError::Malformed { file: file.to_path_buf(), reason };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
     match value.get("format") {
         Some(v) if v.as_u64() == Some(u64::from(FORMAT)) => {}
         Some(v) => {
