@@ -103,9 +103,9 @@ migrate: build ## Apply the host's schema migrations to every configured databas
 docs: build ## Build the documentation site into target/site (docs/*.md, plugin pages, HTTP API)
 	$(XCORE) docgen --out target/site
 
-bench: ## Benchmarks (release): call path, latency percentiles, events, hot reload, persistence services
+bench: ## Benchmarks (release): call path, latency percentiles, events, hot reload, persistence services, load shedding
 	$(CARGO) build --release --workspace
-	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload --bench services
+	$(CARGO) bench -p xcore-host --bench call_path --bench latency --bench hooks --bench reload --bench services --bench overload
 
 load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 	./scripts/load.sh
