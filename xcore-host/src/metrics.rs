@@ -30,9 +30,25 @@ pub struct Metrics {
     pub host_services: IntCounterVec,
     /// Pooled database connections, by database and state (`idle`, `in_use`).
     pub db_connections: IntGaugeVec,
+    /// What the sandboxed tier refused or dropped from a worker, by plugin and the limit
+    /// that applied (see [`SANDBOX_LIMITS`]).
+    pub sandbox_limited: IntCounterVec,
+    /// Bytes of a sandboxed plugin's output (stdout, stderr, log frames) not forwarded
+    /// to the log: over the line length or the line rate.
+    pub sandbox_dropped_output_bytes: IntCounterVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
+
+/// The `limit` label values of `xcore_sandbox_limited_total`.
+pub const SANDBOX_LIMITS: &[&str] = &[
+    "max_host_calls_in_flight",
+    "log_line_max_bytes",
+    "log_lines_per_second",
+    "unknown_reply",
+    "protocol_violation",
+    "write_timeout",
+];
 
 /// The per-call handles of one plugin.
 #[derive(Clone)]
@@ -114,8 +130,26 @@ impl Metrics {
             &["database", "state"],
         )
         .expect("valid metric");
+        let sandbox_limited = IntCounterVec::new(
+            Opts::new(
+                "xcore_sandbox_limited_total",
+                "Requests, lines and frames of sandbox workers refused or dropped, by limit",
+            ),
+            &["plugin", "limit"],
+        )
+        .expect("valid metric");
+        let sandbox_dropped_output_bytes = IntCounterVec::new(
+            Opts::new(
+                "xcore_sandbox_dropped_output_bytes_total",
+                "Bytes of sandboxed plugins' output not forwarded to the log",
+            ),
+            &["plugin"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sandbox_limited.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sandbox_dropped_output_bytes.clone()),
+            Box::new(calls.clone()),
             Box::new(host_services.clone()),
             Box::new(db_connections.clone()),
             Box::new(errors.clone()),
@@ -140,6 +174,8 @@ impl Metrics {
             mapped_libraries,
             host_services,
             db_connections,
+            sandbox_limited,
+            sandbox_dropped_output_bytes,
             error_codes: Arc::default(),
         }
     }
@@ -173,6 +209,10 @@ impl Metrics {
         }
         let _ = self.latency.remove_label_values(&[name]);
         let _ = self.abandoned_threads.remove_label_values(&[name]);
+        let _ = self.sandbox_dropped_output_bytes.remove_label_values(&[name]);
+        for limit in SANDBOX_LIMITS {
+            let _ = self.sandbox_limited.remove_label_values(&[name, limit]);
+        }
         for st in crate::runtime::PluginState::ALL {
             let _ = self.state.remove_label_values(&[name, st.as_str()]);
         }

@@ -103,6 +103,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_frame = cfg.sandbox.max_frame_bytes;
     reg_opts.startup_timeout = Duration::from_millis(cfg.sandbox.startup_timeout_ms);
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
+    reg_opts.sandbox_limits = (&cfg.sandbox).into();
     reg_opts.signatures = signature_policy(&cfg.security)?;
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
     // The cache connects on the supervisor runtime, where every cache call runs.

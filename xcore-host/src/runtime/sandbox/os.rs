@@ -214,6 +214,34 @@ pub fn proc_status_bytes(pid: &str, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Marks `fd` close-on-exec, so a program the plugin executes does not inherit it.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor with integer arguments; a bad fd is EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    check(flags)?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })
+}
+
+/// Blocks until the child process `pid` has ended, without reaping it: it stays a
+/// zombie, so its pid (and its process group id) cannot be reused until the caller
+/// reaps it (`Child::wait`). Unlike the end of its sockets, this cannot be delayed by
+/// processes the child forked.
+pub fn wait_exited_nowait(pid: u32) -> io::Result<()> {
+    loop {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own; P_PID with a pid of our
+        // own child, WNOWAIT leaves the child waitable.
+        let ret = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        match check(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
