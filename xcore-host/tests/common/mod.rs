@@ -258,6 +258,11 @@ impl Server {
         self.spawn();
     }
 
+    /// The server process's pid (0 once it has been stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
     }

@@ -152,21 +152,23 @@ impl Counters {
     }
 }
 
-/// Which frames a full queue may refuse: call frames are bounded by the call permits and
-/// the HTTP body limit; everything else the worker can cause by itself, so a backlog of
-/// it means the worker is not reading.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FrameKind {
-    Call,
-    Other,
+/// Why a frame could not be queued for the worker.
+enum QueueError {
+    /// The call queue is full (calls hold permits, so only calls whose callers went
+    /// away pile up there): the call is refused, the worker is not blamed.
+    Full,
+    /// The worker is gone, or was killed for not reading.
+    Gone(String),
 }
 
 struct Shared {
     name: String,
     pid: u32,
-    /// Frames for the writer thread.
-    outbox: crossbeam_channel::Sender<(Vec<u8>, FrameKind)>,
-    /// Bytes of non-call frames queued and not yet written.
+    /// Call frames for the writer thread (bounded by the call permits).
+    calls: crossbeam_channel::Sender<Vec<u8>>,
+    /// Every other frame: host-service replies, refusals, pings, the shutdown.
+    others: crossbeam_channel::Sender<Vec<u8>>,
+    /// Bytes of `others` queued and not yet written.
     backlog: AtomicUsize,
     backlog_limit: usize,
     /// Clones of the host's ends of both sockets, to wake the reader and the writer
@@ -188,44 +190,44 @@ struct Shared {
 }
 
 impl Shared {
-    /// Encodes `msg` and queues it for the writer: never blocks.
-    fn send(self: &Arc<Self>, msg: &ToWorker) -> Result<(), String> {
+    /// Encodes `msg` and queues it for the writer, waiting at most `wait` for room: a
+    /// queue that stays full that long (or a backlog past its limit) means the worker
+    /// stopped reading, and it is killed. The wait is what slows down a worker that
+    /// floods the host with requests whose answers it does not read.
+    fn send(self: &Arc<Self>, msg: &ToWorker, wait: Duration) -> Result<(), String> {
         let frame = protocol::encode(msg, self.max_frame).map_err(|e| e.to_string())?;
-        self.enqueue(frame, FrameKind::Other)
+        let len = frame.len();
+        let queued = self.backlog.fetch_add(len, Ordering::SeqCst) + len;
+        let refused = if queued > self.backlog_limit {
+            format!(
+                "killed: it stopped reading its requests ({queued} bytes of replies queued, the limit is {})",
+                self.backlog_limit
+            )
+        } else {
+            match self.others.send_timeout(frame, wait) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => format!(
+                    "killed: it stopped reading its requests (its request queue stayed full for {} ms)",
+                    wait.as_millis()
+                ),
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    self.backlog.fetch_sub(len, Ordering::SeqCst);
+                    return Err("the worker's requests socket is closed".into());
+                }
+            }
+        };
+        self.backlog.fetch_sub(len, Ordering::SeqCst);
+        self.counters.write_timeouts.inc();
+        self.kill(refused.clone());
+        Err(refused)
     }
 
-    /// Queues a frame for the writer thread. A queue that is full (or a backlog of
-    /// non-call frames past its limit) means the worker stopped reading: it is killed.
-    fn enqueue(self: &Arc<Self>, frame: Vec<u8>, kind: FrameKind) -> Result<(), String> {
-        let len = frame.len();
-        if kind == FrameKind::Other {
-            let queued = self.backlog.fetch_add(len, Ordering::SeqCst) + len;
-            if queued > self.backlog_limit {
-                self.backlog.fetch_sub(len, Ordering::SeqCst);
-                let why = format!(
-                    "killed: it stopped reading its requests ({queued} bytes of replies queued, the limit is {})",
-                    self.backlog_limit
-                );
-                self.kill(why.clone());
-                return Err(why);
-            }
-        }
-        match self.outbox.try_send((frame, kind)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if kind == FrameKind::Other {
-                    self.backlog.fetch_sub(len, Ordering::SeqCst);
-                }
-                match e {
-                    TrySendError::Full(_) => {
-                        let why = "killed: it stopped reading its requests (its request queue is full)";
-                        self.kill(why.into());
-                        Err(why.into())
-                    }
-                    TrySendError::Disconnected(_) => Err("the worker's requests socket is closed".into()),
-                }
-            }
-        }
+    /// Queues a call frame for the writer; never blocks.
+    fn send_call(&self, frame: Vec<u8>) -> Result<(), QueueError> {
+        self.calls.try_send(frame).map_err(|e| match e {
+            TrySendError::Full(_) => QueueError::Full,
+            TrySendError::Disconnected(_) => QueueError::Gone("the worker's requests socket is closed".into()),
+        })
     }
 
     /// SIGTERM the worker's process group now, SIGKILL it after the grace. The first
@@ -598,14 +600,17 @@ impl SandboxInstance {
 
         let concurrency = manifest.resources.concurrency.max(1) as usize;
         let host_call_cap = opts.limits.max_host_calls_in_flight.max(concurrency + 1);
-        // Calls hold a permit each; the rest is host replies, pings and the shutdown.
-        let (outbox, outbox_rx) = crossbeam_channel::bounded(2 * concurrency + host_call_cap + 16);
+        // Calls hold a permit each; the rest is host replies, refusals, pings and the
+        // shutdown.
+        let (calls, calls_rx) = crossbeam_channel::bounded(4 * concurrency + 16);
+        let (others, others_rx) = crossbeam_channel::bounded(host_call_cap + 16);
         let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("plugin '{name}': socket: {e}"));
         let sockets = [clone(&host_requests)?, clone(&host_replies)?];
         let shared = Arc::new(Shared {
             name: name.clone(),
             pid,
-            outbox,
+            calls,
+            others,
             backlog: AtomicUsize::new(0),
             backlog_limit: (2 * opts.max_frame).max(64 << 20),
             sockets,
@@ -636,7 +641,7 @@ impl SandboxInstance {
             };
             spawn(
                 "writer",
-                Box::new(move || write_loop(s1, host_requests, outbox_rx)),
+                Box::new(move || write_loop(s1, host_requests, calls_rx, others_rx)),
             )
             .and_then(|_| {
                 spawn(
@@ -763,8 +768,12 @@ impl SandboxInstance {
         let _registered = PendingEntry { shared, id };
         // Queued for the writer thread: a worker that stops reading cannot hold this
         // task, the HTTP worker it runs on, or the health check.
-        if let Err(e) = shared.enqueue(frame, FrameKind::Call) {
-            return Err(InstanceError::Crashed(format!("writing to the worker failed: {e}")));
+        match shared.send_call(frame) {
+            Ok(()) => {}
+            Err(QueueError::Full) => return Err(InstanceError::Overloaded),
+            Err(QueueError::Gone(e)) => {
+                return Err(InstanceError::Crashed(format!("writing to the worker failed: {e}")))
+            }
         }
         let mut rx = rx;
         let reply = match crate::runtime::spin::poll_briefly(&mut rx, SPIN_BUDGET) {
@@ -834,11 +843,11 @@ impl Drop for SandboxInstance {
     fn drop(&mut self) {
         let shared = self.shared.clone();
         shared.retired.store(true, Ordering::SeqCst);
-        let _ = shared.send(&ToWorker::Shutdown);
         let (drain, tmp) = (self.drain_timeout, self.tmp_dir.clone());
         let _ =
             std::thread::Builder::new().name(format!("sandbox-retire-{}", shared.name)).spawn(move || {
                 let until = Instant::now() + drain;
+                let _ = shared.send(&ToWorker::Shutdown, drain);
                 while shared.alive.load(Ordering::SeqCst) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -856,24 +865,31 @@ enum Handshake {
     Failed(String),
 }
 
-/// Writes queued frames to the requests socket. A write that makes no progress for the
-/// write timeout means the worker stopped reading: it is killed.
+/// Writes queued frames to the requests socket, calls first. A write that makes no
+/// progress for the write timeout means the worker stopped reading: it is killed.
 fn write_loop(
     shared: Arc<Shared>,
     sock: UnixStream,
-    frames: crossbeam_channel::Receiver<(Vec<u8>, FrameKind)>,
+    calls: crossbeam_channel::Receiver<Vec<u8>>,
+    others: crossbeam_channel::Receiver<Vec<u8>>,
 ) {
     // SO_SNDTIMEO: a blocking write that moves no byte for this long fails.
     let _ = sock.set_write_timeout(Some(shared.write_timeout));
     let mut sock = &sock;
     while shared.alive.load(Ordering::SeqCst) {
-        let (frame, kind) = match frames.recv_timeout(Duration::from_millis(200)) {
-            Ok(f) => f,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        let (frame, other) = if let Ok(f) = calls.try_recv() {
+            (f, false)
+        } else if let Ok(f) = others.try_recv() {
+            (f, true)
+        } else {
+            crossbeam_channel::select! {
+                recv(calls) -> f => match f { Ok(f) => (f, false), Err(_) => return },
+                recv(others) -> f => match f { Ok(f) => (f, true), Err(_) => return },
+                default(Duration::from_millis(200)) => continue,
+            }
         };
         let written = sock.write_all(&frame);
-        if kind == FrameKind::Other {
+        if other {
             shared.backlog.fetch_sub(frame.len(), Ordering::SeqCst);
         }
         drop(frame);
@@ -1017,14 +1033,14 @@ fn read_loop(
 /// read (else its caller would wait for ever).
 fn send_host_reply(shared: &Arc<Shared>, id: u64, result: WireResult) {
     let reply = ToWorker::HostReply { id, result };
-    if let Err(e) = shared.send(&reply) {
+    if let Err(e) = shared.send(&reply, shared.write_timeout) {
         if e.contains("over the limit") {
             let result = WireResult::Err {
                 code: "payload_too_large".into(),
                 message: format!("the host service's reply: {e} (sandbox.max_frame_bytes)"),
                 status: 413,
             };
-            let _ = shared.send(&ToWorker::HostReply { id, result });
+            let _ = shared.send(&ToWorker::HostReply { id, result }, shared.write_timeout);
         }
     }
 }
@@ -1101,9 +1117,9 @@ fn health_loop(shared: Arc<Shared>, interval: Duration, timeout: Duration) {
         }
         id += 1;
         shared.last_ping.store(id, Ordering::SeqCst);
-        // Queued, never blocking: behind a large request to a worker that stopped
-        // reading, the ping goes unanswered and the worker is killed below.
-        if shared.send(&ToWorker::Ping { id }).is_err() {
+        // Queued, never waiting on a write: behind a large request to a worker that
+        // stopped reading, the ping goes unanswered and the worker is killed below.
+        if shared.send(&ToWorker::Ping { id }, timeout).is_err() {
             return;
         }
         let until = Instant::now() + timeout;
