@@ -29,6 +29,20 @@ fn hostile(extra: &str) -> PluginSpec {
 }
 
 /// (threads, resident bytes) of a process.
+/// The plugin the steady stream goes to: `echo`, without a rate limit in the way.
+fn echo() -> PluginSpec {
+    PluginSpec::with("echo", "xcore-plugin-echo", "resources: { rate_limit: { calls: 1000000 } }")
+}
+
+/// Sets the flag when dropped, so the background threads end even if the attack panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 fn threads_and_rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -138,10 +152,11 @@ fn under_attack<R>(s: &Server, case: &str, attack: impl FnOnce() -> R) -> R {
             }
             (t, r)
         });
+        let stopper = StopOnDrop(&stop);
         let result = attack();
         // The stream goes on a little after the attack, while its effects settle.
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::SeqCst);
+        drop(stopper);
         let (answered, failures) = stream.join().unwrap();
         let (t, r) = sampler.join().unwrap();
         (result, answered, failures, t, r)
@@ -165,7 +180,7 @@ fn forged_host_calls_are_served_by_a_bounded_pool() {
         hostile("permissions: [\"call:sink\"]\nhealth_check: { interval_ms: 0 }"),
         // Every forged request that gets through calls this, and waits.
         PluginSpec::with("sink", "xcore-fixture-misbehave", "resources: { concurrency: 4, timeout_ms: 20000 }"),
-        PluginSpec::echo(),
+        echo(),
     ]);
     let pid = worker_pid(&s);
     let payload = json!({ "plugin": "sink", "action": "sleep", "payload": { "ms": 300 } });
@@ -190,7 +205,7 @@ fn a_host_call_over_the_cap_gets_an_error_naming_the_limit() {
         &[
             hostile("permissions: [\"call:sink\"]\nhealth_check: { interval_ms: 0 }"),
             PluginSpec::with("sink", "xcore-fixture-misbehave", "resources: { concurrency: 4, timeout_ms: 20000 }"),
-            PluginSpec::echo(),
+            echo(),
         ],
         "sandbox:\n  max_host_calls_in_flight: 4\n",
     );
@@ -209,7 +224,7 @@ fn a_host_call_over_the_cap_gets_an_error_naming_the_limit() {
 
 #[test]
 fn a_10_gb_line_on_stdout_does_not_grow_the_host() {
-    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), PluginSpec::echo()]);
+    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), echo()]);
     let total: u64 = 10 << 30;
     let done = s.plugins_dir().join("hostile/data/line_done");
     under_attack(&s, "one 10 GB line on stdout", || {
@@ -228,7 +243,7 @@ fn a_10_gb_line_on_stdout_does_not_grow_the_host() {
 
 #[test]
 fn a_flood_of_log_frames_is_rate_limited_and_counted() {
-    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), PluginSpec::echo()]);
+    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), echo()]);
     let r = under_attack(&s, "100,000 forged Log frames of 1 KiB, then 4 of 8 MiB", || {
         let r = s.call("hostile", "log_flood", &json!({ "n": 100_000, "bytes": 1024 }).to_string());
         let big = s.call("hostile", "log_flood", &json!({ "n": 4, "bytes": 8 << 20 }).to_string());
@@ -244,7 +259,7 @@ fn a_flood_of_log_frames_is_rate_limited_and_counted() {
 
 #[test]
 fn forged_replies_with_unknown_ids_are_dropped() {
-    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), PluginSpec::echo()]);
+    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), echo()]);
     let pid = worker_pid(&s);
     let r = under_attack(&s, "10,000 Reply frames with unknown ids", || {
         s.call("hostile", "unknown_replies", &json!({ "n": 10_000 }).to_string())
@@ -257,7 +272,7 @@ fn forged_replies_with_unknown_ids_are_dropped() {
 
 #[test]
 fn garbage_and_oversized_frames_kill_the_worker_and_it_is_replaced() {
-    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), PluginSpec::echo()]);
+    let s = Server::start(&[hostile("health_check: { interval_ms: 0 }"), echo()]);
     for (action, why) in [("garbage", "protocol error: malformed frame"), ("oversized", "over the limit")] {
         let pid = worker_pid(&s);
         let r = under_attack(&s, &format!("{action} frame"), || s.call("hostile", action, "{}"));
@@ -275,7 +290,7 @@ fn a_worker_that_stops_reading_is_killed_within_its_health_interval_despite_a_la
             hostile(
                 "resources: { concurrency: 2, timeout_ms: 60000 }\nhealth_check: { interval_ms: 300, timeout_ms: 500 }",
             ),
-            PluginSpec::echo(),
+            echo(),
         ],
         "",
         &[("XCORE__SERVER__BODY_LIMIT_BYTES", "20000000")],
@@ -306,7 +321,7 @@ fn a_worker_that_dies_while_a_forked_child_holds_its_sockets_is_seen_dead_at_onc
     // The manifest grants `process` (the permission the confinement uses to allow fork).
     let s = Server::start(&[
         hostile("permissions: [process]\nresources: { timeout_ms: 20000 }\nhealth_check: { interval_ms: 0 }"),
-        PluginSpec::echo(),
+        echo(),
     ]);
     let pid = worker_pid(&s);
     let r = under_attack(&s, "fork a child keeping the sockets, then SIGKILL itself", || {
@@ -330,7 +345,7 @@ fn a_worker_that_dies_while_a_forked_child_holds_its_sockets_is_seen_dead_at_onc
 fn a_reply_over_the_frame_limit_is_always_a_clean_413() {
     let s = Server::start(&[
         hostile("resources: { max_memory_mb: 64 }\nhealth_check: { interval_ms: 0 }"),
-        PluginSpec::echo(),
+        echo(),
     ]);
     let pid = worker_pid(&s);
     under_attack(&s, "5 replies of 32 MB (frame limit 16 MiB, max_memory_mb 64)", || {
@@ -353,7 +368,7 @@ fn a_reply_over_the_frame_limit_is_always_a_clean_413() {
 
 #[test]
 fn a_sandboxed_plugin_with_concurrency_4_shuts_down_at_every_stop() {
-    let s = Server::start(&[hostile("resources: { concurrency: 4 }"), PluginSpec::echo()]);
+    let s = Server::start(&[hostile("resources: { concurrency: 4 }"), echo()]);
     let marker = s.plugins_dir().join("hostile/data/shutdowns");
     let count = || std::fs::read_to_string(&marker).map(|t| t.lines().count()).unwrap_or(0);
     let stops = 20;

@@ -161,9 +161,20 @@ enum QueueError {
     Gone(String),
 }
 
+/// The requests socket's write half (non-blocking), and the unwritten end of a frame
+/// a caller started to write itself: it goes out before anything else.
+struct WriteSide {
+    sock: UnixStream,
+    carry: Vec<u8>,
+    carry_from: usize,
+}
+
 struct Shared {
     name: String,
     pid: u32,
+    /// Callers write a frame themselves when nothing is queued and the socket takes it
+    /// (no thread hop on the hot path); everything else goes through the writer thread.
+    write_side: Mutex<WriteSide>,
     /// Call frames for the writer thread (bounded by the call permits).
     calls: crossbeam_channel::Sender<Vec<u8>>,
     /// Every other frame: host-service replies, refusals, pings, the shutdown.
@@ -196,6 +207,7 @@ impl Shared {
     /// floods the host with requests whose answers it does not read.
     fn send(self: &Arc<Self>, msg: &ToWorker, wait: Duration) -> Result<(), String> {
         let frame = protocol::encode(msg, self.max_frame).map_err(|e| e.to_string())?;
+        let Err(frame) = self.write_now(frame) else { return Ok(()) };
         let len = frame.len();
         let queued = self.backlog.fetch_add(len, Ordering::SeqCst) + len;
         let refused = if queued > self.backlog_limit {
@@ -222,8 +234,35 @@ impl Shared {
         Err(refused)
     }
 
+    /// Writes `frame` at once when nothing is queued before it and the writer side is
+    /// free; what the socket does not take now is left for the writer thread. Gives the
+    /// frame back when it could not start (then it is queued). Never blocks.
+    fn write_now(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        if !self.calls.is_empty() || !self.others.is_empty() {
+            return Err(frame);
+        }
+        let Some(mut w) = self.write_side.try_lock() else { return Err(frame) };
+        if !w.carry.is_empty() {
+            return Err(frame);
+        }
+        match (&w.sock).write(&frame) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Ok(n) if n > 0 => {
+                w.carry = frame;
+                w.carry_from = n;
+                drop(w);
+                // Wake the writer for the rest (it also looks at the carry on its own).
+                let _ = self.calls.try_send(Vec::new());
+                Ok(())
+            }
+            // Nothing written (full socket, or an error the writer will meet too).
+            _ => Err(frame),
+        }
+    }
+
     /// Queues a call frame for the writer; never blocks.
     fn send_call(&self, frame: Vec<u8>) -> Result<(), QueueError> {
+        let Err(frame) = self.write_now(frame) else { return Ok(()) };
         self.calls.try_send(frame).map_err(|e| match e {
             TrySendError::Full(_) => QueueError::Full,
             TrySendError::Disconnected(_) => QueueError::Gone("the worker's requests socket is closed".into()),
@@ -606,6 +645,9 @@ impl SandboxInstance {
         let (others, others_rx) = crossbeam_channel::bounded(host_call_cap + 16);
         let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("plugin '{name}': socket: {e}"));
         let sockets = [clone(&host_requests)?, clone(&host_replies)?];
+        host_requests
+            .set_nonblocking(true)
+            .map_err(|e| format!("plugin '{name}': requests socket: {e}"))?;
         let shared = Arc::new(Shared {
             name: name.clone(),
             pid,
@@ -614,6 +656,7 @@ impl SandboxInstance {
             backlog: AtomicUsize::new(0),
             backlog_limit: (2 * opts.max_frame).max(64 << 20),
             sockets,
+            write_side: Mutex::new(WriteSide { sock: host_requests, carry: Vec::new(), carry_from: 0 }),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             retired: AtomicBool::new(false),
@@ -641,7 +684,7 @@ impl SandboxInstance {
             };
             spawn(
                 "writer",
-                Box::new(move || write_loop(s1, host_requests, calls_rx, others_rx)),
+                Box::new(move || write_loop(s1, calls_rx, others_rx)),
             )
             .and_then(|_| {
                 spawn(
@@ -865,37 +908,63 @@ enum Handshake {
     Failed(String),
 }
 
-/// Writes queued frames to the requests socket, calls first. A write that makes no
-/// progress for the write timeout means the worker stopped reading: it is killed.
+/// Writes `buf` to the non-blocking socket, waiting for room at most `timeout` at a
+/// time: `Ok(false)` when the socket took nothing for that long.
+fn write_with_deadline(sock: &UnixStream, mut buf: &[u8], timeout: Duration) -> std::io::Result<bool> {
+    let mut sock_w = sock;
+    while !buf.is_empty() {
+        match sock_w.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !os::wait_writable(sock.as_raw_fd(), timeout)? {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes queued frames to the requests socket, calls first, after the end of a frame
+/// a caller started. A write that makes no progress for the write timeout means the
+/// worker stopped reading: it is killed.
 fn write_loop(
     shared: Arc<Shared>,
-    sock: UnixStream,
     calls: crossbeam_channel::Receiver<Vec<u8>>,
     others: crossbeam_channel::Receiver<Vec<u8>>,
 ) {
-    // SO_SNDTIMEO: a blocking write that moves no byte for this long fails.
-    let _ = sock.set_write_timeout(Some(shared.write_timeout));
-    let mut sock = &sock;
     while shared.alive.load(Ordering::SeqCst) {
-        let (frame, other) = if let Ok(f) = calls.try_recv() {
-            (f, false)
+        let next = if let Ok(f) = calls.try_recv() {
+            Some((f, false))
         } else if let Ok(f) = others.try_recv() {
-            (f, true)
+            Some((f, true))
         } else {
             crossbeam_channel::select! {
-                recv(calls) -> f => match f { Ok(f) => (f, false), Err(_) => return },
-                recv(others) -> f => match f { Ok(f) => (f, true), Err(_) => return },
-                default(Duration::from_millis(200)) => continue,
+                recv(calls) -> f => f.ok().map(|f| (f, false)),
+                recv(others) -> f => f.ok().map(|f| (f, true)),
+                default(Duration::from_millis(200)) => None,
             }
         };
-        let written = sock.write_all(&frame);
-        if other {
+        let written = {
+            let mut w = shared.write_side.lock();
+            let carry = std::mem::take(&mut w.carry);
+            let from = std::mem::take(&mut w.carry_from);
+            let mut result = write_with_deadline(&w.sock, &carry[from.min(carry.len())..], shared.write_timeout);
+            if let (Ok(true), Some((frame, _))) = (&result, &next) {
+                result = write_with_deadline(&w.sock, frame, shared.write_timeout);
+            }
+            result
+        };
+        if let Some((frame, true)) = &next {
             shared.backlog.fetch_sub(frame.len(), Ordering::SeqCst);
         }
-        drop(frame);
+        drop(next);
         match written {
-            Ok(()) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Ok(true) => {}
+            Ok(false) => {
                 shared.counters.write_timeouts.inc();
                 shared.kill(format!(
                     "killed: it stopped reading its requests (a write made no progress for {} ms, sandbox.write_timeout_ms)",

@@ -242,6 +242,23 @@ pub fn wait_exited_nowait(pid: u32) -> io::Result<()> {
     }
 }
 
+/// Waits until `fd` can be written to, for at most `timeout`; `false` on timeout.
+pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: poll reads and writes the one pollfd we own, for the length we pass.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
