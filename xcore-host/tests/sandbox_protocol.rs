@@ -56,9 +56,9 @@ fn threads_and_rss(pid: u32) -> (u64, u64) {
 }
 
 fn pid_alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").split_whitespace().next().is_some_and(|st| st == "Z"))
-        .unwrap_or(false)
+    // A zombie still has a /proc entry; only count processes that are not dead.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).is_some_and(|st| st != "Z")
 }
 
 /// Live processes whose process group is `pgid`.
@@ -179,7 +179,11 @@ fn forged_host_calls_are_served_by_a_bounded_pool() {
     let s = Server::start(&[
         hostile("permissions: [\"call:sink\"]\nhealth_check: { interval_ms: 0 }"),
         // Every forged request that gets through calls this, and waits.
-        PluginSpec::with("sink", "xcore-fixture-misbehave", "resources: { concurrency: 4, timeout_ms: 20000 }"),
+        PluginSpec::with(
+            "sink",
+            "xcore-fixture-misbehave",
+            "resources: { concurrency: 4, timeout_ms: 20000 }",
+        ),
         echo(),
     ]);
     let pid = worker_pid(&s);
@@ -204,7 +208,11 @@ fn a_host_call_over_the_cap_gets_an_error_naming_the_limit() {
     let s = Server::start_with(
         &[
             hostile("permissions: [\"call:sink\"]\nhealth_check: { interval_ms: 0 }"),
-            PluginSpec::with("sink", "xcore-fixture-misbehave", "resources: { concurrency: 4, timeout_ms: 20000 }"),
+            PluginSpec::with(
+                "sink",
+                "xcore-fixture-misbehave",
+                "resources: { concurrency: 4, timeout_ms: 20000 }",
+            ),
             echo(),
         ],
         "sandbox:\n  max_host_calls_in_flight: 4\n",
@@ -233,10 +241,14 @@ fn a_10_gb_line_on_stdout_does_not_grow_the_host() {
         wait_until("the 10 GB line was not written", Duration::from_secs(600), || done.exists());
     });
     wait_until("the dropped bytes were not counted", Duration::from_secs(30), || {
-        metric(&s, "xcore_sandbox_dropped_output_bytes_total{plugin=\"hostile\"}") >= (total - (16 << 10)) as f64
+        metric(&s, "xcore_sandbox_dropped_output_bytes_total{plugin=\"hostile\"}")
+            >= (total - (16 << 10)) as f64
     });
     let out = s.output();
-    assert!(out.contains("more bytes dropped: sandbox.log_line_max_bytes is 16384"), "the cut line is logged");
+    assert!(
+        out.contains("more bytes dropped: sandbox.log_line_max_bytes is 16384"),
+        "the cut line is logged"
+    );
     assert!(limited(&s, "log_line_max_bytes") >= 1.0);
     assert_eq!(s.call("hostile", "ok", "{}").status, 200, "the plugin itself is not punished for printing");
 }

@@ -265,7 +265,9 @@ impl Shared {
         let Err(frame) = self.write_now(frame) else { return Ok(()) };
         self.calls.try_send(frame).map_err(|e| match e {
             TrySendError::Full(_) => QueueError::Full,
-            TrySendError::Disconnected(_) => QueueError::Gone("the worker's requests socket is closed".into()),
+            TrySendError::Disconnected(_) => {
+                QueueError::Gone("the worker's requests socket is closed".into())
+            }
         })
     }
 
@@ -645,9 +647,7 @@ impl SandboxInstance {
         let (others, others_rx) = crossbeam_channel::bounded(host_call_cap + 16);
         let clone = |s: &UnixStream| s.try_clone().map_err(|e| format!("plugin '{name}': socket: {e}"));
         let sockets = [clone(&host_requests)?, clone(&host_replies)?];
-        host_requests
-            .set_nonblocking(true)
-            .map_err(|e| format!("plugin '{name}': requests socket: {e}"))?;
+        host_requests.set_nonblocking(true).map_err(|e| format!("plugin '{name}': requests socket: {e}"))?;
         let shared = Arc::new(Shared {
             name: name.clone(),
             pid,
@@ -682,25 +682,22 @@ impl SandboxInstance {
             let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
                 std::thread::Builder::new().name(format!("sandbox-{what}-{name}")).spawn(f)
             };
-            spawn(
-                "writer",
-                Box::new(move || write_loop(s1, calls_rx, others_rx)),
-            )
-            .and_then(|_| {
-                spawn(
-                    "reader",
-                    Box::new(move || {
-                        read_loop(s2, host_replies, services, gate, pool, hello);
-                        drop(reader_done_tx);
-                    }),
-                )
-            })
-            .and_then(|_| {
-                spawn(
-                    "reaper",
-                    Box::new(move || reap(s3, child, reader_done_rx, pool2, hello_tx, on_death)),
-                )
-            })
+            spawn("writer", Box::new(move || write_loop(s1, calls_rx, others_rx)))
+                .and_then(|_| {
+                    spawn(
+                        "reader",
+                        Box::new(move || {
+                            read_loop(s2, host_replies, services, gate, pool, hello);
+                            drop(reader_done_tx);
+                        }),
+                    )
+                })
+                .and_then(|_| {
+                    spawn(
+                        "reaper",
+                        Box::new(move || reap(s3, child, reader_done_rx, pool2, hello_tx, on_death)),
+                    )
+                })
         };
         if let Err(e) = threads {
             // Without its threads nobody would notice the worker: end it now.
@@ -815,7 +812,10 @@ impl SandboxInstance {
             Ok(()) => {}
             Err(QueueError::Full) => return Err(InstanceError::Overloaded),
             Err(QueueError::Gone(e)) => {
-                return Err(InstanceError::Crashed(format!("writing to the worker failed: {e}")))
+                let why = shared.exit_reason.lock().clone();
+                return Err(InstanceError::Crashed(
+                    why.unwrap_or(format!("writing to the worker failed: {e}")),
+                ));
             }
         }
         let mut rx = rx;
@@ -952,7 +952,8 @@ fn write_loop(
             let mut w = shared.write_side.lock();
             let carry = std::mem::take(&mut w.carry);
             let from = std::mem::take(&mut w.carry_from);
-            let mut result = write_with_deadline(&w.sock, &carry[from.min(carry.len())..], shared.write_timeout);
+            let mut result =
+                write_with_deadline(&w.sock, &carry[from.min(carry.len())..], shared.write_timeout);
             if let (Ok(true), Some((frame, _))) = (&result, &next) {
                 result = write_with_deadline(&w.sock, frame, shared.write_timeout);
             }

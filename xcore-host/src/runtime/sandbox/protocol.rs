@@ -150,7 +150,8 @@ pub enum FrameError {
 
 /// The size of `msg`'s body, computed without allocating.
 pub fn encoded_size<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
-    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default()).map_err(|e| FrameError::Malformed(e.to_string()))
+    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 /// Encodes a message as one frame (length prefix included), refusing it when it would
