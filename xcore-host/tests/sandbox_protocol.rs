@@ -311,12 +311,22 @@ fn a_worker_that_stops_reading_is_killed_within_its_health_interval_despite_a_la
     let big = json!({ "blob": "y".repeat(12 << 20) }).to_string();
     let (frozen, pending) = under_attack(&s, "worker stopped (SIGSTOP) with a 12 MB request pending", || {
         std::thread::scope(|scope| {
+            let started = Instant::now();
             let frozen = scope.spawn(|| s.call("hostile", "freeze", "{}"));
             std::thread::sleep(Duration::from_millis(200));
             // More than the socket buffer holds: the host's write to a stopped worker
             // cannot finish.
             let pending = s.post("/api/v1/plugins/hostile/call/ok", &big);
-            (frozen.join().unwrap(), pending)
+            let frozen = frozen.join().unwrap();
+            eprintln!(
+                "FIGURES freeze: both answered within {} ms: {} {} / {} {}",
+                started.elapsed().as_millis(),
+                frozen.status,
+                frozen.body,
+                pending.status,
+                pending.body
+            );
+            (frozen, pending)
         })
     });
     for r in [&frozen, &pending] {
@@ -337,7 +347,15 @@ fn a_worker_that_dies_while_a_forked_child_holds_its_sockets_is_seen_dead_at_onc
     ]);
     let pid = worker_pid(&s);
     let r = under_attack(&s, "fork a child keeping the sockets, then SIGKILL itself", || {
-        s.call("hostile", "fork_and_die", "{}")
+        let started = Instant::now();
+        let r = s.call("hostile", "fork_and_die", "{}");
+        eprintln!(
+            "FIGURES fork_and_die answered {} after {} ms: {}",
+            r.status,
+            started.elapsed().as_millis(),
+            r.body
+        );
+        r
     });
     assert_eq!((r.status, r.code().as_str()), (502, "plugin_crashed"), "{}", r.body);
     assert!(r.body.contains("killed by SIGKILL"), "the exit names the signal, not a timeout: {}", r.body);
