@@ -300,7 +300,7 @@ fn a_worker_that_stops_reading_is_killed_within_its_health_interval_despite_a_la
     let s = Server::start_full(
         &[
             hostile(
-                "resources: { concurrency: 2, timeout_ms: 60000 }\nhealth_check: { interval_ms: 300, timeout_ms: 500 }",
+                "resources: { concurrency: 2, timeout_ms: 60000 }\nhealth_check: { interval_ms: 2000, timeout_ms: 500 }",
             ),
             echo(),
         ],
@@ -313,7 +313,7 @@ fn a_worker_that_stops_reading_is_killed_within_its_health_interval_despite_a_la
         std::thread::scope(|scope| {
             let started = Instant::now();
             let frozen = scope.spawn(|| s.call("hostile", "freeze", "{}"));
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
             // More than the socket buffer holds: the host's write to a stopped worker
             // cannot finish.
             let pending = s.post("/api/v1/plugins/hostile/call/ok", &big);
