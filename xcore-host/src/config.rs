@@ -161,6 +161,22 @@ pub struct SandboxConfig {
     /// (default: the host's own user). Changing user needs a host run as root.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub user: Option<String>,
+    /// Host-service requests one worker may have in flight (default 32; never less than
+    /// the plugin's `concurrency` + 1). Past it a request is refused with `overloaded`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_host_calls_in_flight: usize,
+    /// Longest line of a sandboxed plugin's output (stdout, stderr, log) forwarded to the
+    /// log, in bytes (default 16 KiB); the rest of the line is dropped and counted.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub log_line_max_bytes: usize,
+    /// Lines of output per second one worker may send to the log (default 200, with a
+    /// burst of as many); the excess is dropped and counted.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub log_lines_per_second: u32,
+    /// A write to a worker that makes no progress for this long kills it: it stopped
+    /// reading its requests (default 5000 ms).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub write_timeout_ms: u64,
 }
 
 impl Default for SandboxConfig {
@@ -169,6 +185,10 @@ impl Default for SandboxConfig {
             max_frame_bytes: 16 << 20,
             startup_timeout_ms: 10_000,
             kill_grace_ms: 200,
+            max_host_calls_in_flight: 32,
+            log_line_max_bytes: 16 << 10,
+            log_lines_per_second: 200,
+            write_timeout_ms: 5_000,
             user: None,
         }
     }
@@ -661,6 +681,18 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
             }
             c.server.client_ip_header = Some(h);
         }
+    }
+    if c.sandbox.max_host_calls_in_flight == 0 {
+        return Err(("sandbox.max_host_calls_in_flight", "must be at least 1".into()));
+    }
+    if c.sandbox.log_line_max_bytes < 80 {
+        return Err(("sandbox.log_line_max_bytes", "must be at least 80".into()));
+    }
+    if c.sandbox.log_lines_per_second == 0 {
+        return Err(("sandbox.log_lines_per_second", "must be at least 1".into()));
+    }
+    if c.sandbox.write_timeout_ms == 0 {
+        return Err(("sandbox.write_timeout_ms", "must be at least 1".into()));
     }
     Ok(c)
 }

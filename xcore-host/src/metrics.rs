@@ -34,6 +34,12 @@ pub struct Metrics {
     /// (`payload_too_large`, `body_timeout`, `invalid_json`, `invalid_name`,
     /// `invalid_path`): a fixed set of label values.
     pub http_rejected: IntCounterVec,
+    /// What the sandboxed tier refused or dropped from a worker, by plugin and the limit
+    /// that applied (see [`SANDBOX_LIMITS`]).
+    pub sandbox_limited: IntCounterVec,
+    /// Bytes of a sandboxed plugin's output (stdout, stderr, log frames) not forwarded
+    /// to the log: over the line length or the line rate.
+    pub sandbox_dropped_output_bytes: IntCounterVec,
     /// (plugin, code) pairs with an error series, so they can be dropped with the plugin.
     error_codes: Arc<Mutex<BTreeSet<(String, String)>>>,
     /// Requests refused by a bound, by the bound's name (a fixed set: `jobs_per_plugin`,
@@ -50,6 +56,16 @@ pub struct Metrics {
     /// `plugins.max_abandoned_threads`: past it a trusted plugin is failed.
     pub abandoned_threads_limit: IntGauge,
 }
+
+/// The `limit` label values of `xcore_sandbox_limited_total`.
+pub const SANDBOX_LIMITS: &[&str] = &[
+    "max_host_calls_in_flight",
+    "log_line_max_bytes",
+    "log_lines_per_second",
+    "unknown_reply",
+    "protocol_violation",
+    "write_timeout",
+];
 
 /// The per-call handles of one plugin.
 #[derive(Clone)]
@@ -247,9 +263,27 @@ impl Metrics {
             &["code"],
         )
         .expect("valid metric");
+        let sandbox_limited = IntCounterVec::new(
+            Opts::new(
+                "xcore_sandbox_limited_total",
+                "Requests, lines and frames of sandbox workers refused or dropped, by limit",
+            ),
+            &["plugin", "limit"],
+        )
+        .expect("valid metric");
+        let sandbox_dropped_output_bytes = IntCounterVec::new(
+            Opts::new(
+                "xcore_sandbox_dropped_output_bytes_total",
+                "Bytes of sandboxed plugins' output not forwarded to the log",
+            ),
+            &["plugin"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_rejected.clone()),
+            Box::new(sandbox_limited.clone()),
+            Box::new(sandbox_dropped_output_bytes.clone()),
             Box::new(limit_refusals.clone()),
             Box::new(pruned_rows.clone()),
             Box::new(host_services.clone()),
@@ -277,6 +311,8 @@ impl Metrics {
             host_services,
             db_connections,
             http_rejected,
+            sandbox_limited,
+            sandbox_dropped_output_bytes,
             error_codes: Arc::default(),
             limit_refusals,
             pruned_rows,
@@ -331,6 +367,10 @@ impl Metrics {
         let _ = self.rate_limit_clients.remove_label_values(&[name]);
         let _ = self.latency.remove_label_values(&[name]);
         let _ = self.abandoned_threads.remove_label_values(&[name]);
+        let _ = self.sandbox_dropped_output_bytes.remove_label_values(&[name]);
+        for limit in SANDBOX_LIMITS {
+            let _ = self.sandbox_limited.remove_label_values(&[name, limit]);
+        }
         for st in crate::runtime::PluginState::ALL {
             let _ = self.state.remove_label_values(&[name, st.as_str()]);
         }

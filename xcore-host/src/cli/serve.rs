@@ -106,6 +106,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.startup_timeout = Duration::from_millis(cfg.sandbox.startup_timeout_ms);
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
     reg_opts.sandbox_user = cfg.sandbox.resolve_user()?;
+    reg_opts.sandbox_limits = (&cfg.sandbox).into();
     reg_opts.signatures = signature_policy(&cfg.security)?;
     reg_opts.queue_timeout = Duration::from_millis(cfg.plugins.queue_timeout_ms);
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;

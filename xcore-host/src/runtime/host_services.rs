@@ -39,6 +39,16 @@ impl HostServices {
         Self::new(name, 0, &[], Weak::new())
     }
 
+    /// The host's metrics, while the registry lives.
+    pub fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        self.caller.registry.upgrade().map(|r| r.metrics().clone())
+    }
+
+    /// The plugin these services belong to.
+    pub fn plugin(&self) -> &str {
+        &self.caller.plugin
+    }
+
     /// Serves a host-service request; the same path for both tiers.
     pub fn serve(&self, service: &str, request_id: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
         let result =

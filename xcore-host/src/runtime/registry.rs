@@ -66,6 +66,8 @@ pub struct RegistryOptions {
     pub startup_timeout: Duration,
     /// SIGTERM to SIGKILL when a worker is stopped.
     pub kill_grace: Duration,
+    /// What one sandbox worker may make the host do (`sandbox.*` limits).
+    pub sandbox_limits: sandbox::instance::SandboxLimits,
     /// Which plugins must be signed, and by whom.
     pub signatures: SignaturePolicy,
     /// The user and group sandboxed workers run as (`sandbox.user`); `None`: the host's.
@@ -146,6 +148,7 @@ impl RegistryOptions {
             max_frame: 16 << 20,
             startup_timeout: Duration::from_secs(10),
             kill_grace: Duration::from_millis(200),
+            sandbox_limits: Default::default(),
             // The library's own default is to check nothing; `xcore serve` applies the
             // configuration (trusted by default).
             signatures: SignaturePolicy { require: RequireSignatures::None, trusted: Arc::default() },
@@ -165,6 +168,7 @@ impl RegistryOptions {
             kill_grace: self.kill_grace,
             drain_timeout: self.drain_timeout,
             user: self.sandbox_user,
+            limits: self.sandbox_limits.clone(),
         }
     }
 }

@@ -258,6 +258,11 @@ impl Server {
         self.spawn();
     }
 
+    /// The server process's pid (0 once it has been stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
     }
@@ -362,11 +367,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -485,6 +485,51 @@ pub fn proc_status_bytes(pid: &str, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Marks `fd` close-on-exec, so a program the plugin executes does not inherit it.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor with integer arguments; a bad fd is EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    check(flags)?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })
+}
+
+/// Blocks until the child process `pid` has ended, without reaping it: it stays a
+/// zombie, so its pid (and its process group id) cannot be reused until the caller
+/// reaps it (`Child::wait`). Unlike the end of its sockets, this cannot be delayed by
+/// processes the child forked.
+pub fn wait_exited_nowait(pid: u32) -> io::Result<()> {
+    loop {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own; P_PID with a pid of our
+        // own child, WNOWAIT leaves the child waitable.
+        let ret = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        match check(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Waits until `fd` can be written to, for at most `timeout`; `false` on timeout.
+pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: poll reads and writes the one pollfd we own, for the length we pass.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

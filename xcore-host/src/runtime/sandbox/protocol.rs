@@ -148,17 +148,37 @@ pub enum FrameError {
     Malformed(String),
 }
 
+/// The size of `msg`'s body, computed without allocating.
+pub fn encoded_size<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
+    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
 /// Encodes a message as one frame (length prefix included), refusing it when it would
-/// exceed `limit`.
+/// exceed `limit`. The size is checked before anything is allocated, and the frame is
+/// allocated once at its final size: an oversized message costs no memory.
 pub fn encode<T: Serialize>(msg: &T, limit: usize) -> Result<Vec<u8>, FrameError> {
-    // Room for the length prefix first, filled in once the size is known.
-    let mut buf = postcard::to_extend(msg, vec![0u8; 4]).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let size = buf.len() - 4;
+    let size = encoded_size(msg)?;
     if size > limit {
         return Err(FrameError::TooLarge { size, limit });
     }
-    buf[..4].copy_from_slice(&(size as u32).to_le_bytes());
-    Ok(buf)
+    let mut buf = Vec::with_capacity(4 + size);
+    buf.extend_from_slice(&(size as u32).to_le_bytes());
+    postcard::to_extend(msg, buf).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Writes `msg` as one frame straight into `w`, without building the frame in memory
+/// (a reply of the maximum size costs no second copy); over `limit` nothing is written.
+/// `w` should be buffered: small fields become small writes. Flushes at the end.
+pub fn write_msg<T: Serialize, W: Write>(w: &mut W, msg: &T, limit: usize) -> Result<(), FrameError> {
+    let size = encoded_size(msg)?;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    w.write_all(&(size as u32).to_le_bytes())?;
+    postcard::to_io(msg, &mut *w).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    w.flush()?;
+    Ok(())
 }
 
 /// Writes one already-encoded frame.
@@ -224,6 +244,17 @@ mod tests {
         assert!(
             matches!(read::<FromWorker>(&mut r, 4096), Err(FrameError::TooLarge { size, .. }) if size > 5000)
         );
+    }
+
+    #[test]
+    fn streamed_frames_equal_encoded_frames_and_oversized_ones_write_nothing() {
+        let msg = FromWorker::Reply { id: 3, result: WireResult::Ok(vec![9; 10_000]) };
+        let mut streamed = Vec::new();
+        write_msg(&mut streamed, &msg, 1 << 20).unwrap();
+        assert_eq!(streamed, encode(&msg, 1 << 20).unwrap());
+        let mut none = Vec::new();
+        assert!(matches!(write_msg(&mut none, &msg, 4096), Err(FrameError::TooLarge { .. })));
+        assert!(none.is_empty());
     }
 
     #[test]

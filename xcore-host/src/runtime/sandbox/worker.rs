@@ -72,17 +72,38 @@ pub struct WorkerSpec {
 }
 
 struct Channel {
-    writer: Mutex<UnixStream>,
+    /// Buffered: small fields of a frame become one write; a large payload goes
+    /// straight from the plugin's reply to the socket, never copied into a frame.
+    writer: Mutex<std::io::BufWriter<UnixStream>>,
     max_frame: usize,
     next_host_call: AtomicU64,
     host_calls: Mutex<HashMap<u64, crossbeam_channel::Sender<WireResult>>>,
 }
 
 impl Channel {
-    fn send(&self, msg: &FromWorker) -> Result<(), protocol::FrameError> {
-        let frame = protocol::encode(msg, self.max_frame)?;
-        protocol::write_frame(&mut *self.writer.lock(), &frame)
+    fn new(replies: UnixStream, max_frame: usize) -> Self {
+        Channel {
+            writer: Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, replies)),
+            max_frame,
+            next_host_call: AtomicU64::new(1),
+            host_calls: Mutex::new(HashMap::new()),
+        }
     }
+
+    /// Sends one frame; over the frame limit nothing is written (and nothing allocated).
+    fn send(&self, msg: &FromWorker) -> Result<(), protocol::FrameError> {
+        protocol::write_msg(&mut *self.writer.lock(), msg, self.max_frame)
+    }
+}
+
+/// Address space the worker needs for frames, on top of the plugin's `max_memory_mb`:
+/// the thread reading a request holds its frame and the decoded payload (two frames),
+/// and each call in flight holds its payload. Replies are streamed, not copied. With
+/// this in the limit, a call or reply of any size gets the same answer every time (413
+/// over the frame limit) instead of an allocation failure that depends on headroom.
+fn frame_headroom_mb(concurrency: u32, max_frame: usize) -> u64 {
+    let frames = u64::from(concurrency.max(1)) + 2;
+    (frames * max_frame as u64).div_ceil(1 << 20)
 }
 
 /// The host object inside the worker: every call travels to the host and is served by
@@ -152,12 +173,15 @@ pub fn run(spec_json: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let channel = Arc::new(Channel {
-        writer: Mutex::new(replies),
-        max_frame: spec.max_frame,
-        next_host_call: AtomicU64::new(1),
-        host_calls: Mutex::new(HashMap::new()),
-    });
+    // Not inherited by programs the plugin executes (processes it forks keep them:
+    // the host watches the worker's pid, not its sockets).
+    for fd in [os::REQUEST_FD, os::REPLY_FD] {
+        if let Err(e) = os::set_cloexec(fd) {
+            eprintln!("xcore worker: close-on-exec on fd {fd}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let channel = Arc::new(Channel::new(replies, spec.max_frame));
     let fail = |message: String| -> ExitCode {
         let _ = channel.send(&FromWorker::InitFailed { message });
         ExitCode::from(1)
@@ -219,7 +243,10 @@ pub fn run(spec_json: &str) -> ExitCode {
     }
     let seccomp = !spec.network;
     if spec.max_memory_mb > 0 {
-        if let Err(e) = confine::limit_memory(spec.max_memory_mb, spec.concurrency) {
+        if let Err(e) = confine::limit_memory(
+            spec.max_memory_mb + frame_headroom_mb(spec.concurrency, spec.max_frame),
+            spec.concurrency,
+        ) {
             return fail(e);
         }
     }
@@ -239,18 +266,18 @@ pub fn run(spec_json: &str) -> ExitCode {
     };
     let plugin_cell: Arc<std::sync::OnceLock<PluginBox>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut threads = Vec::new();
+    // Each serving thread holds a sender; all of them gone means every call has finished.
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     for i in 0..=spec.concurrency.max(1) {
-        let (plugin, channel, reader, stop) =
-            (plugin_cell.clone(), channel.clone(), reader.clone(), stop.clone());
+        let (plugin, channel, reader, stop, done) =
+            (plugin_cell.clone(), channel.clone(), reader.clone(), stop.clone(), done_tx.clone());
         let (cpu_ms, max_frame) = (spec.cpu_time_ms, spec.max_frame);
         let t = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .stack_size(2 << 20)
-            .spawn(move || serve(&plugin, &channel, &reader, &stop, cpu_ms, max_frame));
-        match t {
-            Ok(t) => threads.push(t),
-            Err(e) => return fail(format!("spawning worker thread: {e}")),
+            .spawn(move || serve(&plugin, &channel, &reader, &stop, cpu_ms, max_frame, done));
+        if let Err(e) = t {
+            return fail(format!("spawning worker thread: {e}"));
         }
     }
 
@@ -281,10 +308,10 @@ pub fn run(spec_json: &str) -> ExitCode {
         os::exit_now(1);
     }
 
-    // Calls in flight finish; then the plugin shuts down.
-    for t in threads {
-        let _ = t.join();
-    }
+    // Calls in flight finish; then the plugin shuts down, while the thread that read the
+    // shutdown goes on routing the replies of the host services it may use.
+    drop(done_tx);
+    let _ = done_rx.recv();
     if let Some(plugin) = plugin_cell.get() {
         plugin.shutdown();
     }
@@ -292,25 +319,58 @@ pub fn run(spec_json: &str) -> ExitCode {
     os::exit_now(0)
 }
 
+/// How often a thread waiting for its turn to read looks at the stop flag: the reader
+/// of the shutdown keeps the socket, so the others would otherwise wait for ever.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+type SharedReader = Mutex<std::io::BufReader<os::SpinReader>>;
+
 /// One worker thread: read a frame when it is this thread's turn, handle it.
+///
+/// The thread that reads the shutdown sets the stop flag while it still holds the
+/// reader, so no other thread can take the socket after it and wait there for input
+/// that never comes; the others see the flag (they wait for the reader with a timeout)
+/// and leave. It then keeps the socket and routes host-service replies (and answers
+/// pings) for the calls still running and for the plugin's `shutdown`.
 fn serve(
     plugin: &std::sync::OnceLock<PluginBox>,
     channel: &Channel,
-    reader: &Mutex<std::io::BufReader<os::SpinReader>>,
+    reader: &SharedReader,
     stop: &std::sync::atomic::AtomicBool,
     cpu_ms: u64,
     max_frame: usize,
+    done: crossbeam_channel::Sender<()>,
 ) {
     loop {
         let msg = {
-            let mut sock = reader.lock();
+            let mut sock = loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(guard) = reader.try_lock_for(STOP_POLL) {
+                    break guard;
+                }
+            };
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            protocol::read::<ToWorker>(&mut *sock, max_frame)
+            match protocol::read::<ToWorker>(&mut *sock, max_frame) {
+                Ok(ToWorker::Shutdown) => {
+                    stop.store(true, Ordering::SeqCst);
+                    drop(done);
+                    route_after_shutdown(channel, &mut sock, max_frame);
+                    return;
+                }
+                Err(_) => {
+                    // The host is gone or broke the protocol: nothing more will come.
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Ok(m) => m,
+            }
         };
         match msg {
-            Ok(ToWorker::Call { id, action, payload, caller, request_id, deadline_unix_ms }) => {
+            ToWorker::Call { id, action, payload, caller, request_id, deadline_unix_ms } => {
                 confine::budget_cpu_for_next_call(cpu_ms);
                 let request = CallRequest {
                     action: RStr::from_str(&action),
@@ -338,6 +398,7 @@ fn serve(
                         status: 503,
                     },
                 };
+                drop(payload);
                 if let Err(protocol::FrameError::TooLarge { size, limit }) =
                     channel.send(&FromWorker::Reply { id, result })
                 {
@@ -345,25 +406,52 @@ fn serve(
                         id,
                         result: WireResult::Err {
                             code: "payload_too_large".into(),
-                            message: format!("the reply is {size} bytes; the frame limit is {limit} bytes"),
+                            message: format!(
+                                "the reply is {size} bytes; the frame limit is {limit} bytes (sandbox.max_frame_bytes)"
+                            ),
                             status: 413,
                         },
                     });
                 }
             }
+            ToWorker::Ping { id } => {
+                let _ = channel.send(&FromWorker::Pong { id });
+            }
+            ToWorker::HostReply { id, result } => route_host_reply(channel, id, result),
+            // Handled above, where it was read.
+            ToWorker::Shutdown => {}
+        }
+    }
+}
+
+fn route_host_reply(channel: &Channel, id: u64, result: WireResult) {
+    if let Some(tx) = channel.host_calls.lock().remove(&id) {
+        let _ = tx.send(result);
+    }
+}
+
+/// After the shutdown: host-service replies and pings are still served (calls in flight
+/// and the plugin's `shutdown` may use services); a call is refused. Ends with the
+/// socket (the process exits before, once the plugin has shut down).
+fn route_after_shutdown(channel: &Channel, sock: &mut std::io::BufReader<os::SpinReader>, max_frame: usize) {
+    loop {
+        match protocol::read::<ToWorker>(sock, max_frame) {
+            Ok(ToWorker::HostReply { id, result }) => route_host_reply(channel, id, result),
             Ok(ToWorker::Ping { id }) => {
                 let _ = channel.send(&FromWorker::Pong { id });
             }
-            Ok(ToWorker::HostReply { id, result }) => {
-                if let Some(tx) = channel.host_calls.lock().remove(&id) {
-                    let _ = tx.send(result);
-                }
+            Ok(ToWorker::Call { id, .. }) => {
+                let _ = channel.send(&FromWorker::Reply {
+                    id,
+                    result: WireResult::Err {
+                        code: codes::INTERNAL.into(),
+                        message: "the plugin is shutting down".into(),
+                        status: 503,
+                    },
+                });
             }
-            Ok(ToWorker::Shutdown) | Err(_) => {
-                // Wake the threads blocked on the lock: they see `stop` and leave.
-                stop.store(true, Ordering::SeqCst);
-                return;
-            }
+            Ok(ToWorker::Shutdown) => {}
+            Err(_) => return,
         }
     }
 }
