@@ -336,6 +336,28 @@ fn raising_its_cpu_limit_then_spinning_gets_the_worker_killed_and_replaced() {
 }
 
 #[test]
+fn a_thread_left_spinning_between_short_calls_gets_the_worker_killed_and_replaced() {
+    let s = start(vec![hostile("hostile", "resources: { timeout_ms: 60000, cpu_time_ms: 300 }")]);
+    under_attack(&s, "hostile", "spin_in_background", || {
+        assert_eq!(attack(&s, "hostile", "spin_in_background", json!({}))["spinning"], true);
+        // Short calls keep coming, as a busy client's would: each one alone is cheap.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = s.info("hostile");
+            if info["generation"] == 2 && info["state"] == "ready" {
+                let exit = info["sandbox"]["last_exit"].as_str().unwrap_or_default().to_string();
+                assert!(exit.contains("no call in flight"), "{info}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the spinning worker was never stopped: {info}");
+            let _ = s.try_post("/api/v1/plugins/hostile/call/ok", b"{}", None);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert_eq!(attack(&s, "hostile", "ok", json!({}))["ok"], true);
+}
+
+#[test]
 fn new_processes_are_denied_without_the_process_permission() {
     let s = start(vec![hostile("hostile", "")]);
     under_attack(&s, "hostile", "fork", || {

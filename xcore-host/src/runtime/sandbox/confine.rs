@@ -315,16 +315,30 @@ pub fn watchdog_limit(cpu_ms: u64) -> Duration {
     Duration::from_secs(cpu_ms.div_ceil(1000) + 1) + Duration::from_millis(500)
 }
 
+/// How far back the watchdog looks at the CPU a worker uses with no call in flight.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// CPU a worker may use within [`IDLE_WINDOW`] while no call is in flight: half a core.
+/// An idle plugin only answers pings and routes host replies, far below this.
+pub const IDLE_CPU_LIMIT: Duration = Duration::from_millis(2500);
+
 /// The host-side CPU watchdog of one worker, run on a thread of its own until
 /// `running` says no: every `tick` it reads the CPU time of the worker and of every
 /// process under it from `/proc` ([`os::tree_cpu_time`]); when
 /// `calls_started` moved since the last look, a call started, and the count starts
 /// over from there. Past [`watchdog_limit`] of CPU since that mark, `kill` is called
-/// once with the reason. The plugin cannot reach any of it: it lives in the host.
+/// once with the reason.
+///
+/// A thread the plugin leaves spinning between calls restarts no count of its own, and
+/// a steady stream of short calls would keep resetting the one above; so CPU used while
+/// `busy` says no call is in flight is counted apart: more than [`IDLE_CPU_LIMIT`] of
+/// it within the last [`IDLE_WINDOW`] of idle time, and the worker is killed too. The
+/// plugin cannot reach any of it: it lives in the host.
 pub fn watch_cpu(
     pid: u32,
     cpu_ms: u64,
     calls_started: Arc<AtomicU64>,
+    busy: impl Fn() -> bool,
     running: impl Fn() -> bool,
     kill: impl FnOnce(String),
 ) {
@@ -332,10 +346,32 @@ pub fn watch_cpu(
     let tick = Duration::from_millis(50);
     let Some(mut mark) = os::tree_cpu_time(pid) else { return };
     let mut seen = calls_started.load(Ordering::SeqCst);
+    let (mut last, mut was_busy) = (mark, busy());
+    // CPU used in each of the last idle ticks (0 for a tick with a call in it).
+    let window = (IDLE_WINDOW.as_millis() / tick.as_millis()) as usize;
+    let mut idle = std::collections::VecDeque::with_capacity(window + 1);
     while running() {
         std::thread::sleep(tick);
         let Some(now) = os::tree_cpu_time(pid) else { return };
         let calls = calls_started.load(Ordering::SeqCst);
+        let busy_now = busy();
+        let idle_tick = !was_busy && !busy_now && calls == seen;
+        idle.push_back(if idle_tick { now.saturating_sub(last) } else { Duration::ZERO });
+        if idle.len() > window {
+            idle.pop_front();
+        }
+        (last, was_busy) = (now, busy_now);
+        let idle_used: Duration = idle.iter().sum();
+        if idle_used > IDLE_CPU_LIMIT && running() {
+            kill(format!(
+                "killed: used {} ms of CPU in {} s with no call in flight (at most {} ms); \
+                 it kept a thread spinning between calls",
+                idle_used.as_millis(),
+                IDLE_WINDOW.as_secs(),
+                IDLE_CPU_LIMIT.as_millis()
+            ));
+            return;
+        }
         if calls != seen {
             seen = calls;
             mark = now;

@@ -759,7 +759,8 @@ impl SandboxInstance {
             let _ = std::thread::Builder::new().name(format!("sandbox-cpu-{name}")).spawn(move || {
                 let running =
                     || shared.alive.load(Ordering::SeqCst) && !shared.retired.load(Ordering::SeqCst);
-                confine::watch_cpu(pid, spec.cpu_time_ms, calls, running, |why| shared.kill(why));
+                let busy = || !shared.pending.lock().is_empty();
+                confine::watch_cpu(pid, spec.cpu_time_ms, calls, busy, running, |why| shared.kill(why));
             });
         }
 
