@@ -74,36 +74,6 @@ impl Store {
         .map_err(|e| self.query_error(e))
     }
 
-    /// Deletes entries from before `before` (Unix ms) and all but the newest `keep_rows`;
-    /// how many went.
-    pub fn prune_audit(&self, before: Option<i64>, keep_rows: Option<u64>) -> Result<u64, DbError> {
-        let mut conn = self.db.conn()?;
-        let mut deleted = 0usize;
-        if let Some(before) = before {
-            deleted += with_conn!(&mut conn, c => diesel::delete(al::audit_log.filter(al::at.lt(before)))
-                .execute(c))
-            .map_err(|e| self.query_error(e))?;
-        }
-        if let Some(keep) = keep_rows {
-            // As for job runs: find the first row to go, then delete up to it.
-            let offset = i64::try_from(keep).unwrap_or(i64::MAX);
-            let first_gone: Option<i64> = with_conn!(&mut conn, c => al::audit_log
-                .select(al::id)
-                .order(al::id.desc())
-                .offset(offset)
-                .limit(1)
-                .first(c)
-                .optional())
-            .map_err(|e| self.query_error(e))?;
-            if let Some(id) = first_gone {
-                deleted += with_conn!(&mut conn, c => diesel::delete(al::audit_log.filter(al::id.le(id)))
-                    .execute(c))
-                .map_err(|e| self.query_error(e))?;
-            }
-        }
-        Ok(deleted as u64)
-    }
-
     /// Entries, newest first.
     pub fn audit_entries(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
         let mut conn = self.db.conn()?;

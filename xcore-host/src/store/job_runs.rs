@@ -83,38 +83,6 @@ impl Store {
         .map_err(|e| self.query_error(e))
     }
 
-    /// Deletes runs that started before `before` (Unix ms) and all but the newest
-    /// `keep_rows`; how many went.
-    pub fn prune_job_runs(&self, before: Option<i64>, keep_rows: Option<u64>) -> Result<u64, DbError> {
-        let mut conn = self.db.conn()?;
-        let mut deleted = 0usize;
-        if let Some(before) = before {
-            deleted +=
-                with_conn!(&mut conn, c => diesel::delete(jr::job_runs.filter(jr::started_at.lt(before)))
-                .execute(c))
-                .map_err(|e| self.query_error(e))?;
-        }
-        if let Some(keep) = keep_rows {
-            // The newest row past the ones kept; it and every older row go. Two
-            // statements: MySQL cannot delete from a table its subquery reads.
-            let offset = i64::try_from(keep).unwrap_or(i64::MAX);
-            let first_gone: Option<i64> = with_conn!(&mut conn, c => jr::job_runs
-                .select(jr::id)
-                .order(jr::id.desc())
-                .offset(offset)
-                .limit(1)
-                .first(c)
-                .optional())
-            .map_err(|e| self.query_error(e))?;
-            if let Some(id) = first_gone {
-                deleted += with_conn!(&mut conn, c => diesel::delete(jr::job_runs.filter(jr::id.le(id)))
-                    .execute(c))
-                .map_err(|e| self.query_error(e))?;
-            }
-        }
-        Ok(deleted as u64)
-    }
-
     /// The latest runs of `job_id`, newest first.
     pub fn job_history(&self, job_id: &str, limit: usize) -> Result<Vec<JobRun>, DbError> {
         let mut conn = self.db.conn()?;

@@ -3,10 +3,13 @@
 //! applies it at start and then every `retention.interval_seconds` (a thread of its own,
 //! like the KV sweeper), and counts the deleted rows in `xcore_store_pruned_rows_total`.
 
+use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Store};
+use crate::db::schema::{audit_log::dsl as al, job_runs::dsl as jr};
 use crate::db::DbError;
+use crate::with_conn;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -57,6 +60,38 @@ fn keep(rows: u64) -> Option<u64> {
     (rows > 0).then_some(rows)
 }
 
+/// Deletes the rows of `$table` whose `$time` is before `$before` and all but the newest
+/// `$keep` (by `$id`); how many went. One path for both tables and the three back-ends:
+/// the row limit finds the first row to go, then deletes up to it, in two statements,
+/// because MySQL cannot delete from a table its subquery reads.
+macro_rules! prune_table {
+    ($store:expr, $table:path, $id:path, $time:path, $before:expr, $keep:expr) => {{
+        let store: &Store = $store;
+        let mut conn = store.db.conn()?;
+        let mut deleted = 0usize;
+        if let Some(before) = $before {
+            deleted += with_conn!(&mut conn, c => diesel::delete($table.filter($time.lt(before))).execute(c))
+                .map_err(|e| store.query_error(e))?;
+        }
+        if let Some(keep) = $keep {
+            let offset = i64::try_from(keep).unwrap_or(i64::MAX);
+            let first_gone: Option<i64> = with_conn!(&mut conn, c => $table
+                .select($id)
+                .order($id.desc())
+                .offset(offset)
+                .limit(1)
+                .first(c)
+                .optional())
+            .map_err(|e| store.query_error(e))?;
+            if let Some(id) = first_gone {
+                deleted += with_conn!(&mut conn, c => diesel::delete($table.filter($id.le(id))).execute(c))
+                    .map_err(|e| store.query_error(e))?;
+            }
+        }
+        Ok(deleted as u64)
+    }};
+}
+
 impl Store {
     /// Applies `cfg` once, at time `now` (Unix ms).
     pub fn prune(&self, cfg: &RetentionConfig, now: i64) -> Result<Pruned, DbError> {
@@ -64,6 +99,18 @@ impl Store {
             job_runs: self.prune_job_runs(cutoff(now, cfg.job_runs_days), keep(cfg.job_runs_max_rows))?,
             audit_log: self.prune_audit(cutoff(now, cfg.audit_log_days), keep(cfg.audit_log_max_rows))?,
         })
+    }
+
+    /// Deletes job runs that started before `before` (Unix ms) and all but the newest
+    /// `keep_rows`; how many went.
+    pub fn prune_job_runs(&self, before: Option<i64>, keep_rows: Option<u64>) -> Result<u64, DbError> {
+        prune_table!(self, jr::job_runs, jr::id, jr::started_at, before, keep_rows)
+    }
+
+    /// Deletes audit entries from before `before` (Unix ms) and all but the newest
+    /// `keep_rows`; how many went.
+    pub fn prune_audit(&self, before: Option<i64>, keep_rows: Option<u64>) -> Result<u64, DbError> {
+        prune_table!(self, al::audit_log, al::id, al::at, before, keep_rows)
     }
 
     /// [`Store::prune`] now.
