@@ -133,6 +133,65 @@ impl Pattern {
     }
 }
 
+impl Segment {
+    /// Whether every single segment `inner` matches, `self` matches too. Neither is `**`
+    /// (the sequence walk in [`Pattern::contains`] handles those). Exact for these forms.
+    fn contains(&self, inner: &Segment) -> bool {
+        match (self, inner) {
+            (Segment::DoubleStar, _) | (_, Segment::DoubleStar) => false,
+            (Segment::Star, _) => true,
+            (Segment::Literal(a), Segment::Literal(b)) => a == b,
+            (Segment::Literal(_), _) => false,
+            (Segment::Affix { .. }, Segment::Literal(b)) => self.matches(b),
+            (Segment::Affix { .. }, Segment::Star) => false,
+            // `pre2*suf2` names all start with `pre2` and end with `suf2`, and every
+            // continuation of `pre2` occurs: so `pre` must be a prefix of `pre2` (and `suf` a
+            // suffix of `suf2`). The length condition then follows.
+            (Segment::Affix { prefix, suffix }, Segment::Affix { prefix: p2, suffix: s2 }) => {
+                p2.starts_with(prefix.as_str()) && s2.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+impl Pattern {
+    /// Whether every event name `inner` matches is matched by `self` too: the check for
+    /// a permission `events.subscribe:<self>` against a subscription to `inner`.
+    ///
+    /// Sound: it never answers yes when some name matches `inner` but not `self`. It is
+    /// exact except where it would have to reason about a name's minimum length or split
+    /// one inner `**` across several outer segments: there it says no although the
+    /// answer is yes. The known case is an outer single-segment wildcard standing in for
+    /// part of an inner `**`, such as `*.**` or `**.*` against `**` (every name has at
+    /// least one segment, so these cover `**`, but `contains` says no). An outer `**`
+    /// covers any run of inner segments, `**` included; outer `*` and `pre*suf` cover
+    /// one inner segment that they contain as sets; a literal covers only itself.
+    pub fn contains(&self, inner: &Pattern) -> bool {
+        let (outer, inner) = (&self.segments, &inner.segments);
+        // `ok[i][j]`: outer[i..] covers inner[j..]. Filled from the back.
+        let (n, m) = (outer.len(), inner.len());
+        let mut ok = vec![vec![false; m + 1]; n + 1];
+        ok[n][m] = true;
+        for i in (0..=n).rev() {
+            for j in (0..=m).rev() {
+                if i == n {
+                    // Nothing left outside: only an empty inner rest is covered.
+                    ok[i][j] = j == m;
+                    continue;
+                }
+                ok[i][j] = if outer[i] == Segment::DoubleStar {
+                    // Outer `**` covers nothing more (i + 1) or one more inner segment,
+                    // whatever it is (j + 1, staying on the same `**`).
+                    ok[i + 1][j] || (j < m && ok[i][j + 1])
+                } else {
+                    j < m && outer[i].contains(&inner[j]) && ok[i + 1][j + 1]
+                };
+            }
+        }
+        ok[0][0]
+    }
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
@@ -208,5 +267,150 @@ mod tests {
         let name = vec!["y"; 200].join(".");
         assert!(!p.matches(&name));
         assert!(p.matches(&format!("{name}.x")));
+    }
+
+    fn c(outer: &str, inner: &str) -> bool {
+        Pattern::new(outer).unwrap().contains(&Pattern::new(inner).unwrap())
+    }
+
+    #[test]
+    fn containment_literal() {
+        assert!(c("orders.created", "orders.created"));
+        assert!(!c("orders.created", "orders.updated"));
+        assert!(!c("orders.created", "orders.*"), "a literal does not cover a wildcard");
+        assert!(!c("orders.created", "orders.created.eu"));
+        assert!(!c("orders", "orders.**"));
+    }
+
+    #[test]
+    fn containment_star() {
+        assert!(c("orders.*", "orders.created"));
+        assert!(c("orders.*", "orders.*"));
+        assert!(c("orders.*", "orders.order*"));
+        assert!(c("*", "anything"));
+        assert!(!c("orders.*", "orders.**"), "`orders.*` must not allow `orders.**`");
+        assert!(!c("*", "**"), "`*` must not allow `**`");
+        assert!(!c("orders.*", "orders.a.b"));
+        assert!(!c("orders.*", "*.created"));
+        assert!(!c("*", "a.b"));
+    }
+
+    #[test]
+    fn containment_double_star() {
+        assert!(c("orders.**", "orders.*"));
+        assert!(c("orders.**", "orders.a.b"));
+        assert!(c("orders.**", "orders"));
+        assert!(c("orders.**", "orders.**"));
+        assert!(c("orders.**", "orders.*.**"));
+        assert!(c("**", "**"));
+        assert!(c("**", "a.*.b*"));
+        assert!(c("**.eu", "orders.*.eu"));
+        assert!(c("a.**.z", "a.b.**.z"));
+        assert!(!c("orders.**", "**"));
+        assert!(!c("orders.**", "users.*"));
+        assert!(!c("**.eu", "orders.**"));
+        assert!(!c("a.**.z", "a.**"));
+        assert!(!c("orders.*", "orders.**"));
+        assert!(!c("orders.*.**", "orders.**"), "`orders.**` matches `orders`, which `orders.*.**` does not");
+    }
+
+    #[test]
+    fn containment_affix() {
+        assert!(c("orders.order*", "orders.order_created"));
+        assert!(c("orders.order*", "orders.orders*"));
+        assert!(c("orders.order*", "orders.order*"));
+        assert!(c("*ed", "pre*ated"));
+        assert!(c("pre*ed", "prefix*ed"));
+        assert!(!c("orders.order*", "orders.*"), "an affix does not cover `*`");
+        assert!(!c("orders.order*", "orders.ord*"), "a shorter prefix is wider");
+        assert!(!c("orders.order*", "orders.order*.x"));
+        assert!(!c("orders.order*", "orders.**"));
+        assert!(!c("*ed", "*e"));
+        assert!(!c("pre*ed", "pre*"));
+        assert!(!c("orders.x", "orders.x*"), "a literal does not cover an affix");
+    }
+
+    #[test]
+    fn containment_is_conservative_where_documented() {
+        // `*.**` and `**` match the same names (a name has at least one segment), but
+        // the check does not reason about that and says no: safe for a permission.
+        assert!(!c("*.**", "**"));
+        assert!(!c("**.*", "**"));
+    }
+
+    mod prop {
+        use super::super::Pattern;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec!["a", "b", "ab", "ba", "aab"]).prop_map(str::to_owned),
+                Just("*".to_owned()),
+                Just("**".to_owned()),
+                prop::sample::select(vec!["a*", "*b", "a*b", "b*", "*a", "aa*"]).prop_map(str::to_owned),
+            ]
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 1..5).prop_map(|s| s.join("."))
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", "ba", "aab", "abb", ""]), 1..7)
+                .prop_map(|s| s.join("."))
+        }
+
+        /// A name matching `pattern`, each wildcard filled from `choices`.
+        fn instance(pattern: &str, choices: &[u8]) -> String {
+            const FILL: [&str; 5] = ["a", "b", "ab", "", "ba"];
+            let mut pick = choices.iter().copied().cycle();
+            let mut next = move || pick.next().unwrap_or(0) as usize;
+            let mut parts: Vec<String> = Vec::new();
+            for seg in pattern.split('.') {
+                match seg {
+                    "*" => parts.push(FILL[next() % FILL.len()].to_owned()),
+                    "**" => {
+                        for _ in 0..next() % 3 {
+                            parts.push(FILL[next() % FILL.len()].to_owned());
+                        }
+                    }
+                    s => parts.push(s.replacen('*', FILL[next() % FILL.len()], 1)),
+                }
+            }
+            if parts.is_empty() {
+                parts.push(FILL[next() % FILL.len()].to_owned());
+            }
+            parts.join(".")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Soundness: whenever `outer` is said to contain `inner`, no name matches
+            /// `inner` without matching `outer`.
+            #[test]
+            fn contains_is_sound(
+                outer in pattern(),
+                inner in pattern(),
+                names in prop::collection::vec(name(), 1..40),
+                choices in prop::collection::vec(any::<u8>(), 64),
+            ) {
+                let (o, i) = (Pattern::new(&outer).unwrap(), Pattern::new(&inner).unwrap());
+                if o.contains(&i) {
+                    // Random names, and names built to match `inner` (random ones rarely do).
+                    let built = (0..8).map(|k| instance(&inner, &choices[k * 8..k * 8 + 8]));
+                    for n in names.iter().cloned().chain(built) {
+                        prop_assert!(!i.matches(&n) || o.matches(&n), "{outer} contains {inner}, yet {n:?} matches only the inner");
+                    }
+                }
+            }
+
+            /// A pattern contains itself, and `**` contains everything.
+            #[test]
+            fn contains_is_reflexive(p in pattern()) {
+                let p = Pattern::new(&p).unwrap();
+                prop_assert!(p.contains(&p));
+                prop_assert!(Pattern::new("**").unwrap().contains(&p));
+            }
+        }
     }
 }
