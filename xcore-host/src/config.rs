@@ -325,6 +325,11 @@ pub struct PluginsConfig {
     /// beyond it share one window.
     #[serde(deserialize_with = "lenient::parse")]
     pub rate_limit_max_clients: usize,
+    /// What the operator allows each plugin (`plugins.grants.<name>: [kv, cache,
+    /// "db:bookmarks"]`). An unsigned plugin's effective permissions are those its
+    /// manifest asks for that are granted here; a plugin signed by a trusted key has the
+    /// permissions of its signed manifest. Default: none.
+    pub grants: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for PluginsConfig {
@@ -337,6 +342,7 @@ impl Default for PluginsConfig {
             queue_timeout_ms: 1000,
             max_abandoned_threads: 3,
             rate_limit_max_clients: 10_000,
+            grants: Default::default(),
         }
     }
 }
@@ -672,6 +678,11 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
     }
     if c.plugins.rate_limit_max_clients == 0 {
         return Err(("plugins.rate_limit_max_clients", "must be at least 1".into()));
+    }
+    for perms in c.plugins.grants.values() {
+        if let Some(p) = perms.iter().find(|p| p.trim().is_empty() || p.trim() != p.as_str()) {
+            return Err(("plugins.grants", format!("permission {p:?} is empty or has surrounding spaces")));
+        }
     }
     if let Some(h) = c.server.client_ip_header.take() {
         let h = h.trim().to_ascii_lowercase();

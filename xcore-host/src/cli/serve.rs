@@ -111,6 +111,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.queue_timeout = Duration::from_millis(cfg.plugins.queue_timeout_ms);
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
+    reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
     let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());

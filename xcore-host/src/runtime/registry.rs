@@ -80,6 +80,9 @@ pub struct RegistryOptions {
     pub max_abandoned_threads: u64,
     /// Clients tracked per plugin by the per-client rate limit.
     pub rate_limit_max_clients: usize,
+    /// What the operator allows each plugin (`plugins.grants`); see
+    /// [`crate::services::permissions::effective`].
+    pub grants: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 /// The signature rule the registry applies at every load and reload.
@@ -105,6 +108,10 @@ pub struct Signed {
     pub fingerprint: String,
     /// The signed SHA-256 of the library: the copy that is mapped must have it.
     pub library_sha256: String,
+    /// Whether the signature covers `plugin.yaml` (it covers every file of the folder,
+    /// so it does unless the signature predates it): then it approves the manifest's
+    /// permissions.
+    pub covers_manifest: bool,
 }
 
 impl SignaturePolicy {
@@ -132,7 +139,8 @@ impl SignaturePolicy {
         let library_sha256 = v.hashes.get(&entry).cloned().ok_or_else(|| {
             format!("plugin '{}': its signature does not cover its library '{entry}'", m.name)
         })?;
-        Ok(Some(Signed { fingerprint: v.key_fingerprint, library_sha256 }))
+        let covers_manifest = v.hashes.contains_key(manifest::MANIFEST_FILE);
+        Ok(Some(Signed { fingerprint: v.key_fingerprint, library_sha256, covers_manifest }))
     }
 }
 
@@ -156,6 +164,7 @@ impl RegistryOptions {
             queue_timeout: Duration::from_millis(1000),
             max_abandoned_threads: 3,
             rate_limit_max_clients: 10_000,
+            grants: Arc::default(),
         }
     }
 
@@ -235,6 +244,8 @@ struct SlotInner {
     content_hash: Option<String>,
     /// Fingerprint of the key that signed the loaded version.
     signed_by: Option<String>,
+    /// The loaded version's permissions: requested, granted, effective.
+    grants: Option<crate::services::permissions::Grants>,
 }
 
 /// Everything the host keeps about one plugin across its instances.
@@ -347,6 +358,9 @@ pub struct PluginInfo {
     pub sandbox: Option<serde_json::Value>,
     /// Fingerprint of the key that signed the loaded version, if it was checked.
     pub signed_by: Option<String>,
+    /// Permissions of the loaded version: `requested` (manifest), `granted` (each with
+    /// its `source`: `signature` or `config`), `effective` and `denied`.
+    pub permissions: Option<serde_json::Value>,
 }
 
 /// What a boot or rescan did.
@@ -885,6 +899,23 @@ impl PluginRegistry {
             Ok(s) => s,
             Err(e) => return Err(fail(&slot, e)),
         };
+        // What the manifest asks for and the operator allows: a trusted signature over the
+        // manifest approves it whole; otherwise `plugins.grants.<name>` decides.
+        let grants = crate::services::permissions::effective(
+            &m.permissions,
+            signed_by.as_ref().is_some_and(|s| s.covers_manifest),
+            self.opts.grants.get(name).map(Vec::as_slice).unwrap_or_default(),
+        );
+        let denied: Vec<&String> = grants.requested.iter().filter(|p| !grants.effective.contains(p)).collect();
+        if !denied.is_empty() {
+            log::warn!(target: "xcore::runtime",
+                "plugin '{name}': permissions not granted: {denied:?}; grant them in xcore.yaml (plugins.grants.{name}) or sign the plugin with a trusted key");
+        }
+        let m = if grants.effective == m.permissions {
+            m
+        } else {
+            Arc::new(Manifest { permissions: grants.effective.clone(), ..(*m).clone() })
+        };
         for req in &m.requires {
             let ok = self.slot(&req.name).is_some_and(|s| {
                 s.state() == PluginState::Ready
@@ -961,6 +992,7 @@ impl PluginRegistry {
             let previous = inner.generation;
             inner.content_hash = hash;
             inner.signed_by = signed_by.map(|s| s.fingerprint);
+            inner.grants = Some(grants);
             inner.generation = generation;
             inner.last_error = None;
             inner.ready_since = Some(Instant::now());
@@ -1638,6 +1670,7 @@ impl PluginRegistry {
             load_time_ms: inner.load_time.map(|d| d.as_secs_f64() * 1e3),
             generation: inner.generation,
             signed_by: inner.signed_by.clone(),
+            permissions: inner.grants.as_ref().map(|g| g.to_json()),
             sandbox: m.as_ref().filter(|m| m.execution_mode == ExecutionMode::Sandboxed).map(|m| {
                 let mut v = instance.as_ref().and_then(|i| i.sandbox_status()).unwrap_or_else(|| serde_json::json!({}));
                 v["last_exit"] = serde_json::json!(inner.last_exit);
