@@ -2,7 +2,9 @@
 //! touched plugin folder in line with the disk through
 //! [`PluginRegistry::sync_folder`]: new folder -> load, changed `plugin.yaml` or
 //! library -> reload with no downtime, removed folder -> unload. A content hash makes
-//! a touch without a change do nothing.
+//! a touch without a change do nothing. Every load, reload and unload it makes goes
+//! through the registry's own checks (the signature policy included) and is written
+//! to the audit log with actor `watcher`, failures too.
 //!
 //! In dev mode (`xcore serve --dev`) a change under a plugin's `src/` or to its
 //! `Cargo.toml` first rebuilds the crate with cargo; the new library is renamed into
@@ -129,11 +131,28 @@ fn handle(registry: &Arc<PluginRegistry>, plugins_dir: &Path, touched: Vec<(Stri
             }
             continue;
         }
-        if let Some(what) = handle.block_on(registry.sync_folder(&name)) {
-            log::info!(target: "xcore::watcher", "plugin '{name}' {what} after a file change");
+        if let Some((action, result)) = handle.block_on(registry.sync_folder(&name)) {
+            match &result {
+                Ok(()) => log::info!(target: "xcore::watcher", "plugin '{name}': {action} after a file change"),
+                Err(e) => log::warn!(target: "xcore::watcher", "plugin '{name}': {action} after a file change failed: {e}"),
+            }
+            audit(registry, action, &name, result.err());
         }
     }
 }
+
+/// Records what the watcher did in the audit log (actor `watcher`), like an admin's
+/// action. A failure to record is logged: the action already happened.
+fn audit(registry: &PluginRegistry, action: &str, plugin: &str, error: Option<String>) {
+    let Some(store) = registry.store() else { return };
+    let outcome = if error.is_some() { "error" } else { "ok" };
+    if let Err(e) = store.audit(AUDIT_ACTOR, action, plugin, outcome, error.as_deref()) {
+        log::error!(target: "xcore::watcher", "audit log not written: {e}");
+    }
+}
+
+/// The audit log's actor for the watcher's loads, reloads and unloads.
+pub const AUDIT_ACTOR: &str = "watcher";
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@ fn the_cache_is_per_plugin_and_needs_its_permission() {
     cache_round_trip(&s);
     let r = s.call("nocache", "cache_get", r#"{"key":"a"}"#);
     assert_eq!((r.status, r.code().as_str()), (403, "permission_denied"), "{}", r.body);
-    assert!(r.body.contains("add 'cache' to permissions"), "{}", r.body);
+    assert!(r.body.contains("permission 'cache'") && r.body.contains("plugins.grants.nocache"), "{}", r.body);
 }
 
 #[test]

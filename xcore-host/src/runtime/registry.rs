@@ -1219,7 +1219,10 @@ impl PluginRegistry {
     /// folder unloads the plugin, a new one loads it, a changed manifest or library
     /// reloads it (the old version keeps serving if the new one fails). Content that
     /// did not change does nothing; a plugin an operator unloaded stays unloaded.
-    pub async fn sync_folder(self: &Arc<Self>, name: &str) -> Option<&'static str> {
+    /// Loads and reloads go through the same [`Self::load_slot`] checks as every
+    /// other load (the signature policy included). Returns what was done (`load`,
+    /// `reload` or `unload`) and the error when it failed.
+    pub async fn sync_folder(self: &Arc<Self>, name: &str) -> Option<(&'static str, Result<(), String>)> {
         let _guard = self.ops.lock().await;
         let dir = self.opts.plugins_dir.join(name);
         let slot = self.slot(name);
@@ -1232,7 +1235,7 @@ impl PluginRegistry {
             self.unload_slot(&slot).await;
             self.slots.write().remove(name);
             self.metrics.forget_plugin(name);
-            return Some("removed");
+            return Some(("unload", Ok(())));
         }
         if let Some(slot) = &slot {
             if matches!(slot.state(), PluginState::Unloaded | PluginState::Disabled) {
@@ -1244,14 +1247,11 @@ impl PluginRegistry {
             }
         }
         let verb = if slot.as_ref().is_some_and(|s| s.state() == PluginState::Ready) {
-            "reloaded"
+            "reload"
         } else {
-            "loaded"
+            "load"
         };
-        match self.load_slot(name, None).await {
-            Ok(()) => Some(verb),
-            Err(_) => Some("failed"),
-        }
+        Some((verb, self.load_slot(name, None).await.map_err(|e| e.to_string())))
     }
 
     /// Loads plugin folders that appeared and unloads those whose folder is gone.

@@ -166,7 +166,7 @@ pub fn denied(plugin: &str, kind: &str, subject: &str) -> super::ServiceError {
 }
 
 /// Where a missing permission is granted: the manifest asks, the operator allows.
-fn where_to_grant(plugin: &str, permission: &str) -> String {
+pub fn where_to_grant(plugin: &str, permission: &str) -> String {
     format!(
         "permission '{permission}' is not in effect; it must be in 'permissions' of its plugin.yaml and \
          granted by the operator: add it to plugins.grants.{plugin} in xcore.yaml, or sign the plugin with \

@@ -88,8 +88,10 @@ pub fn serve(
             "permission_denied",
             403,
             format!(
-                "plugin '{}' may not {what} database '{}': add '{grant}' to permissions in its plugin.yaml",
-                caller.plugin, r.database
+                "plugin '{}' may not {what} database '{}': {}",
+                caller.plugin,
+                r.database,
+                super::permissions::where_to_grant(&caller.plugin, &grant)
             ),
         ));
     }

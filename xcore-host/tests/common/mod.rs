@@ -133,6 +133,27 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `  grants:` lines granting every plugin folder under `plugins_dir` the permissions its
+/// manifest asks for (folders without a readable manifest get none).
+pub fn grants_yaml(plugins_dir: &Path) -> String {
+    let mut out = String::new();
+    let mut entries: Vec<_> = std::fs::read_dir(plugins_dir).into_iter().flatten().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let Ok(loaded) = xcore_host::manifest::load(&e.path()) else { continue };
+        let perms = &loaded.manifest.permissions;
+        if !perms.is_empty() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            out.push_str(&format!("    {}: {}\n", serde_json::json!(name), serde_json::json!(perms)));
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("  grants:\n{out}")
+    }
+}
+
 pub fn write_plugins(root: &Path, plugins: &[PluginSpec]) {
     for p in plugins {
         let dir = root.join(&p.folder);
@@ -183,7 +204,17 @@ impl Server {
         let port = free_port();
         // The watcher is off unless a test turns it on: tests write into their plugins
         // folder and call the admin routes themselves.
-        let plugins = if extra_config.contains("plugins:") { "" } else { "plugins:\n  watch: false\n" };
+        // The operator grants each test plugin what its manifest asks for (written out in
+        // `plugins.grants`), so that tests of unsigned plugins keep meaning what they
+        // meant; a test that sets `grants:` itself gets only its own.
+        let grants = if extra_config.contains("grants:") { String::new() } else { grants_yaml(&dir.path().join("plugins")) };
+        let (plugins, extra_config) = match extra_config.strip_prefix("plugins:\n") {
+            Some(rest) => (String::new(), format!("plugins:\n{grants}{rest}")),
+            None if extra_config.contains("\nplugins:\n") => {
+                (String::new(), extra_config.replacen("\nplugins:\n", &format!("\nplugins:\n{grants}"), 1))
+            }
+            None => (format!("plugins:\n  watch: false\n{grants}"), extra_config.to_string()),
+        };
         // Signatures have tests of their own; elsewhere the test plugins are unsigned.
         let security =
             if extra_config.contains("security:") { "" } else { "security:\n  require_signatures: none\n" };
