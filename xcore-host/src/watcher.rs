@@ -133,8 +133,12 @@ fn handle(registry: &Arc<PluginRegistry>, plugins_dir: &Path, touched: Vec<(Stri
         }
         if let Some((action, result)) = handle.block_on(registry.sync_folder(&name)) {
             match &result {
-                Ok(()) => log::info!(target: "xcore::watcher", "plugin '{name}': {action} after a file change"),
-                Err(e) => log::warn!(target: "xcore::watcher", "plugin '{name}': {action} after a file change failed: {e}"),
+                Ok(()) => {
+                    log::info!(target: "xcore::watcher", "plugin '{name}': {action} after a file change")
+                }
+                Err(e) => {
+                    log::warn!(target: "xcore::watcher", "plugin '{name}': {action} after a file change failed: {e}")
+                }
             }
             audit(registry, action, &name, result.err());
         }

@@ -92,11 +92,20 @@ fn a_widened_subscription_is_refused() {
         ],
         "",
     );
-    for (plugin, pattern) in
-        [("narrow", "orders.**"), ("narrow", "**"), ("narrow", "*.created"), ("single", "**"), ("affix", "orders.*")]
-    {
+    for (plugin, pattern) in [
+        ("narrow", "orders.**"),
+        ("narrow", "**"),
+        ("narrow", "*.created"),
+        ("single", "**"),
+        ("affix", "orders.*"),
+    ] {
         let r = s.call(plugin, "subscribe", &json!({ "pattern": pattern, "action": "ok" }).to_string());
-        assert_eq!((r.status, r.code().as_str()), (403, "permission_denied"), "{plugin} {pattern}: {}", r.body);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "permission_denied"),
+            "{plugin} {pattern}: {}",
+            r.body
+        );
         assert!(detail(&r).contains(&format!("events.subscribe:{pattern}")), "{}", r.body);
     }
     // Nothing was subscribed by the refusals.
@@ -155,7 +164,10 @@ fn wait_audit(s: &Server, action: &str, target: &str, outcome: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let found = audit(s).into_iter().find(|e| {
-            e["actor"] == "watcher" && e["action"] == action && e["target"] == target && e["outcome"] == outcome
+            e["actor"] == "watcher"
+                && e["action"] == action
+                && e["target"] == target
+                && e["outcome"] == outcome
         });
         if let Some(e) = found {
             return e;

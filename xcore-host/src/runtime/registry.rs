@@ -906,7 +906,8 @@ impl PluginRegistry {
             signed_by.as_ref().is_some_and(|s| s.covers_manifest),
             self.opts.grants.get(name).map(Vec::as_slice).unwrap_or_default(),
         );
-        let denied: Vec<&String> = grants.requested.iter().filter(|p| !grants.effective.contains(p)).collect();
+        let denied: Vec<&String> =
+            grants.requested.iter().filter(|p| !grants.effective.contains(p)).collect();
         if !denied.is_empty() {
             log::warn!(target: "xcore::runtime",
                 "plugin '{name}': permissions not granted: {denied:?}; grant them in xcore.yaml (plugins.grants.{name}) or sign the plugin with a trusted key");
@@ -1246,11 +1247,8 @@ impl PluginRegistry {
                 return None;
             }
         }
-        let verb = if slot.as_ref().is_some_and(|s| s.state() == PluginState::Ready) {
-            "reload"
-        } else {
-            "load"
-        };
+        let verb =
+            if slot.as_ref().is_some_and(|s| s.state() == PluginState::Ready) { "reload" } else { "load" };
         Some((verb, self.load_slot(name, None).await.map_err(|e| e.to_string())))
     }
 

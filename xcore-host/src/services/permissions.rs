@@ -229,7 +229,8 @@ mod tests {
     #[test]
     fn effective_is_the_intersection() {
         let asked = perms(&["kv", "cache", "db:bookmarks", "events.subscribe:**", "network"]);
-        let unsigned = effective(&asked, false, &perms(&["kv", "db", "events.subscribe:orders.*", "scheduler"]));
+        let unsigned =
+            effective(&asked, false, &perms(&["kv", "db", "events.subscribe:orders.*", "scheduler"]));
         assert_eq!(unsigned.effective, perms(&["kv", "db:bookmarks", "events.subscribe:orders.*"]));
         assert!(unsigned.granted.iter().all(|(_, s)| *s == GrantSource::Config));
         let none = effective(&asked, false, &[]);

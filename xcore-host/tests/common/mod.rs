@@ -207,7 +207,11 @@ impl Server {
         // The operator grants each test plugin what its manifest asks for (written out in
         // `plugins.grants`), so that tests of unsigned plugins keep meaning what they
         // meant; a test that sets `grants:` itself gets only its own.
-        let grants = if extra_config.contains("grants:") { String::new() } else { grants_yaml(&dir.path().join("plugins")) };
+        let grants = if extra_config.contains("grants:") {
+            String::new()
+        } else {
+            grants_yaml(&dir.path().join("plugins"))
+        };
         let (plugins, extra_config) = match extra_config.strip_prefix("plugins:\n") {
             Some(rest) => (String::new(), format!("plugins:\n{grants}{rest}")),
             None if extra_config.contains("\nplugins:\n") => {
