@@ -964,6 +964,18 @@ mod tests {
     }
 
     #[test]
+    fn plugin_grants() {
+        assert!(Config::default().plugins.grants.is_empty(), "nothing is granted by default");
+        let yaml = "plugins:\n  grants:\n    bookmarks: [kv, cache, \"db:bookmarks\"]\n    notes: [\"events.subscribe:notes.**\"]\n";
+        let (c, w) = parse(yaml, &[]).unwrap();
+        assert!(w.is_empty(), "plugin names are not unknown keys: {w:?}");
+        assert_eq!(c.plugins.grants["bookmarks"], ["kv", "cache", "db:bookmarks"]);
+        assert_eq!(c.plugins.grants["notes"], ["events.subscribe:notes.**"]);
+        let e = parse("plugins:\n  grants:\n    x: ['']\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("plugins.grants"), "{e}");
+    }
+
+    #[test]
     fn load_shedding_and_client_settings() {
         let d = Config::default();
         assert_eq!((d.plugins.queue_timeout_ms, d.plugins.max_abandoned_threads), (1000, 3));
