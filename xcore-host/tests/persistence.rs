@@ -237,19 +237,22 @@ fn kill_9_during_a_kv_burst_loses_no_acknowledged_write_on_postgres() {
 
 #[test]
 fn every_service_is_denied_without_its_permission() {
+    // The operator grants everything this test's manifests ever ask for: what is
+    // denied here is what the manifest does not ask for.
+    const GRANTS: &str = "plugins:\n  watch: false\n  grants:\n    bookmarks: [scheduler, kv, cache, \"db:default\"]\n";
     // No permissions: the constructor's schedule() is refused, so the load fails.
-    let s = Server::start(&[PluginSpec::bookmarks(Some("[]"))]);
+    let s = Server::start_with(&[PluginSpec::bookmarks(Some("[]"))], GRANTS);
     let info = s.wait_state("bookmarks", "failed", Duration::from_secs(10));
     let why = info["last_error"].as_str().unwrap_or_default();
-    assert!(why.contains("permission_denied") || why.contains("add 'scheduler'"), "{info}");
+    assert!(why.contains("permission_denied") || why.contains("permission 'scheduler'"), "{info}");
     drop(s);
 
     // With only the scheduler: SQL, the key-value store and the cache are refused,
     // each naming what to add.
-    let mut s = Server::start(&[PluginSpec::bookmarks(Some("[scheduler]"))]);
+    let mut s = Server::start_with(&[PluginSpec::bookmarks(Some("[scheduler]"))], GRANTS);
     let r = call(&s, "kv.get", json!({"key": "k"}));
     assert_eq!((r.status, r.code()), (403, "permission_denied".into()), "{}", r.body);
-    assert!(r.body.contains("add 'kv'"), "{}", r.body);
+    assert!(r.body.contains("permission 'kv'") && r.body.contains("plugins.grants.bookmarks"), "{}", r.body);
     let r = call(&s, "list", json!({}));
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("'db:default:read'"), "{}", r.body);
@@ -270,7 +273,7 @@ fn every_service_is_denied_without_its_permission() {
     assert_eq!(call(&s, "list", json!({})).json()["count"], 1);
     let r = call(&s, "delete", json!({"id": 1}));
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("add 'db:default'"), "{}", r.body);
+    assert!(r.body.contains("permission 'db:default'"), "{}", r.body);
 }
 
 /// A private redis-server on a free port, killed on drop.
