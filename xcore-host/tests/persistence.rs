@@ -239,7 +239,8 @@ fn kill_9_during_a_kv_burst_loses_no_acknowledged_write_on_postgres() {
 fn every_service_is_denied_without_its_permission() {
     // The operator grants everything this test's manifests ever ask for: what is
     // denied here is what the manifest does not ask for.
-    const GRANTS: &str = "plugins:\n  watch: false\n  grants:\n    bookmarks: [scheduler, kv, cache, \"db:default\"]\n";
+    const GRANTS: &str =
+        "plugins:\n  watch: false\n  grants:\n    bookmarks: [scheduler, kv, cache, \"db:default\"]\n";
     // No permissions: the constructor's schedule() is refused, so the load fails.
     let s = Server::start_with(&[PluginSpec::bookmarks(Some("[]"))], GRANTS);
     let info = s.wait_state("bookmarks", "failed", Duration::from_secs(10));
