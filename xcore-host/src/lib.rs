@@ -4,6 +4,11 @@
 //! [`config`] and [`manifest`] read YAML; [`runtime`] loads and supervises plugins;
 //! [`api`] serves the HTTP control API; the `xcore` binary (src/main.rs, src/cli/) is the command line.
 
+// The sandboxed tier is built on Linux's seccomp, landlock, pid namespaces and /proc;
+// elsewhere it would compile to something that confines nothing.
+#[cfg(not(target_os = "linux"))]
+compile_error!("XCore runs on Linux only: its sandboxed tier needs seccomp, landlock and /proc");
+
 pub mod api;
 pub mod config;
 pub mod db;

@@ -72,6 +72,18 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `repo` without the user information of a URL (`https://user:token@host/x` becomes
+/// `https://host/x`), for everything shown or stored: a credential in the URL must
+/// reach git and nothing else.
+fn without_credentials(repo: &str) -> String {
+    let Some((scheme, rest)) = repo.split_once("://") else { return repo.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => repo.to_string(),
+    }
+}
+
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(
@@ -90,7 +102,17 @@ fn git(args: &[&str], cwd: Option<&Path>) -> Result<()> {
     }
     let out = cmd.output().context("running git (is it installed?)")?;
     if !out.status.success() {
-        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        // git may echo the URL it was given, credentials included.
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let mut shown = Vec::with_capacity(args.len());
+        for a in args {
+            let clean = without_credentials(a);
+            if clean != *a {
+                stderr = stderr.replace(a, &clean);
+            }
+            shown.push(clean);
+        }
+        bail!("git {} failed: {stderr}", shown.join(" "));
     }
     Ok(())
 }
@@ -117,15 +139,16 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
     let staging = Staging(dir.join(format!(".staging-{}", std::process::id())));
     std::fs::create_dir_all(&staging.0)?;
     let clone = staging.0.join("clone");
+    let repo = without_credentials(&args.repo);
 
-    let pb = spinner(&format!("cloning {}", args.repo));
+    let pb = spinner(&format!("cloning {repo}"));
     git(&["clone", "--quiet", &args.repo, &clone.to_string_lossy()], None)?;
     if let Some(r) = &args.git_ref {
         git(&["checkout", "--quiet", r], Some(&clone))?;
     }
     // The manifest says what the plugin is called; the folder must carry that name.
     let yaml = std::fs::read_to_string(clone.join(manifest::MANIFEST_FILE))
-        .with_context(|| format!("{} has no {} at its root", args.repo, manifest::MANIFEST_FILE))?;
+        .with_context(|| format!("{repo} has no {} at its root", manifest::MANIFEST_FILE))?;
     let declared: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).context("reading its plugin.yaml")?;
     let name = match (&args.name, declared.get("name").and_then(|v| v.as_str())) {
         (Some(n), Some(d)) if n != d => bail!("--name {n} differs from the name '{d}' in its plugin.yaml"),
@@ -168,15 +191,15 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
     println!(
         "installed {name} {} from {}{} -> {}",
         m.version,
-        args.repo,
+        repo,
         args.git_ref.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
         lib.display()
     );
     let source = match (&args.git_ref, commit.is_empty()) {
-        (Some(r), false) => format!("{} {r} ({commit})", args.repo),
-        (None, false) => format!("{} ({commit})", args.repo),
-        (Some(r), true) => format!("{} {r}", args.repo),
-        (None, true) => args.repo.clone(),
+        (Some(r), false) => format!("{repo} {r} ({commit})"),
+        (None, false) => format!("{repo} ({commit})"),
+        (Some(r), true) => format!("{repo} {r}"),
+        (None, true) => repo.clone(),
     };
     record_source(&cfg, &m, &source);
     tell_server(&cfg, &args.target, "rescan", None);
@@ -270,7 +293,23 @@ fn tell_server(cfg: &Config, t: &Target, op: &str, name: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::{check_name, without_credentials};
+
+    #[test]
+    fn credentials_never_leave_the_url_given_to_git() {
+        for (given, shown) in [
+            ("https://user:s3cret@example.com/org/repo.git", "https://example.com/org/repo.git"),
+            ("https://token@example.com/repo", "https://example.com/repo"),
+            ("https://a@b:c@example.com:8443/x?y=z@w", "https://example.com:8443/x?y=z@w"),
+            ("https://example.com/repo@v1", "https://example.com/repo@v1"),
+            ("file:///tmp/plugin", "file:///tmp/plugin"),
+            ("git@example.com:org/repo.git", "git@example.com:org/repo.git"),
+            ("/srv/plugins/echo", "/srv/plugins/echo"),
+            ("ssh://git:pw@example.com", "ssh://example.com"),
+        ] {
+            assert_eq!(without_credentials(given), shown, "{given}");
+        }
+    }
 
     #[test]
     fn names_cannot_escape_the_plugins_folder() {
