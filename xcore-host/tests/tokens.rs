@@ -214,6 +214,14 @@ fn each_role_reaches_its_routes_and_no_further() {
         assert_eq!(mode & 0o777, 0o600, "tokens.json mode {mode:o}");
     }
     assert!(!s.output().contains(&operator), "a token reached the server's log");
+
+    // Refusals are counted by code: 12 unauthorized, 4 + 1 + 4 + 4 = 13 forbidden above.
+    let metrics = s.get("/metrics").body;
+    let value = |code: &str| -> f64 {
+        let key = format!("xcore_http_rejected_total{{code=\"{code}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    };
+    assert_eq!((value("unauthorized"), value("forbidden")), (12.0, 13.0), "{metrics}");
 }
 
 #[test]

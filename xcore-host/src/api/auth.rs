@@ -200,6 +200,55 @@ fn read_tokens(path: &Path) -> Result<TokensFile, TokenError> {
     Ok(file)
 }
 
+/// An exclusive lock made with `O_EXCL` (works on every platform without `unsafe`),
+/// removed on drop. A lock older than [`STALE_LOCK`] was left by a process that died and
+/// is taken over; waiting longer than [`LOCK_WAIT`] is an error naming the file.
+struct CreateLock(PathBuf);
+
+/// How long `xcore token create` waits for another one to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A lock file this old is stale.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl CreateLock {
+    fn acquire(path: PathBuf) -> std::io::Result<Self> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(CreateLock(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > STALE_LOCK) {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::WouldBlock,
+                            format!(
+                                "{} held for over {} s by another `xcore token create` (remove it if none runs)",
+                                path.display(),
+                                LOCK_WAIT.as_secs()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for CreateLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Creates a named token in `runtime_dir/tokens.json` (mode 0600, temp + rename) and
 /// returns the token itself, which is stored nowhere: only its SHA-256 is kept.
 pub fn create_token(runtime_dir: &Path, name: &str, role: Role) -> Result<String, TokenError> {
@@ -209,6 +258,8 @@ pub fn create_token(runtime_dir: &Path, name: &str, role: Role) -> Result<String
     let path = runtime_dir.join(TOKENS_FILE);
     let io = |source| TokenError::Io { path: path.clone(), source };
     std::fs::create_dir_all(runtime_dir).map_err(io)?;
+    // Two creates at once must not lose one: read-modify-write under a lock file.
+    let _lock = CreateLock::acquire(runtime_dir.join(".tokens.lock")).map_err(io)?;
     let mut file = read_tokens(&path)?;
     if file.tokens.iter().any(|t| t.name == name) {
         return Err(TokenError::Exists(name.to_string()));
@@ -399,6 +450,23 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join(TOKENS_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn concurrent_creates_lose_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || create_token(&d, &format!("t{i}"), Role::Reader).unwrap())
+            })
+            .collect();
+        let tokens: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let file = read_tokens(&dir.path().join(TOKENS_FILE)).unwrap();
+        assert_eq!(file.tokens.len(), 8);
+        for t in &tokens {
+            assert!(file.tokens.iter().any(|s| s.sha256 == hex(&sha256(t))));
         }
     }
 }

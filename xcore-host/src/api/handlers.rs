@@ -194,6 +194,12 @@ async fn plugin_route_inner(
     json_reply(state, name, rid, reply)
 }
 
+/// The request's token with at least `needed`; a 401 or 403 counts in
+/// `xcore_http_rejected_total{code="unauthorized"|"forbidden"}`.
+fn authorize(state: &AppState, req: &HttpRequest, needed: Role) -> Result<Principal, ApiError> {
+    state.tokens.authorize(req, needed).map_err(|e| rejected(state.registry.metrics(), e))
+}
+
 /// Who made an admin request, for the audit log: `admin@<peer>` for the admin token,
 /// `token:NAME@<peer>` for a named token.
 fn actor(who: &Principal, req: &HttpRequest) -> String {
@@ -264,7 +270,7 @@ async fn plugin_op(
     path: web::Path<String>,
     op: PluginOp,
 ) -> Result<HttpResponse, ApiError> {
-    let who = state.tokens.authorize(&req, op.role())?;
+    let who = authorize(&state, &req, op.role())?;
     let (r, name) = (&state.registry, path.into_inner());
     plugin_name(&state, &name)?;
     log::info!(target: "xcore::api", "{}: {} {name}", who.actor(), op.name());
@@ -330,7 +336,7 @@ pub(super) async fn enable(
 }
 
 pub(super) async fn rescan(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let who = state.tokens.authorize(&req, Role::Admin)?;
+    let who = authorize(&state, &req, Role::Admin)?;
     log::info!(target: "xcore::api", "{}: rescan", who.actor());
     let report = state.registry.rescan().await;
     let detail = (!report.failed.is_empty()).then(|| format!("failed: {:?}", report.failed));
@@ -344,7 +350,7 @@ pub(super) async fn emit_event(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let who = state.tokens.authorize(&req, Role::Admin)?;
+    let who = authorize(&state, &req, Role::Admin)?;
     let event = path.into_inner();
     let payload = read_json_value(&req, payload, state.body_limits(), state.registry.metrics()).await?;
     log::info!(target: "xcore::api", "{}: emit {event}", who.actor());
@@ -381,7 +387,7 @@ pub(super) async fn plugin_records(state: State) -> Result<HttpResponse, ApiErro
 
 /// `GET /api/v1/audit?action=&target=&before=&limit=`: newest first.
 pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.tokens.authorize(&req, Role::Reader)?;
+    authorize(&state, &req, Role::Reader)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Params {
@@ -460,7 +466,7 @@ pub(super) async fn run_job(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = state.tokens.authorize(&req, Role::Operator)?;
+    let who = authorize(&state, &req, Role::Operator)?;
     let id = path.into_inner();
     let scheduler = scheduler(&state)?;
     log::info!(target: "xcore::api", "{}: run job {id}", who.actor());

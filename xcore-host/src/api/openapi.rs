@@ -101,6 +101,7 @@ mod tests {
             let n = e.path.matches('{').count();
             assert_eq!(item[&method]["parameters"].as_array().unwrap().len(), n, "{}", e.path);
             assert_eq!(item[&method]["security"].is_array(), e.role.is_some(), "{}", e.path);
+            assert_eq!(item[&method]["x-xcore-role"].as_str(), e.role.map(|r| r.as_str()), "{}", e.path);
         }
     }
 }
