@@ -32,7 +32,7 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// HTTP requests refused before they reached a plugin or the registry, by code
     /// (`payload_too_large`, `body_timeout`, `invalid_json`, `invalid_name`,
-    /// `invalid_path`): a fixed set of label values.
+    /// `invalid_path`, `unauthorized`, `forbidden`): a fixed set of label values.
     pub http_rejected: IntCounterVec,
     /// What the sandboxed tier refused or dropped from a worker, by plugin and the limit
     /// that applied (see [`SANDBOX_LIMITS`]).

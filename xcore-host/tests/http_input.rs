@@ -202,7 +202,7 @@ fn every_route_that_takes_a_plugin_name_refuses_one_that_is_not_a_name() {
     for e in &routes {
         for name in TRAVERSALS {
             let path = e.path.replace("{name}", name).replace("{action}", "echo").replace("{tail}", "p/x");
-            let token = e.admin.then_some(TOKEN);
+            let token = e.role.is_some().then_some(TOKEN);
             let r = match e.method {
                 "GET" | "ANY" => {
                     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();

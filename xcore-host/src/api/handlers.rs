@@ -10,7 +10,7 @@ use serde_json::json;
 use super::body::{read_json, read_json_value, rejected};
 use super::plugin_routes::match_route;
 use super::problem::ApiError;
-use super::AppState;
+use super::{AppState, Principal, Role};
 use crate::runtime::CallInput;
 
 type State = web::Data<AppState>;
@@ -194,21 +194,35 @@ async fn plugin_route_inner(
     json_reply(state, name, rid, reply)
 }
 
-/// Who made an admin request, for the audit log.
-fn actor(req: &HttpRequest) -> String {
+/// The request's token with at least `needed`; a 401 or 403 counts in
+/// `xcore_http_rejected_total{code="unauthorized"|"forbidden"}`.
+fn authorize(state: &AppState, req: &HttpRequest, needed: Role) -> Result<Principal, ApiError> {
+    state.tokens.authorize(req, needed).map_err(|e| rejected(state.registry.metrics(), e))
+}
+
+/// Who made an admin request, for the audit log: `admin@<peer>` for the admin token,
+/// `token:NAME@<peer>` for a named token.
+fn actor(who: &Principal, req: &HttpRequest) -> String {
     match req.peer_addr() {
-        Some(a) => format!("admin@{}", a.ip()),
-        None => "admin".into(),
+        Some(a) => format!("{}@{}", who.actor(), a.ip()),
+        None => who.actor(),
     }
 }
 
 /// Appends to the audit log, off the async workers. A failure to record is logged, not
 /// returned: the action itself already happened.
-async fn audit(state: &AppState, req: &HttpRequest, action: &str, target: &str, error: Option<String>) {
+async fn audit(
+    state: &AppState,
+    who: &Principal,
+    req: &HttpRequest,
+    action: &str,
+    target: &str,
+    error: Option<String>,
+) {
     let Some(store) = state.registry.store().cloned() else {
         return;
     };
-    let (actor, action, target) = (actor(req), action.to_string(), target.to_string());
+    let (actor, action, target) = (actor(who, req), action.to_string(), target.to_string());
     let outcome = if error.is_some() { "error" } else { "ok" };
     let written = web::block(move || store.audit(&actor, &action, &target, outcome, error.as_deref())).await;
     match written {
@@ -230,6 +244,14 @@ enum PluginOp {
 }
 
 impl PluginOp {
+    /// The lowest role that may do it.
+    fn role(self) -> Role {
+        match self {
+            PluginOp::Load | PluginOp::Unload => Role::Admin,
+            PluginOp::Reload | PluginOp::Reset | PluginOp::Disable | PluginOp::Enable => Role::Operator,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             PluginOp::Load => "load",
@@ -248,10 +270,10 @@ async fn plugin_op(
     path: web::Path<String>,
     op: PluginOp,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.check(&req)?;
+    let who = authorize(&state, &req, op.role())?;
     let (r, name) = (&state.registry, path.into_inner());
     plugin_name(&state, &name)?;
-    log::info!(target: "xcore::api", "admin: {} {name}", op.name());
+    log::info!(target: "xcore::api", "{}: {} {name}", who.actor(), op.name());
     let result = match op {
         PluginOp::Load => r.load(&name).await,
         PluginOp::Reload => r.reload(&name).await,
@@ -260,7 +282,7 @@ async fn plugin_op(
         PluginOp::Disable => r.disable(&name).await,
         PluginOp::Enable => r.enable(&name).await,
     };
-    audit(&state, &req, op.name(), &name, result.as_ref().err().map(|e| e.to_string())).await;
+    audit(&state, &who, &req, op.name(), &name, result.as_ref().err().map(|e| e.to_string())).await;
     result?;
     info_or_404(&state, &name)
 }
@@ -314,11 +336,11 @@ pub(super) async fn enable(
 }
 
 pub(super) async fn rescan(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.admin.check(&req)?;
-    log::info!(target: "xcore::api", "admin: rescan");
+    let who = authorize(&state, &req, Role::Admin)?;
+    log::info!(target: "xcore::api", "{}: rescan", who.actor());
     let report = state.registry.rescan().await;
     let detail = (!report.failed.is_empty()).then(|| format!("failed: {:?}", report.failed));
-    audit(&state, &req, "rescan", "plugins", detail).await;
+    audit(&state, &who, &req, "rescan", "plugins", detail).await;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -328,12 +350,12 @@ pub(super) async fn emit_event(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.check(&req)?;
+    let who = authorize(&state, &req, Role::Admin)?;
     let event = path.into_inner();
     let payload = read_json_value(&req, payload, state.body_limits(), state.registry.metrics()).await?;
-    log::info!(target: "xcore::api", "admin: emit {event}");
+    log::info!(target: "xcore::api", "{}: emit {event}", who.actor());
     let report = state.registry.hooks().emit(&event, payload).await;
-    audit(&state, &req, "emit", &event, None).await;
+    audit(&state, &who, &req, "emit", &event, None).await;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -365,7 +387,7 @@ pub(super) async fn plugin_records(state: State) -> Result<HttpResponse, ApiErro
 
 /// `GET /api/v1/audit?action=&target=&before=&limit=`: newest first.
 pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    state.admin.check(&req)?;
+    authorize(&state, &req, Role::Reader)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Params {
@@ -444,16 +466,16 @@ pub(super) async fn run_job(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admin.check(&req)?;
+    let who = authorize(&state, &req, Role::Operator)?;
     let id = path.into_inner();
     let scheduler = scheduler(&state)?;
-    log::info!(target: "xcore::api", "admin: run job {id}");
+    log::info!(target: "xcore::api", "{}: run job {id}", who.actor());
     let result = scheduler.run_now(&id).await;
     let detail = match &result {
         Ok(o) => o.error.clone(),
         Err(e) => Some(e.to_string()),
     };
-    audit(&state, &req, "job.run", &id, detail).await;
+    audit(&state, &who, &req, "job.run", &id, detail).await;
     match result {
         Ok(outcome) => Ok(HttpResponse::Ok().json(outcome)),
         Err(e @ crate::scheduler::RunError::Unknown(_)) => {

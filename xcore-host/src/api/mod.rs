@@ -5,12 +5,16 @@
 //! | `GET /health`, `GET /metrics`, `GET /api/v1/openapi.json` | anyone |
 //! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
 //! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
-//! | `POST /api/v1/plugins/{name}/{load,reload,unload,reset,disable,enable}`, `POST /api/v1/plugins/rescan` | admin |
-//! | `GET /api/v1/audit` | admin: every admin action, newest first |
-//! | `GET /api/v1/jobs` | anyone: cron jobs; `POST /api/v1/jobs/{id}/run`: admin |
+//! | `POST /api/v1/plugins/{name}/{reload,reset,disable,enable}` | operator (or admin) |
+//! | `POST /api/v1/plugins/{name}/{load,unload}`, `POST /api/v1/plugins/rescan` | admin |
+//! | `GET /api/v1/audit` | reader (or higher): every admin action, newest first |
+//! | `GET /api/v1/jobs` | anyone: cron jobs; `POST /api/v1/jobs/{id}/run`: operator |
 //! | `POST /api/v1/events/{event}` | admin: emit an event, answer every handler's result |
 //! | `GET /api/v1/hooks`, `GET /api/v1/hooks/metrics` | anyone: subscriptions, per-event metrics |
 //! | `ANY /plugins/{name}/...` | routes the plugin declares |
+//!
+//! Roles (see [`auth`]): `admin` > `operator` > `reader`; a token of a lower role than a
+//! route needs gets 403 `forbidden`, no token or an unknown one 401.
 //!
 //! Calls go to `/call/{action}`, a segment of their own, so an action named `reload` is
 //! just an action and can never shadow an admin route (it did in the Python original).
@@ -29,7 +33,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 
 use crate::runtime::PluginRegistry;
-pub use auth::AdminToken;
+pub use auth::{AdminToken, Principal, Role, Tokens};
 pub use problem::ApiError;
 
 /// What every handler shares.
@@ -37,8 +41,8 @@ pub use problem::ApiError;
 pub struct AppState {
     /// The plugins.
     pub registry: Arc<PluginRegistry>,
-    /// The admin token.
-    pub admin: AdminToken,
+    /// The admin token and the named tokens.
+    pub tokens: Arc<Tokens>,
     /// The body size limit in bytes.
     pub body_limit: usize,
     /// `server.client_ip_header`: the header naming the client behind a proxy (lower

@@ -31,9 +31,12 @@ pub fn document() -> Value {
                 "default": problem_response("An error, with a stable code"),
             },
         });
-        if e.admin {
+        if let Some(role) = e.role {
             op["security"] = json!([{ "bearer": [] }]);
-            op["responses"]["401"] = problem_response("Missing or wrong admin token");
+            op["x-xcore-role"] = json!(role.as_str());
+            op["responses"]["401"] = problem_response("Missing or wrong token");
+            op["responses"]["403"] =
+                problem_response("forbidden: the token's role is lower than this route needs");
         }
         if e.json_body {
             op["requestBody"] =
@@ -97,7 +100,8 @@ mod tests {
             assert!(item[&method].is_object(), "{} {} missing", e.method, e.path);
             let n = e.path.matches('{').count();
             assert_eq!(item[&method]["parameters"].as_array().unwrap().len(), n, "{}", e.path);
-            assert_eq!(item[&method]["security"].is_array(), e.admin, "{}", e.path);
+            assert_eq!(item[&method]["security"].is_array(), e.role.is_some(), "{}", e.path);
+            assert_eq!(item[&method]["x-xcore-role"].as_str(), e.role.map(|r| r.as_str()), "{}", e.path);
         }
     }
 }

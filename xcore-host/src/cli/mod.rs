@@ -7,6 +7,7 @@ mod logs;
 mod migrate;
 mod security;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Reads the audit log of a running server (admin actions, newest first).
     Audit(client::AuditArgs),
+    /// Named API tokens with a role: create NAME --role admin|operator|reader.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// The host's schema migrations: status (default), run, revert.
     Migrate(migrate::MigrateArgs),
     /// Builds the static documentation site: docs/*.md, one page per plugin, and the
@@ -164,6 +168,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
         Command::Docgen(args) => docgen(cli.config.as_deref(), args),
         Command::Logs(cmd) => logs::run(cmd),
+        Command::Token(cmd) => token::run(cli.config.as_deref(), cmd),
         Command::Migrate(args) => migrate::run(cli.config.as_deref(), args),
         Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::SandboxWorker { .. } => unreachable!("handled above"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use xcore_host::api::{self, AdminToken, AppState, ServeOptions};
+use xcore_host::api::{self, AdminToken, AppState, ServeOptions, Tokens};
 use xcore_host::config::RequireSignatures;
 use xcore_host::db::{migrate, Databases};
 use xcore_host::metrics::Metrics;
@@ -99,6 +99,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             token
         }
     };
+    // Named tokens (`xcore token create`) live beside it, hashed, in runtime/tokens.json.
+    let tokens = Arc::new(Tokens::new(admin, Some(&runtime_dir)));
 
     let mut reg_opts = RegistryOptions::new(cfg.plugins.directory.clone(), runtime_dir);
     reg_opts.drain_timeout = Duration::from_secs(cfg.server.shutdown_timeout_seconds);
@@ -181,7 +183,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     };
     let state = AppState {
         registry: registry.clone(),
-        admin,
+        tokens,
         body_limit: cfg.server.body_limit_bytes,
         client_ip_header: cfg.server.client_ip_header.clone(),
         body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),

@@ -1,0 +1,52 @@
+//! `xcore token create NAME --role ROLE`: a named API token, printed once; only its
+//! SHA-256 is kept, in `{plugins.runtime_dir}/tokens.json` (mode 0600). A running server
+//! reads the file again when it changes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use xcore_host::api::Role;
+use xcore_host::config;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a token and prints it once (stdout); it cannot be shown again.
+    Create {
+        /// Its name (`[a-z0-9_-]`, up to 64): the audit log names it `token:NAME@peer`.
+        name: String,
+        /// admin (everything), operator (reload, reset, enable, disable, run a job) or
+        /// reader (the read routes, the audit log included).
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The runtime folder (default: plugins.runtime_dir from the configuration).
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse::<Role>().map_err(|e| e.to_string())
+}
+
+pub fn run(config_path: Option<&Path>, cmd: TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { name, role, runtime_dir } => {
+            let dir = match runtime_dir {
+                Some(d) => d,
+                None => {
+                    config::load(config_path).context("invalid configuration")?.config.plugins.runtime_dir
+                }
+            };
+            let token = xcore_host::api::auth::create_token(&dir, &name, role)?;
+            eprintln!(
+                "token '{name}' ({}) created in {}; it is shown this once:",
+                role.as_str(),
+                dir.join(xcore_host::api::auth::TOKENS_FILE).display()
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
