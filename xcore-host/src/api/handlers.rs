@@ -128,8 +128,8 @@ pub(super) async fn call(
         request_id: rid.clone(),
         origin: None,
     };
-    let client = client_key(&req, state.client_ip_header.as_deref());
-    let reply = state.registry.call_from(&name, input, client.as_deref()).await.map_err(|e| tag(e.into()))?;
+    let client = || client_key(&req, state.client_ip_header.as_deref());
+    let reply = state.registry.call_from(&name, input, client).await.map_err(|e| tag(e.into()))?;
     json_reply(&state, &name, &rid, reply).map_err(tag)
 }
 
@@ -189,8 +189,8 @@ async fn plugin_route_inner(
         request_id: rid.to_string(),
         origin: None,
     };
-    let client = client_key(req, state.client_ip_header.as_deref());
-    let reply = state.registry.call_from(name, input, client.as_deref()).await?;
+    let client = || client_key(req, state.client_ip_header.as_deref());
+    let reply = state.registry.call_from(name, input, client).await?;
     json_reply(state, name, rid, reply)
 }
 

@@ -1291,17 +1291,18 @@ impl PluginRegistry {
     /// instance's worker under the manifest's deadline. No per-client limit applies (the
     /// host's own calls: events, jobs, plugin-to-plugin); see [`PluginRegistry::call_from`].
     pub async fn call(self: &Arc<Self>, name: &str, input: CallInput) -> Result<Vec<u8>, CallFailure> {
-        self.call_from(name, input, None).await
+        self.call_from(name, input, || None).await
     }
 
     /// [`PluginRegistry::call`] on behalf of `client` (an HTTP client's address or the
     /// value of `server.client_ip_header`), which the plugin's per-client rate limit
-    /// (`resources.rate_limit.per_client`) counts.
+    /// (`resources.rate_limit.per_client`) counts. `client` is asked only when that limit
+    /// is on, so a plugin without it pays nothing for the client's identity.
     pub async fn call_from(
         self: &Arc<Self>,
         name: &str,
         input: CallInput,
-        client: Option<&str>,
+        client: impl FnOnce() -> Option<String>,
     ) -> Result<Vec<u8>, CallFailure> {
         let slot = self.slot(name).ok_or_else(|| CallFailure::UnknownPlugin(name.to_string()))?;
         let instance = match (slot.state(), slot.instance.load_full()) {
@@ -1328,8 +1329,8 @@ impl PluginRegistry {
         let now = Instant::now();
         // The client's own window first: a client over its limit must not use up the
         // plugin-wide window for everybody else.
-        if let Some(client) = client.filter(|_| rl.per_client > 0) {
-            let verdict = slot.client_limiter.lock().check(client, now);
+        if let Some(client) = (rl.per_client > 0).then(client).flatten() {
+            let verdict = slot.client_limiter.lock().check(&client, now);
             if verdict.overflow {
                 slot.metrics.client_overflow.inc();
             }
