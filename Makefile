@@ -8,7 +8,7 @@ XCORE := $(TARGET_DIR)/debug/xcore
 PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help init new-plugin migrate build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test fuzz lint fmt bench load clean
+.PHONY: help init new-plugin migrate build docs keys plugins run-st lint-fix logs-live logs-stats logs-errors logs-health-check run run-dev sign-plugin add-plugin rm-plugin test fuzz lint fmt bench load load-ratio clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench: ## Benchmarks (release): call path, latency percentiles, events, hot relo
 
 load: ## HTTP load test of `echo` with wrk (see docs/benchmarks.md)
 	./scripts/load.sh
+
+load-ratio: ## Trusted and sandboxed echo against the same server's /health: req/s and CPU per request (wrk)
+	./scripts/load-ratio.sh
 
 clean: ## Remove build outputs, runtime files and logs
 	$(CARGO) clean

@@ -434,18 +434,24 @@ impl PluginRegistry {
     async fn check_quota(&self, m: &Manifest, dir: &Path, limit: u64, when: &str) -> Option<CallFailure> {
         let (dir, runtime, plugin) = (dir.to_path_buf(), self.opts.runtime_dir.clone(), m.name.clone());
         let store = m.permissions.iter().any(|p| p == "kv").then(|| self.store.get().cloned()).flatten();
-        let measured = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let needs_db = store.is_some();
+        let measure = move || -> Result<u64, String> {
             let disk = sandbox::disk::plugin_usage(&dir, &runtime, &plugin).map_err(|e| e.to_string())?;
-            let kv = match store {
+            let kv = match &store {
                 Some(s) => {
                     s.kv_bytes(&plugin).map_err(|e| format!("cannot measure its key-value entries: {e}"))?
                 }
                 None => 0,
             };
             Ok(disk.saturating_add(kv))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        };
+        // Database work never runs on an async worker; a walk of the plugin's own small
+        // folders does, as before, rather than pay a thread hop twice per call.
+        let measured = if needs_db {
+            tokio::task::spawn_blocking(measure).await.unwrap_or_else(|e| Err(e.to_string()))
+        } else {
+            measure()
+        };
         let detail = match measured {
             Ok(used) if used <= limit => return None,
             Ok(used) => format!(
