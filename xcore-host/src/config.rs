@@ -262,6 +262,32 @@ pub struct ServerConfig {
     /// address. Used by the per-client rate limit (`resources.rate_limit.per_client`).
     #[serde(deserialize_with = "lenient::opt_string")]
     pub client_ip_header: Option<String>,
+    /// TLS for the control API: both `server.tls.cert` and `server.tls.key`, or neither
+    /// (plain HTTP).
+    pub tls: TlsConfig,
+}
+
+/// `server.tls`: PEM files for serving the control API over TLS (rustls: TLS 1.2 and
+/// 1.3). The key is read once at start; it is never logged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), leaf first.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub cert: Option<String>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub key: Option<String>,
+}
+
+impl TlsConfig {
+    /// The two files when TLS is on.
+    pub fn files(&self) -> Option<(PathBuf, PathBuf)> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -275,6 +301,7 @@ impl Default for ServerConfig {
             admin_token: None,
             shutdown_timeout_seconds: 10,
             client_ip_header: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -291,6 +318,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| MASK))
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
             .field("client_ip_header", &self.client_ip_header)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -623,6 +651,23 @@ fn validate(mut c: Config) -> Result<Config, (&'static str, String)> {
     }
     if c.server.body_timeout_ms == 0 {
         return Err(("server.body_timeout_ms", "must be at least 1".into()));
+    }
+    for side in [&mut c.server.tls.cert, &mut c.server.tls.key] {
+        if side.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            *side = None;
+        }
+    }
+    match (&c.server.tls.cert, &c.server.tls.key) {
+        (Some(_), None) => {
+            return Err(("server.tls.key", "server.tls.cert is set: the key file must be set too".into()))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "server.tls.cert",
+                "server.tls.key is set: the certificate file must be set too".into(),
+            ))
+        }
+        _ => {}
     }
     if c.server.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         // An empty token would make an empty bearer valid; treat it as "generate one".

@@ -110,7 +110,8 @@ fn add_builds_loads_and_rm_removes() {
     assert_eq!(s.info("gitplug")["state"], "ready", "the running server loaded it");
     assert_eq!(s.call("gitplug", "any", "null").json(), "one", "the tag was checked out");
     assert!(!s.plugins_dir().join("gitplug/.git").exists());
-    let records = s.get("/api/v1/state/plugins").json();
+    assert!(!s.get("/api/v1/state/plugins").body.contains(&url), "the open view hides the source");
+    let records = s.request_admin("GET", "/api/v1/state/plugins").json();
     let rec =
         records["plugins"].as_array().unwrap().iter().find(|r| r["name"] == "gitplug").cloned().unwrap();
     let source = rec["source"].as_str().unwrap_or_default();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{PluginSpec, Server};
+use common::{PluginSpec, Server, TOKEN};
 use serde_json::Value;
 
 const TIERS: [&str; 2] = ["trusted", "sandboxed"];
@@ -344,7 +344,11 @@ fn past_the_abandoned_thread_bound_a_trusted_plugin_fails_and_points_to_the_sand
     ] {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
+    // A client without a token learns where to look; a reader sees the reason itself.
     let r = s.call("misbehave", "ok", "{}");
+    assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
+    assert!(r.json()["detail"].as_str().unwrap().contains("GET /api/v1/plugins/misbehave"), "{}", r.body);
+    let r = s.post_with("/api/v1/plugins/misbehave/call/ok", "{}", Some(TOKEN));
     assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
     assert!(r.json()["detail"].as_str().unwrap().contains("max_abandoned_threads"), "{}", r.body);
     assert_eq!(metric(&s, "xcore_abandoned_threads_limit"), Some(1.0));

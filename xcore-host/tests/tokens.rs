@@ -252,4 +252,37 @@ fn a_token_created_while_the_server_runs_works_at_once_and_the_cli_refuses_bad_i
     assert_eq!(std::fs::read_to_string(root.join("runtime/tokens.json")).unwrap(), before);
     let (status, _, body) = send(&s, "POST", "/api/v1/plugins/echo/reload", Some(&late));
     assert_eq!(status, 403, "the refused create did not raise 'late' to admin: {body}");
+
+    // `token list` names each token and its role, never a token or a hash.
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xcore"))
+            .args(["token"])
+            .args(args)
+            .args(["--config", "xcore.yaml"])
+            .current_dir(root)
+            .output()
+            .expect("run xcore token");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, list, _) = run(&["list"]);
+    assert!(ok, "{list}");
+    let rows: Vec<Vec<&str>> = list.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        rows.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(),
+        [("late", "reader"), ("later", "operator")]
+    );
+    for t in [&late, &other] {
+        assert!(!list.contains(t.as_str()) && !list.contains(&sha256_hex(t)), "{list}");
+    }
+
+    // `token revoke`: the running server refuses the token at its next request; the
+    // other token keeps working; revoking it again names the problem.
+    let (ok, _, stderr) = run(&["revoke", "later"]);
+    assert!(ok && stderr.contains("revoked"), "{stderr}");
+    let (status, code, body) = send(&s, "POST", "/api/v1/plugins/echo/reload", Some(&other));
+    assert_eq!((status, code.as_str()), (401, "unauthorized"), "a revoked token is refused: {body}");
+    allowed(&s, "GET", "/api/v1/audit", &late);
+    let (ok, _, stderr) = run(&["revoke", "later"]);
+    assert!(!ok && stderr.contains("no token named"), "{stderr}");
 }

@@ -121,6 +121,9 @@ pub enum TokenError {
     /// Too many tokens.
     #[error("the tokens file holds {MAX_TOKENS} tokens already (the limit)")]
     TooMany,
+    /// No token of that name.
+    #[error("no token named {0:?} (xcore token list shows them)")]
+    NotFound(String),
 }
 
 /// One named token as stored: never the token itself, only its SHA-256.
@@ -137,7 +140,7 @@ pub struct StoredToken {
     pub created: String,
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokensFile {
     version: u32,
@@ -255,27 +258,59 @@ pub fn create_token(runtime_dir: &Path, name: &str, role: Role) -> Result<String
     if !valid_token_name(name) {
         return Err(TokenError::Name(name.chars().take(80).collect()));
     }
-    let path = runtime_dir.join(TOKENS_FILE);
-    let io = |source| TokenError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(runtime_dir).map_err(io)?;
-    // Two creates at once must not lose one: read-modify-write under a lock file.
-    let _lock = CreateLock::acquire(runtime_dir.join(".tokens.lock")).map_err(io)?;
-    let mut file = read_tokens(&path)?;
-    if file.tokens.iter().any(|t| t.name == name) {
-        return Err(TokenError::Exists(name.to_string()));
-    }
-    if file.tokens.len() >= MAX_TOKENS {
-        return Err(TokenError::TooMany);
-    }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!("xct_{}", hex(&bytes));
-    file.tokens.push(StoredToken {
-        name: name.to_string(),
-        role,
-        sha256: hex(&sha256(&token)),
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
+    update_tokens(runtime_dir, |file| {
+        if file.tokens.iter().any(|t| t.name == name) {
+            return Err(TokenError::Exists(name.to_string()));
+        }
+        if file.tokens.len() >= MAX_TOKENS {
+            return Err(TokenError::TooMany);
+        }
+        file.tokens.push(StoredToken {
+            name: name.to_string(),
+            role,
+            sha256: hex(&sha256(&token)),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        Ok(())
+    })?;
+    Ok(token)
+}
+
+/// The named tokens of `runtime_dir/tokens.json` (name, role, creation time; the hashes
+/// are of no use to anyone reading the list and are not returned).
+pub fn list_tokens(runtime_dir: &Path) -> Result<Vec<(String, Role, String)>, TokenError> {
+    let file = read_tokens(&runtime_dir.join(TOKENS_FILE))?;
+    Ok(file.tokens.into_iter().map(|t| (t.name, t.role, t.created)).collect())
+}
+
+/// Removes the named token `name`; a running server refuses it from its next request on
+/// (it reads the file again when it changes).
+pub fn revoke_token(runtime_dir: &Path, name: &str) -> Result<Role, TokenError> {
+    let mut revoked = None;
+    update_tokens(runtime_dir, |file| {
+        let at = file.tokens.iter().position(|t| t.name == name);
+        let at = at.ok_or_else(|| TokenError::NotFound(name.chars().take(80).collect()))?;
+        revoked = Some(file.tokens.remove(at).role);
+        Ok(())
+    })?;
+    Ok(revoked.unwrap_or(Role::Reader))
+}
+
+/// Read-modify-write of the tokens file under the lock (two `xcore token` commands at
+/// once must not lose a change), written to a temporary file (mode 0600) and renamed.
+fn update_tokens(
+    runtime_dir: &Path,
+    change: impl FnOnce(&mut TokensFile) -> Result<(), TokenError>,
+) -> Result<(), TokenError> {
+    let path = runtime_dir.join(TOKENS_FILE);
+    let io = |source| TokenError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(runtime_dir).map_err(io)?;
+    let _lock = CreateLock::acquire(runtime_dir.join(".tokens.lock")).map_err(io)?;
+    let mut file = read_tokens(&path)?;
+    change(&mut file)?;
     let text = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
     let tmp = runtime_dir.join(format!(".{TOKENS_FILE}.{}.tmp", std::process::id()));
     {
@@ -291,7 +326,7 @@ pub fn create_token(runtime_dir: &Path, name: &str, role: Role) -> Result<String
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(token)
+    Ok(())
 }
 
 /// The tokens a request may present: the single admin token, and the named tokens of
@@ -305,7 +340,9 @@ pub struct Tokens {
 
 #[derive(Default)]
 struct Cache {
-    stamp: Option<(std::time::SystemTime, u64)>,
+    /// (modified, size, inode): every write renames a new file in, so a change shows
+    /// in the inode even where timestamps are coarse.
+    stamp: Option<(std::time::SystemTime, u64, u64)>,
     entries: Vec<(String, Role, [u8; 32])>,
 }
 
@@ -355,8 +392,10 @@ impl Tokens {
     /// cannot be read leaves no named token valid (logged), never the previous ones.
     fn named(&self) -> Vec<(String, Role, [u8; 32])> {
         let Some(path) = &self.path else { return Vec::new() };
-        let stamp =
-            std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len()));
+        let stamp = std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino())
+        });
         if let Ok(c) = self.cache.read() {
             if c.stamp == stamp {
                 return c.entries.clone();
@@ -451,6 +490,18 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join(TOKENS_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn revoke_removes_one_token_and_list_shows_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        create_token(dir.path(), "a", Role::Reader).unwrap();
+        create_token(dir.path(), "b", Role::Admin).unwrap();
+        assert_eq!(revoke_token(dir.path(), "b").unwrap(), Role::Admin);
+        let names: Vec<_> = list_tokens(dir.path()).unwrap().into_iter().map(|(n, r, _)| (n, r)).collect();
+        assert_eq!(names, [("a".to_string(), Role::Reader)]);
+        assert!(matches!(revoke_token(dir.path(), "b"), Err(TokenError::NotFound(_))));
+        assert!(list_tokens(tempfile::tempdir().unwrap().path()).unwrap().is_empty());
     }
 
     #[test]

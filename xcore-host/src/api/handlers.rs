@@ -10,6 +10,7 @@ use serde_json::json;
 use super::body::{read_json, read_json_value, rejected};
 use super::plugin_routes::match_route;
 use super::problem::ApiError;
+use super::view::{self, View};
 use super::{AppState, Principal, Role};
 use crate::runtime::CallInput;
 
@@ -92,22 +93,51 @@ pub(super) async fn metrics(state: State) -> HttpResponse {
         .body(state.registry.metrics().encode())
 }
 
-pub(super) async fn list(state: State) -> HttpResponse {
-    let infos: Vec<_> = state.registry.names().iter().filter_map(|n| state.registry.info(n)).collect();
-    HttpResponse::Ok().json(json!({ "plugins": infos }))
+pub(super) async fn list(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
+    let infos: Vec<_> = state
+        .registry
+        .names()
+        .iter()
+        .filter_map(|n| state.registry.info(n))
+        .map(|i| info_json(i, view))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "plugins": infos })))
 }
 
-fn info_or_404(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
+/// A plugin's info as JSON, in the view given.
+fn info_json(info: crate::runtime::registry::PluginInfo, view: View) -> serde_json::Value {
+    let mut v = serde_json::to_value(info).unwrap_or_default();
+    if view.is_public() {
+        view::plugin_info(&mut v);
+    }
+    v
+}
+
+fn info_or_404(state: &AppState, name: &str, view: View) -> Result<HttpResponse, ApiError> {
     state
         .registry
         .info(name)
-        .map(|i| HttpResponse::Ok().json(i))
+        .map(|i| HttpResponse::Ok().json(info_json(i, view)))
         .ok_or_else(|| ApiError::new(404, "unknown_plugin", format!("no plugin named '{name}'")))
 }
 
-pub(super) async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn get(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
     plugin_name(&state, &path)?;
-    info_or_404(&state, &path)
+    info_or_404(&state, &path, view)
+}
+
+/// A failed call as the client may see it (see [`view::call_failure`]).
+fn call_error(state: &AppState, req: &HttpRequest, f: crate::runtime::CallFailure) -> ApiError {
+    match View::of_call(state, req) {
+        View::Public => view::call_failure(f).into(),
+        View::Full => f.into(),
+    }
 }
 
 pub(super) async fn call(
@@ -129,7 +159,8 @@ pub(super) async fn call(
         origin: None,
     };
     let client = || client_key(&req, state.client_ip_header.as_deref());
-    let reply = state.registry.call_from(&name, input, client).await.map_err(|e| tag(e.into()))?;
+    let reply =
+        state.registry.call_from(&name, input, client).await.map_err(|e| tag(call_error(&state, &req, e)))?;
     json_reply(&state, &name, &rid, reply).map_err(tag)
 }
 
@@ -190,7 +221,7 @@ async fn plugin_route_inner(
         origin: None,
     };
     let client = || client_key(req, state.client_ip_header.as_deref());
-    let reply = state.registry.call_from(name, input, client).await?;
+    let reply = state.registry.call_from(name, input, client).await.map_err(|e| call_error(state, req, e))?;
     json_reply(state, name, rid, reply)
 }
 
@@ -284,7 +315,7 @@ async fn plugin_op(
     };
     audit(&state, &who, &req, op.name(), &name, result.as_ref().err().map(|e| e.to_string())).await;
     result?;
-    info_or_404(&state, &name)
+    info_or_404(&state, &name, View::Full)
 }
 
 pub(super) async fn load(
@@ -371,7 +402,8 @@ pub(super) async fn hook_metrics(state: State) -> HttpResponse {
 
 /// `GET /api/v1/state/plugins`: what the host remembers of every plugin (enabled,
 /// version, tier, source, signer, times), including plugins not loaded now.
-pub(super) async fn plugin_records(state: State) -> Result<HttpResponse, ApiError> {
+pub(super) async fn plugin_records(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
     let store = state
         .registry
         .store()
@@ -380,8 +412,17 @@ pub(super) async fn plugin_records(state: State) -> Result<HttpResponse, ApiErro
     let records = web::block(move || store.plugin_records())
         .await
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?;
-    let records: Vec<_> = records.iter().map(|r| r.to_json()).collect();
+        .map_err(|e| view::store_unavailable(view, e.to_string()))?;
+    let records: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let mut v = r.to_json();
+            if view.is_public() {
+                view::plugin_record(&mut v);
+            }
+            v
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "plugins": records })))
 }
 
@@ -432,7 +473,8 @@ fn scheduler(state: &AppState) -> Result<std::sync::Arc<crate::scheduler::Schedu
 }
 
 /// `GET /api/v1/jobs`: every job with its next run and its last recorded run.
-pub(super) async fn jobs(state: State) -> Result<HttpResponse, ApiError> {
+pub(super) async fn jobs(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
     let scheduler = scheduler(&state)?;
     let jobs = scheduler.list();
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
@@ -445,7 +487,7 @@ pub(super) async fn jobs(state: State) -> Result<HttpResponse, ApiError> {
         })
         .await
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?,
+        .map_err(|e| view::store_unavailable(view, e.to_string()))?,
         None => vec![None; jobs.len()],
     };
     let out: Vec<serde_json::Value> = jobs
@@ -454,6 +496,9 @@ pub(super) async fn jobs(state: State) -> Result<HttpResponse, ApiError> {
         .map(|(j, last)| {
             let mut v = serde_json::to_value(j).unwrap_or_default();
             v["last_run"] = last.unwrap_or(serde_json::Value::Null);
+            if view.is_public() {
+                view::job(&mut v);
+            }
             v
         })
         .collect();

@@ -3,7 +3,7 @@
 //! | route | who |
 //! |---|---|
 //! | `GET /health`, `GET /metrics`, `GET /api/v1/openapi.json` | anyone |
-//! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone |
+//! | `GET /api/v1/plugins`, `GET /api/v1/plugins/{name}` | anyone (the public view, see [`view`]; a reader sees all) |
 //! | `POST /api/v1/plugins/{name}/call/{action}` | anyone (clients) |
 //! | `POST /api/v1/plugins/{name}/{reload,reset,disable,enable}` | operator (or admin) |
 //! | `POST /api/v1/plugins/{name}/{load,unload}`, `POST /api/v1/plugins/rescan` | admin |
@@ -26,6 +26,8 @@ mod handlers;
 pub mod openapi;
 pub mod plugin_routes;
 pub mod problem;
+pub mod tls;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeOptions {
     /// Bind address.
     pub host: String,
@@ -78,20 +80,25 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Graceful shutdown timeout.
     pub shutdown_timeout_seconds: u64,
+    /// TLS (`server.tls`, built by [`tls::server_config`]); `None` is plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 /// Runs the server until SIGINT/SIGTERM; actix stops accepting, drains open requests up to
 /// the shutdown timeout, and returns.
 pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
     let data = web::Data::new(state);
-    let mut server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-        .shutdown_timeout(opts.shutdown_timeout_seconds)
-        .bind((opts.host.as_str(), opts.port))?;
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+        .shutdown_timeout(opts.shutdown_timeout_seconds);
+    let (mut server, scheme) = match opts.tls {
+        Some(tls) => (server.bind_rustls_0_23((opts.host.as_str(), opts.port), tls)?, "https"),
+        None => (server.bind((opts.host.as_str(), opts.port))?, "http"),
+    };
     if opts.workers > 0 {
         server = server.workers(opts.workers);
     }
     for addr in server.addrs() {
-        log::info!(target: "xcore::api", "listening on http://{addr}");
+        log::info!(target: "xcore::api", "listening on {scheme}://{addr}");
     }
     server.run().await
 }

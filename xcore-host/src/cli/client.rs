@@ -81,7 +81,13 @@ fn base_url(config_path: Option<&Path>, args: &ClientArgs) -> Result<String> {
         return Ok(u.trim_end_matches('/').to_string());
     }
     let cfg = config::load(config_path).context("invalid configuration")?.config;
-    Ok(format!("http://{}:{}", cfg.server.host, cfg.server.port))
+    Ok(server_url(&cfg))
+}
+
+/// The server's own address from its configuration: `https://` when `server.tls` is set.
+pub fn server_url(cfg: &config::Config) -> String {
+    let scheme = if cfg.server.tls.files().is_some() { "https" } else { "http" };
+    format!("{scheme}://{}:{}", cfg.server.host, cfg.server.port)
 }
 
 fn admin_token(config_path: Option<&Path>, args: &AdminArgs) -> Result<String> {
@@ -101,8 +107,33 @@ fn admin_token(config_path: Option<&Path>, args: &AdminArgs) -> Result<String> {
     })
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+/// A client for the server. When the configuration serves TLS, the certificate file of
+/// `server.tls.cert` is the trust anchor (a self-signed certificate works); otherwise
+/// the public web roots.
+fn agent(config_path: Option<&Path>) -> Result<ureq::Agent> {
+    // With `--url`, a configuration that does not load is no reason to refuse: plain roots.
+    let cfg = config::load(config_path).map(|l| l.config).unwrap_or_default();
+    agent_for(&cfg, None)
+}
+
+/// [`agent`] for a configuration already loaded, with an optional overall timeout.
+pub fn agent_for(cfg: &config::Config, timeout: Option<std::time::Duration>) -> Result<ureq::Agent> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let mut builder = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(timeout);
+    if let Some((cert, _)) = cfg.server.tls.files() {
+        let pem = std::fs::read(&cert).with_context(|| format!("server.tls.cert {}", cert.display()))?;
+        let anchors = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<Certificate<'static>>, _>>()
+            .with_context(|| format!("server.tls.cert {}", cert.display()))?;
+        builder =
+            builder.tls_config(TlsConfig::builder().root_certs(RootCerts::Specific(anchors.into())).build());
+    }
+    Ok(builder.build().into())
 }
 
 /// Prints the body; a problem+json error goes to stderr and makes the exit code 1.
@@ -123,7 +154,7 @@ fn finish(mut resp: ureq::http::Response<ureq::Body>) -> Result<ExitCode> {
 
 pub fn list(config_path: Option<&Path>, args: ClientArgs) -> Result<ExitCode> {
     let url = format!("{}/api/v1/plugins", base_url(config_path, &args)?);
-    let resp = agent().get(&url).call().with_context(|| format!("GET {url}"))?;
+    let resp = agent(config_path)?.get(&url).call().with_context(|| format!("GET {url}"))?;
     finish(resp)
 }
 
@@ -132,7 +163,7 @@ pub fn call(config_path: Option<&Path>, args: CallArgs) -> Result<ExitCode> {
     serde_json::from_str::<serde::de::IgnoredAny>(&body).context("the payload is not valid JSON")?;
     let url =
         format!("{}/api/v1/plugins/{}/call/{}", base_url(config_path, &args.client)?, args.name, args.action);
-    let resp = agent()
+    let resp = agent(config_path)?
         .post(&url)
         .header("content-type", "application/json")
         .header("x-request-id", format!("cli-{}", std::process::id()))
@@ -144,7 +175,7 @@ pub fn call(config_path: Option<&Path>, args: CallArgs) -> Result<ExitCode> {
 fn admin_post(config_path: Option<&Path>, args: &AdminArgs, path: &str) -> Result<ExitCode> {
     let url = format!("{}{path}", base_url(config_path, &args.client)?);
     let token = admin_token(config_path, args)?;
-    let resp = agent()
+    let resp = agent(config_path)?
         .post(&url)
         .header("authorization", format!("Bearer {token}"))
         .send_empty()
@@ -167,7 +198,7 @@ pub fn jobs(config_path: Option<&Path>, cmd: Option<JobsCommand>) -> Result<Exit
     match cmd.unwrap_or(JobsCommand::List(ClientArgs { url: None })) {
         JobsCommand::List(args) => {
             let url = format!("{}/api/v1/jobs", base_url(config_path, &args)?);
-            finish(agent().get(&url).call().with_context(|| format!("GET {url}"))?)
+            finish(agent(config_path)?.get(&url).call().with_context(|| format!("GET {url}"))?)
         }
         JobsCommand::Run { id, admin } => admin_post(config_path, &admin, &format!("/api/v1/jobs/{id}/run")),
     }
@@ -177,7 +208,7 @@ pub fn jobs(config_path: Option<&Path>, cmd: Option<JobsCommand>) -> Result<Exit
 pub fn audit(config_path: Option<&Path>, args: AuditArgs) -> Result<ExitCode> {
     let url = format!("{}/api/v1/audit", base_url(config_path, &args.admin.client)?);
     let token = admin_token(config_path, &args.admin)?;
-    let mut req = agent().get(&url).header("authorization", format!("Bearer {token}"));
+    let mut req = agent(config_path)?.get(&url).header("authorization", format!("Bearer {token}"));
     req = req.query("limit", args.limit.to_string());
     if let Some(a) = &args.action {
         req = req.query("action", a);

@@ -255,7 +255,7 @@ fn signature_policy(cfg: &Config) -> Result<SignaturePolicy> {
 
 /// Asks a running server to rescan (or unload a plugin); says what to do when none runs.
 fn tell_server(cfg: &Config, t: &Target, op: &str, name: Option<&str>) {
-    let base = t.url.clone().unwrap_or_else(|| format!("http://{}:{}", cfg.server.host, cfg.server.port));
+    let base = t.url.clone().unwrap_or_else(|| super::client::server_url(cfg));
     let token = t
         .token
         .clone()
@@ -265,11 +265,15 @@ fn tell_server(cfg: &Config, t: &Target, op: &str, name: Option<&str>) {
         Some(n) => format!("/api/v1/plugins/{n}/{op}"),
         None => format!("/api/v1/plugins/{op}"),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent = match super::client::agent_for(cfg, Some(Duration::from_secs(30))) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "cannot reach the server at {base}: {e:#}; the plugin is picked up when `xcore serve` starts"
+            );
+            return;
+        }
+    };
     let mut req = agent.post(format!("{base}{path}"));
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {}", t.trim()));

@@ -51,6 +51,11 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         cfg.plugins.directory = d;
     }
     logging::init(&cfg.logging, Path::new(".")).context("setting up logging")?;
+    // A TLS file that cannot be used stops the start before any plugin loads.
+    let tls = match cfg.server.tls.files() {
+        Some((cert, key)) => Some(api::tls::server_config(&cert, &key)?),
+        None => None,
+    };
     for w in &loaded.warnings {
         log::warn!(target: "xcore::config", "{w}");
     }
@@ -180,6 +185,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         port: cfg.server.port,
         workers: cfg.server.workers,
         shutdown_timeout_seconds: cfg.server.shutdown_timeout_seconds,
+        tls,
     };
     let state = AppState {
         registry: registry.clone(),

@@ -1,6 +1,7 @@
 //! `xcore token create NAME --role ROLE`: a named API token, printed once; only its
-//! SHA-256 is kept, in `{plugins.runtime_dir}/tokens.json` (mode 0600). A running server
-//! reads the file again when it changes.
+//! SHA-256 is kept, in `{plugins.runtime_dir}/tokens.json` (mode 0600). `xcore token list`
+//! shows the names and roles, `xcore token revoke NAME` removes one. A running server
+//! reads the file again when it changes, so both take effect at its next request.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +25,27 @@ pub enum TokenCommand {
         #[arg(long)]
         runtime_dir: Option<PathBuf>,
     },
+    /// Lists the named tokens: name, role, creation time (never a token or its hash).
+    List {
+        /// The runtime folder (default: plugins.runtime_dir from the configuration).
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+    /// Revokes a named token: a running server refuses it from its next request on.
+    Revoke {
+        /// The token's name.
+        name: String,
+        /// The runtime folder (default: plugins.runtime_dir from the configuration).
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+}
+
+fn runtime_dir(config_path: Option<&Path>, given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => Ok(config::load(config_path).context("invalid configuration")?.config.plugins.runtime_dir),
+    }
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -32,13 +54,8 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn run(config_path: Option<&Path>, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
-        TokenCommand::Create { name, role, runtime_dir } => {
-            let dir = match runtime_dir {
-                Some(d) => d,
-                None => {
-                    config::load(config_path).context("invalid configuration")?.config.plugins.runtime_dir
-                }
-            };
+        TokenCommand::Create { name, role, runtime_dir: given } => {
+            let dir = runtime_dir(config_path, given)?;
             let token = xcore_host::api::auth::create_token(&dir, &name, role)?;
             eprintln!(
                 "token '{name}' ({}) created in {}; it is shown this once:",
@@ -46,6 +63,23 @@ pub fn run(config_path: Option<&Path>, cmd: TokenCommand) -> Result<ExitCode> {
                 dir.join(xcore_host::api::auth::TOKENS_FILE).display()
             );
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::List { runtime_dir: given } => {
+            let dir = runtime_dir(config_path, given)?;
+            let tokens = xcore_host::api::auth::list_tokens(&dir)?;
+            if tokens.is_empty() {
+                eprintln!("no named tokens in {}", dir.join(xcore_host::api::auth::TOKENS_FILE).display());
+            }
+            for (name, role, created) in tokens {
+                println!("{name}\t{}\t{created}", role.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { name, runtime_dir: given } => {
+            let dir = runtime_dir(config_path, given)?;
+            let role = xcore_host::api::auth::revoke_token(&dir, &name)?;
+            eprintln!("token '{name}' ({}) revoked", role.as_str());
             Ok(ExitCode::SUCCESS)
         }
     }

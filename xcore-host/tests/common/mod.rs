@@ -376,9 +376,10 @@ impl Server {
         Self::finish(resp).unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.output()))
     }
 
-    /// `GET /api/v1/plugins/{name}` as JSON.
+    /// `GET /api/v1/plugins/{name}` as JSON, in full (with the admin token: without a
+    /// token the route hides paths, pids and error texts).
     pub fn info(&self, name: &str) -> Value {
-        let r = self.get(&format!("/api/v1/plugins/{name}"));
+        let r = self.request_admin("GET", &format!("/api/v1/plugins/{name}"));
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
     }
