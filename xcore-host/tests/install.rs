@@ -218,7 +218,15 @@ fn new_crate(author: &Path, name: &str, marker: &Path) -> PathBuf {
     let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api").canonicalize().unwrap();
     let out = ok(xcore_in(
         author,
-        &["plugin", "new", name, "--plugins-dir", author.to_str().unwrap(), "--api-path", api.to_str().unwrap()],
+        &[
+            "plugin",
+            "new",
+            name,
+            "--plugins-dir",
+            author.to_str().unwrap(),
+            "--api-path",
+            api.to_str().unwrap(),
+        ],
     ));
     assert!(out.contains("xcore plugin sign"), "plugin new says how to sign: {out}");
     let dir = author.join(name);
@@ -286,11 +294,15 @@ fn signed_sources_install_with_make_add_plugin_under_the_default_policy() {
     let marker = a.join("hello-built");
     let krate = new_crate(a, "hello", &marker);
     let out = sign_with(a, &krate, "alice");
-    assert!(out.contains("signed the sources of hello 0.1.0") && out.contains("libhello.so is left out"), "{out}");
+    assert!(
+        out.contains("signed the sources of hello 0.1.0") && out.contains("libhello.so is left out"),
+        "{out}"
+    );
     let sig: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(krate.join("plugin.sig")).unwrap()).unwrap();
     let files: Vec<&str> = sig["files"].as_object().unwrap().keys().map(String::as_str).collect();
-    for f in ["Cargo.lock", "Cargo.toml", "build.rs", "plugin.yaml", "src/lib.rs", ".gitignore", "README.md"] {
+    for f in ["Cargo.lock", "Cargo.toml", "build.rs", "plugin.yaml", "src/lib.rs", ".gitignore", "README.md"]
+    {
         assert!(files.contains(&f), "{f} is signed: {files:?}");
     }
     assert_eq!(sig["library"], "libhello.so");
@@ -300,7 +312,10 @@ fn signed_sources_install_with_make_add_plugin_under_the_default_policy() {
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     let fp = fingerprint_of(a, "alice");
-    assert!(shown.contains("installed hello 0.1.0") && shown.contains(&format!("sources signed by {fp}")), "{shown}");
+    assert!(
+        shown.contains("installed hello 0.1.0") && shown.contains(&format!("sources signed by {fp}")),
+        "{shown}"
+    );
     assert!(marker.is_file(), "the build ran (and with it the build script): {shown}");
 
     // Loaded by the running server, signed by alice, the library the one this host built.
@@ -324,7 +339,10 @@ fn signed_sources_install_with_make_add_plugin_under_the_default_policy() {
     let host_key = s.dir.path().join("runtime/keys/host.key");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&host_key).unwrap().permissions().mode() & 0o777, 0o600);
-    let trusted: Vec<_> = std::fs::read_dir(s.dir.path().join("keys/trusted")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let trusted: Vec<_> = std::fs::read_dir(s.dir.path().join("keys/trusted"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(trusted, ["alice.pub"]);
 
     // A new server process checks the record again and loads it.
@@ -342,7 +360,11 @@ fn signed_sources_install_with_make_add_plugin_under_the_default_policy() {
     assert_eq!((r.status, r.code().as_str()), (422, "load_failed"), "{}", r.body);
     let err = s.info("hello")["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("libhello.so") && err.contains("not the library this host built"), "{err}");
-    assert_eq!(s.call("hello", "greet", r#"{"name":"Cy"}"#).json()["message"], "Hello, Cy!", "the old one serves");
+    assert_eq!(
+        s.call("hello", "greet", r#"{"name":"Cy"}"#).json()["message"],
+        "Hello, Cy!",
+        "the old one serves"
+    );
     let verify = xcore_in(s.dir.path(), &["plugin", "verify", "plugins/hello"]);
     assert!(!verify.status.success() && text(&verify).contains("REFUSED"), "{}", text(&verify));
 }
@@ -356,7 +378,8 @@ fn unsigned_tampered_and_untrusted_sources_are_refused_before_any_build() {
     let a = author.path();
     let s = host_trusting(&a.join("keys/alice.pub"));
     let nothing_installed = |case: &str, name: &str| {
-        let left: Vec<_> = std::fs::read_dir(s.plugins_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> =
+            std::fs::read_dir(s.plugins_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(left.is_empty(), "{case}: left in plugins/: {left:?}");
         assert_eq!(s.get(&format!("/api/v1/plugins/{name}")).status, 404, "{case}");
     };

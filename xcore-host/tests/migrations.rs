@@ -71,7 +71,10 @@ fn sqlite_migrates_and_the_server_applies_migrations_at_start() {
         .current_dir(s.dir.path())
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied: 20261126000001, 20261201000001"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied: 20261126000001, 20261201000001"),
+        "{out:?}"
+    );
 }
 
 /// The round trip on a fresh database of the server of `env_var`; `quote` is how the

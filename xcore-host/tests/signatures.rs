@@ -202,8 +202,12 @@ fn a_signature_of_sources_needs_this_hosts_build_record() {
                 std::fs::write(dir.join("Cargo.lock"), "version = 4\n").unwrap();
                 std::fs::create_dir_all(dir.join("src")).unwrap();
                 std::fs::write(dir.join("src/lib.rs"), "// the sources\n").unwrap();
-                let out = ok(xcore(&["plugin", "sign", &format!("plugins/{n}"), "--key", "keys/ci.key"], root));
-                assert!(out.contains("signed the sources") && out.contains(&format!("lib{n}.so is left out")), "{out}");
+                let out =
+                    ok(xcore(&["plugin", "sign", &format!("plugins/{n}"), "--key", "keys/ci.key"], root));
+                assert!(
+                    out.contains("signed the sources") && out.contains(&format!("lib{n}.so is left out")),
+                    "{out}"
+                );
                 let lib = format!("lib{n}.so");
                 match n {
                     "recorded" => drop(build_record::record_build(&dir, n, "0.1.0", &lib, &host).unwrap()),
@@ -256,9 +260,11 @@ fn a_signature_of_sources_needs_this_hosts_build_record() {
     assert_eq!(s.call("recorded", "echo", "1").status, 200, "the old version keeps serving");
     // Recording the new hash by hand breaks the record's signature.
     let record_path = s.plugins_dir().join("recorded/build.sig");
-    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
     use sha2::Digest;
-    record["library_sha256"] = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+    record["library_sha256"] =
+        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>().into();
     std::fs::write(&record_path, record.to_string()).unwrap();
     let r = s.admin("/api/v1/plugins/recorded/reload");
     assert_eq!(r.status, 422, "{}", r.body);

@@ -32,10 +32,14 @@ pub fn run(config_path: Option<&Path>, args: BuildArgs) -> Result<ExitCode> {
         if !pdir.join("Cargo.toml").is_file() {
             continue;
         }
-        let built = plugin_build::build(&pdir, args.release, false, |line| eprintln!("{line}"))
-            .and_then(|dest| plugin_build::record(&pdir, &cfg.plugins.runtime_dir).map(|record| (dest, record)));
+        let built =
+            plugin_build::build(&pdir, args.release, false, |line| eprintln!("{line}")).and_then(|dest| {
+                plugin_build::record(&pdir, &cfg.plugins.runtime_dir).map(|record| (dest, record))
+            });
         match built {
-            Ok((dest, record)) => eprintln!("built {name} -> {} (recorded in {})", dest.display(), record.display()),
+            Ok((dest, record)) => {
+                eprintln!("built {name} -> {} (recorded in {})", dest.display(), record.display())
+            }
             // cargo's diagnostics were printed above as they came.
             Err(plugin_build::BuildError::Failed { .. }) => {
                 eprintln!("error: {name}: cargo build failed (see above)");

@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use xcore_host::config::RequireSignatures;
 use xcore_host::config::{self, Config};
 use xcore_host::db::{migrate, Database};
-use xcore_host::config::RequireSignatures;
 use xcore_host::runtime::registry::SignaturePolicy;
 use xcore_host::security::{build_record, host_key, keys, signing};
 use xcore_host::store::Store;
@@ -143,10 +143,8 @@ fn refuse(cfg: &Config, checkout: &Path, name: &str, stage: bool, reason: String
             "{reason}\nnothing was built or installed (pass --stage to keep the checkout for review)"
         );
     }
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let staged = cfg.plugins.runtime_dir.join("staged").join(format!("{name}-{secs}-{}", std::process::id()));
     let kept = std::fs::create_dir_all(staged.parent().unwrap_or(Path::new(".")))
         .and_then(|()| std::fs::rename(checkout, &staged))
@@ -278,8 +276,9 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
         }
         None => signing::hash_tree(&build_dir, Some(&entry))?,
     };
-    let key = host_key::load_or_create(&cfg.plugins.runtime_dir)
-        .with_context(|| format!("the host key {}", host_key::private_path(&cfg.plugins.runtime_dir).display()))?;
+    let key = host_key::load_or_create(&cfg.plugins.runtime_dir).with_context(|| {
+        format!("the host key {}", host_key::private_path(&cfg.plugins.runtime_dir).display())
+    })?;
     let record = build_record::write(&build_dir, &name, &m.version.to_string(), &entry, &sources, &key)?;
     // What the server will check at every load, checked once here.
     let m = manifest::load(&build_dir)?.manifest;
@@ -306,7 +305,10 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
             record.library_sha256,
             dest.join(signing::BUILD_RECORD_FILE).display()
         ),
-        None => println!("signatures not checked (security.require_signatures: none); library sha256 {}", record.library_sha256),
+        None => println!(
+            "signatures not checked (security.require_signatures: none); library sha256 {}",
+            record.library_sha256
+        ),
     }
     let source = match (&args.git_ref, commit.is_empty()) {
         (Some(r), false) => format!("{repo} {r} ({commit})"),
@@ -331,7 +333,15 @@ fn record_source(cfg: &Config, m: &manifest::Manifest, source: &str, library_sha
     };
     let result = migrate::migrate("default", &db.url, migrate::Op::Run)
         .and_then(|_| Database::connect("default", db))
-        .and_then(|db| Store::new(Arc::new(db)).record_source(&m.name, &m.version.to_string(), mode, source, Some(library_sha256)));
+        .and_then(|db| {
+            Store::new(Arc::new(db)).record_source(
+                &m.name,
+                &m.version.to_string(),
+                mode,
+                source,
+                Some(library_sha256),
+            )
+        });
     if let Err(e) = result {
         eprintln!("warning: installed, but its source was not recorded in plugin_state: {e}");
     }

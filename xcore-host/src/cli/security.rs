@@ -63,7 +63,10 @@ pub fn keygen(args: KeygenArgs) -> Result<ExitCode> {
 
 pub fn trust(config_path: Option<&Path>, args: TrustArgs) -> Result<ExitCode> {
     let key = keys::load_public(&args.file).with_context(|| {
-        format!("{} is not a public key to trust (pass the .pub half, never the private key)", args.file.display())
+        format!(
+            "{} is not a public key to trust (pass the .pub half, never the private key)",
+            args.file.display()
+        )
     })?;
     let fp = keys::fingerprint(&key);
     let dir = match args.dir {
@@ -73,13 +76,15 @@ pub fn trust(config_path: Option<&Path>, args: TrustArgs) -> Result<ExitCode> {
     let name = match args.name {
         Some(n) => n,
         None => {
-            let file_name = args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name =
+                args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             file_name.strip_suffix(".pub").unwrap_or(&file_name).to_string()
         }
     };
     let dest = dir.join(format!("{name}.pub"));
     if dest.exists() {
-        let existing = keys::load_public(&dest).with_context(|| format!("the trusted key {}", dest.display()))?;
+        let existing =
+            keys::load_public(&dest).with_context(|| format!("the trusted key {}", dest.display()))?;
         if existing == key {
             println!("already trusted: {} ({fp})", dest.display());
             return Ok(ExitCode::SUCCESS);
@@ -114,8 +119,8 @@ fn check_lockfile(dir: &Path) -> Result<()> {
         .output()
         .with_context(|| format!("running {cargo} locate-project"))?;
     let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let own = out.status.success()
-        && root.parent().and_then(|p| p.canonicalize().ok()) == dir.canonicalize().ok();
+    let own =
+        out.status.success() && root.parent().and_then(|p| p.canonicalize().ok()) == dir.canonicalize().ok();
     if own {
         bail!(
             "{}: missing; `xcore plugin add` builds with --locked, so the signed sources must pin their \
@@ -132,11 +137,8 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let (name, version) = (m.name.clone(), m.version.to_string());
     // A crate: its sources are signed, its library left out (the host that builds it
     // records the build). A folder without Cargo.toml: everything, the library included.
-    let library = args
-        .dir
-        .join("Cargo.toml")
-        .is_file()
-        .then(|| m.entry_point.to_string_lossy().replace('\\', "/"));
+    let library =
+        args.dir.join("Cargo.toml").is_file().then(|| m.entry_point.to_string_lossy().replace('\\', "/"));
     if library.is_some() {
         check_lockfile(&args.dir)?;
     }
@@ -151,8 +153,13 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                 sig.key,
                 path.display()
             );
-            println!("the library {lib} is left out: a host builds it from these sources and records its build");
-            println!("commit {} with the sources; hosts that trust the key install it with `xcore plugin add`", signing::SIGNATURE_FILE);
+            println!(
+                "the library {lib} is left out: a host builds it from these sources and records its build"
+            );
+            println!(
+                "commit {} with the sources; hosts that trust the key install it with `xcore plugin add`",
+                signing::SIGNATURE_FILE
+            );
         }
         None => println!(
             "signed {name} {version}: {} files, library included, key {} -> {}",
@@ -199,7 +206,10 @@ pub fn verify(config_path: Option<&Path>, args: VerifyArgs) -> Result<ExitCode> 
             if actual == record.library_sha256 {
                 Ok(())
             } else {
-                Err(format!("{lib} is not the library this host built (sha256 {actual}, recorded {})", record.library_sha256))
+                Err(format!(
+                    "{lib} is not the library this host built (sha256 {actual}, recorded {})",
+                    record.library_sha256
+                ))
             }
         });
         match &check {

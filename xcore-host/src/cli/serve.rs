@@ -244,8 +244,10 @@ fn signature_policy(sec: &config::SecurityConfig, runtime_dir: &std::path::Path)
     }
     let host_key = xcore_host::security::host_key::HostPublicKey::at(runtime_dir);
     match host_key.get() {
-        Ok(Some(k)) => log::info!(target: "xcore", "host key {} ({}): vouches for this host's build records only",
-            keys::fingerprint(k), host_key.path().display()),
+        Ok(Some(k)) => {
+            log::info!(target: "xcore", "host key {} ({}): vouches for this host's build records only",
+            keys::fingerprint(k), host_key.path().display())
+        }
         Ok(None) => {}
         Err(e) => anyhow::bail!("the host key: {e}"),
     }

@@ -191,7 +191,8 @@ impl SignaturePolicy {
                 (hash, false)
             }
             Some(_) => {
-                let host_key = self.host_key.get().map_err(|e| format!("plugin '{}': the host key: {e}", m.name))?;
+                let host_key =
+                    self.host_key.get().map_err(|e| format!("plugin '{}': the host key: {e}", m.name))?;
                 let record = crate::security::build_record::check(
                     &m.dir,
                     &m.name,

@@ -231,7 +231,12 @@ pub fn check(
         ("library", &record.library, library),
     ] {
         if found != expected {
-            return Err(RecordError::Mismatch { file, what, found: found.clone(), expected: expected.to_owned() });
+            return Err(RecordError::Mismatch {
+                file,
+                what,
+                found: found.clone(),
+                expected: expected.to_owned(),
+            });
         }
     }
     if record.sources_sha256 != sources_sha256 {
@@ -264,7 +269,8 @@ mod tests {
         let p = d.path();
         let key_path = Path::new("runtime/keys/host.key");
         let host = key_a().to_public_key();
-        let check_with = |k: Option<&RsaPublicKey>, src: &str| check(p, "x", "0.1.0", "libx.so", src, k, key_path);
+        let check_with =
+            |k: Option<&RsaPublicKey>, src: &str| check(p, "x", "0.1.0", "libx.so", src, k, key_path);
         let src = sources(p);
         assert!(matches!(check_with(Some(&host), &src), Err(RecordError::Missing { .. })));
         let record = record_build(p, "x", "0.1.0", "libx.so", key_a()).unwrap();
@@ -273,7 +279,10 @@ mod tests {
         // No host key, another host's key.
         assert!(matches!(check_with(None, &src), Err(RecordError::NoHostKey { .. })));
         let err = check_with(Some(&other().to_public_key()), &src).unwrap_err();
-        assert!(matches!(err, RecordError::OtherKey { .. }) && err.to_string().contains("build.sig"), "{err}");
+        assert!(
+            matches!(err, RecordError::OtherKey { .. }) && err.to_string().contains("build.sig"),
+            "{err}"
+        );
         // Other sources.
         assert!(matches!(check_with(Some(&host), &"0".repeat(64)), Err(RecordError::OtherSources { .. })));
         // Another plugin, version or library.

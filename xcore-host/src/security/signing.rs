@@ -432,7 +432,8 @@ pub fn remove_uncovered(plugin_dir: &Path, library: Option<&str>) -> io::Result<
             let name = entry.file_name().to_string_lossy().into_owned();
             let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
             let kind = entry.file_type()?;
-            let top_excluded = prefix.is_empty() && name != SIGNATURE_FILE && EXCLUDED_TOP_LEVEL.contains(&name.as_str());
+            let top_excluded =
+                prefix.is_empty() && name != SIGNATURE_FILE && EXCLUDED_TOP_LEVEL.contains(&name.as_str());
             if top_excluded || (!kind.is_dir() && is_leftover(&name)) || library == Some(rel.as_str()) {
                 remove(&entry.path())?;
                 removed.push(rel);
@@ -730,7 +731,14 @@ pub fn verify_report(plugin_dir: &Path, name: &str, version: &str, trusted: &[Rs
     let (sig, key, header) = check_header(plugin_dir, name, version, trusted);
     let Some(sig) = sig else {
         let result = Err(header.err().unwrap_or_else(|| VerifyError::Unsigned { dir: plugin_dir.into() }));
-        return Report { dir: plugin_dir.into(), signed_for: None, library: None, key, files: Vec::new(), result };
+        return Report {
+            dir: plugin_dir.into(),
+            signed_for: None,
+            library: None,
+            key,
+            files: Vec::new(),
+            result,
+        };
     };
     let (files, file_error) = compare(plugin_dir, &sig.files, sig.library.as_deref(), false);
     let result = match (header, file_error) {
@@ -1098,7 +1106,10 @@ mod tests {
         ));
         assert!(matches!(sign(dir.path(), NAME, "", None, key_a()), Err(SignError::InvalidField { .. })));
         fs::write(dir.path().join("src/a\nb"), "").unwrap();
-        assert!(matches!(sign(dir.path(), NAME, VERSION, None, key_a()), Err(SignError::UnsupportedPath { .. })));
+        assert!(matches!(
+            sign(dir.path(), NAME, VERSION, None, key_a()),
+            Err(SignError::UnsupportedPath { .. })
+        ));
     }
 
     /// A signature of sources leaves the library out: rebuilding it (or its absence) does not
@@ -1122,7 +1133,8 @@ mod tests {
         assert!(matches!(check(dir.path()), Err(VerifyError::Changed { path, .. }) if path == "src/lib.rs"));
         // The left-out path is signed: pointing it at a source file is BadSignature.
         let dir = plugin();
-        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap()).unwrap();
+        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap())
+            .unwrap();
         edit_sig(dir.path(), |v| v["library"] = "src/data/table.rs".into());
         edit_sig(dir.path(), |v| {
             v["files"].as_object_mut().unwrap().remove("src/data/table.rs");
@@ -1130,7 +1142,8 @@ mod tests {
         assert!(matches!(check(dir.path()), Err(VerifyError::BadSignature { .. })));
         // So is dropping it (the signature claims to cover the library then).
         let dir = plugin();
-        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap()).unwrap();
+        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap())
+            .unwrap();
         edit_sig(dir.path(), |v| {
             v.as_object_mut().unwrap().remove("library");
         });
