@@ -273,3 +273,43 @@ fn a_signature_of_sources_needs_this_hosts_build_record() {
     s.restart();
     assert_eq!(s.info("recorded")["state"], "failed");
 }
+
+/// `xcore keys trust`: only an RSA public key, into the trusted-keys folder of its own,
+/// its fingerprint printed, the same key again is a no-op, a different key of the same name
+/// is refused and the file left as it was.
+#[test]
+fn keys_trust_checks_the_key_and_never_overwrites_another() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for (dir, name) in [("alice-keys", "alice"), ("other-keys", "alice")] {
+        ok(xcore(&["keys", "generate", "--dir", dir, "--name", name, "--bits", "2048"], root));
+    }
+    let fp = |path: &str| {
+        let key = xcore_host::security::keys::load_public(&root.join(path)).unwrap();
+        xcore_host::security::keys::fingerprint(&key)
+    };
+    std::fs::write(root.join("garbage.pub"), "not a key\n").unwrap();
+    for bad in ["garbage.pub", "alice-keys/alice.key", "missing.pub"] {
+        let out = xcore(&["keys", "trust", bad], root);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success() && text.contains(bad), "{bad}: {text}");
+    }
+    assert!(!root.join("keys/trusted").exists(), "nothing trusted");
+
+    let out = ok(xcore(&["keys", "trust", "alice-keys/alice.pub"], root));
+    assert!(out.contains("keys/trusted/alice.pub") && out.contains(&fp("alice-keys/alice.pub")), "{out}");
+    let trusted = root.join("keys/trusted/alice.pub");
+    let before = std::fs::read(&trusted).unwrap();
+    let out = ok(xcore(&["keys", "trust", "alice-keys/alice.pub"], root));
+    assert!(out.contains("already trusted"), "{out}");
+    let out = xcore(&["keys", "trust", "other-keys/alice.pub"], root);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("refusing to overwrite") && text.contains("alice.pub"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&trusted).unwrap(), before, "left as it was");
+    let out = ok(xcore(&["keys", "trust", "other-keys/alice.pub", "--name", "alice-2"], root));
+    assert!(out.contains("keys/trusted/alice-2.pub") && out.contains(&fp("other-keys/alice.pub")), "{out}");
+}
