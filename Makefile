@@ -2,8 +2,11 @@
 # Everything goes through cargo and the `xcore` binary; one target dir for all.
 
 CARGO ?= cargo
+# The repository (where this Makefile is): `make -f /path/to/Makefile add-plugin ...` works
+# from an operator's folder too, with that folder's xcore.yaml, plugins/ and runtime/.
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 # Honours CARGO_TARGET_DIR, like cargo.
-TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)target)
 XCORE := $(TARGET_DIR)/debug/xcore
 PORT ?= 8080
 
@@ -19,12 +22,16 @@ init: ## Check the toolchain and fetch every dependency (first step on a new mac
 	$(CARGO) fetch
 
 build: ## Build the host, the example plugins and the test fixtures (debug)
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --manifest-path $(ROOT)Cargo.toml
 
-keys: build ## Create the development signing key pair keys/dev.key + keys/dev.pub (once)
+keys: build ## Create the development key pair keys/dev.key + keys/dev.pub (once) and trust keys/dev.pub (keys/trusted/)
 	@test -f keys/dev.key || $(XCORE) keys generate --dir keys --name dev
+	$(XCORE) keys trust keys/dev.pub
 
-plugins: build keys ## Build the example plugins, put each library in place, sign them with keys/dev.key
+# `plugin build` records each library it builds (build.sig, signed with the host key in
+# runtime/keys/); `plugin sign` signs each crate's sources with keys/dev.key. Under the
+# default policy a plugin then loads: sources signed by a trusted key, library built here.
+plugins: build keys ## Build the example plugins (each build recorded by this host), sign their sources with keys/dev.key
 	$(XCORE) plugin build
 	@for p in plugins/*/; do $(XCORE) plugin sign "$$p" --key keys/dev.key; done
 
@@ -37,8 +44,8 @@ run: plugins ## Serve the example plugins on 127.0.0.1:$(PORT) with the embedded
 new-plugin: build ## Create a plugin crate from plugin-template/: make new-plugin PLUGIN_NAME=x [SANDBOXED=1]
 	$(XCORE) plugin new "$(PLUGIN_NAME)" $(if $(SANDBOXED),--sandboxed)
 
-add-plugin: build ## Install from git: make add-plugin PLUGIN_REPO=url [PLUGIN_NAME=x] [PLUGIN_REF=tag]
-	$(XCORE) plugin add "$(PLUGIN_REPO)" $(if $(PLUGIN_NAME),--name "$(PLUGIN_NAME)") $(if $(PLUGIN_REF),--ref "$(PLUGIN_REF)")
+add-plugin: build ## Install from git (signed sources, verified before the build): make add-plugin PLUGIN_REPO=url [PLUGIN_NAME=x] [PLUGIN_REF=tag] [STAGE=1]
+	$(XCORE) plugin add "$(PLUGIN_REPO)" $(if $(PLUGIN_NAME),--name "$(PLUGIN_NAME)") $(if $(PLUGIN_REF),--ref "$(PLUGIN_REF)") $(if $(STAGE),--stage)
 
 rm-plugin: build ## Unload and remove a plugin: make rm-plugin PLUGIN_NAME=x
 	$(XCORE) plugin rm "$(PLUGIN_NAME)"
@@ -115,4 +122,4 @@ load-ratio: ## Trusted and sandboxed echo against the same server's /health: req
 
 clean: ## Remove build outputs, runtime files and logs
 	$(CARGO) clean
-	rm -rf runtime logs data plugins/*/*.so plugins/*/plugin.sig
+	rm -rf runtime logs data plugins/*/*.so plugins/*/plugin.sig plugins/*/build.sig

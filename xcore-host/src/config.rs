@@ -108,8 +108,9 @@ pub enum RequireSignatures {
 pub struct SecurityConfig {
     /// Public keys (PEM) whose signatures are trusted.
     pub trusted_keys: Vec<PathBuf>,
-    /// A folder whose `*.pub` files are all trusted keys (default `keys`, where
-    /// `xcore keys generate` writes); a missing folder trusts nothing.
+    /// A folder whose `*.pub` files are all trusted keys (default `keys/trusted`, where
+    /// `xcore keys trust` puts them; a folder of its own, not beside the private keys
+    /// `xcore keys generate` writes to `keys/`); a missing folder trusts nothing.
     #[serde(deserialize_with = "lenient::path")]
     pub trusted_keys_dir: PathBuf,
     /// `none`, `trusted` (default) or `all`.
@@ -120,7 +121,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             trusted_keys: Vec::new(),
-            trusted_keys_dir: PathBuf::from("keys"),
+            trusted_keys_dir: PathBuf::from("keys/trusted"),
             require_signatures: RequireSignatures::Trusted,
         }
     }

@@ -83,6 +83,10 @@ pub struct Manifest {
     pub permissions: Vec<String>,
     /// The plugin folder (set by the loader, not read from YAML).
     pub dir: PathBuf,
+    /// SHA-256 (hex) of the manifest text this was parsed from: a signature check compares
+    /// it with the signed hash of `plugin.yaml`, so the manifest used is the one verified.
+    #[serde(skip)]
+    pub source_sha256: String,
 }
 
 impl Manifest {
@@ -318,7 +322,11 @@ pub fn parse_with_env(
     let warnings =
         unknown.into_iter().map(|key| format!("{}: unknown key '{key}' ignored", file.display())).collect();
 
-    let manifest = validate(plugin_dir, raw, lookup).map_err(|(key, message)| invalid(&key, message))?;
+    let mut manifest = validate(plugin_dir, raw, lookup).map_err(|(key, message)| invalid(&key, message))?;
+    manifest.source_sha256 = {
+        use sha2::Digest as _;
+        crate::security::keys::hex(&sha2::Sha256::digest(yaml.as_bytes()))
+    };
     Ok(LoadedManifest { manifest, warnings })
 }
 
@@ -681,6 +689,7 @@ fn validate(
         routes,
         permissions,
         dir: dir.to_path_buf(),
+        source_sha256: String::new(),
     })
 }
 

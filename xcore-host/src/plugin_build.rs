@@ -36,8 +36,15 @@ pub enum BuildError {
 }
 
 /// Builds the crate in `plugin_dir` and installs its library at the manifest's
-/// `entry_point`. `on_line` receives cargo's progress lines (stderr) as they come.
-pub fn build(plugin_dir: &Path, release: bool, mut on_line: impl FnMut(&str)) -> Result<PathBuf, BuildError> {
+/// `entry_point`. With `locked`, cargo must use the crate's `Cargo.lock` unchanged
+/// (`--locked`: what `xcore plugin add` builds is what the author signed). `on_line`
+/// receives cargo's progress lines (stderr) as they come.
+pub fn build(
+    plugin_dir: &Path,
+    release: bool,
+    locked: bool,
+    mut on_line: impl FnMut(&str),
+) -> Result<PathBuf, BuildError> {
     let m = manifest::load(plugin_dir)?.manifest;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -49,6 +56,9 @@ pub fn build(plugin_dir: &Path, release: bool, mut on_line: impl FnMut(&str)) ->
         .stderr(Stdio::piped());
     if release {
         cmd.arg("--release");
+    }
+    if locked {
+        cmd.arg("--locked");
     }
     let mut child = cmd.spawn().map_err(|e| BuildError::Io(format!("running cargo: {e}")))?;
     // stderr (progress and rendered errors) is read on its own thread so neither pipe
@@ -119,6 +129,19 @@ pub fn install(artifact: &Path, dest: &Path) -> Result<(), BuildError> {
     std::fs::rename(&tmp, dest)
         .map_err(|e| BuildError::Io(format!("renaming into {}: {e}", dest.display())))?;
     Ok(())
+}
+
+/// Signs a build record ([`crate::security::build_record`]) for the library a build just put
+/// in place in `plugin_dir`, with the host key of `runtime_dir` (made on first need): this
+/// host built it from the sources the folder holds now. Returns the record's path.
+pub fn record(plugin_dir: &Path, runtime_dir: &Path) -> Result<PathBuf, BuildError> {
+    let m = manifest::load(plugin_dir)?.manifest;
+    let key = crate::security::host_key::load_or_create(runtime_dir)
+        .map_err(|e| BuildError::Io(format!("the host key: {e}")))?;
+    let library = m.entry_point.to_string_lossy().replace('\\', "/");
+    crate::security::build_record::record_build(plugin_dir, &m.name, &m.version.to_string(), &library, &key)
+        .map_err(|e| BuildError::Io(format!("recording the build of {}: {e}", m.name)))?;
+    Ok(plugin_dir.join(crate::security::signing::BUILD_RECORD_FILE))
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -122,8 +122,12 @@ fn handle(registry: &Arc<PluginRegistry>, plugins_dir: &Path, touched: Vec<(Stri
         let dir = plugins_dir.join(&name);
         if dev && t.sources && dir.join("Cargo.toml").is_file() {
             log::info!(target: "xcore::watcher", "plugin '{name}': sources changed, rebuilding");
-            match plugin_build::build(&dir, false, |_| {}) {
-                // The renamed library arrives as its own event and reloads the plugin.
+            // The host records what it built (its build record vouches for a library
+            // built from sources the author signed); the renamed library and the record
+            // arrive as their own events and reload the plugin.
+            let built = plugin_build::build(&dir, false, false, |_| {})
+                .and_then(|lib| plugin_build::record(&dir, &registry.options().runtime_dir).map(|_| lib));
+            match built {
                 Ok(lib) => log::info!(target: "xcore::watcher", "plugin '{name}': built {}", lib.display()),
                 Err(e) => {
                     log::error!(target: "xcore::watcher", "plugin '{name}': build failed, the old version keeps serving: {e}")

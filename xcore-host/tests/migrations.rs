@@ -26,17 +26,26 @@ fn migrate(dir: &std::path::Path, url: &str, action: &str) -> String {
 /// status, run, a write into every table, status, revert, status.
 fn round_trip(url: &str, mut write: impl FnMut()) {
     let dir = tempfile::tempdir().unwrap();
-    assert!(migrate(dir.path(), url, "status").contains("pending: 20261126000001"));
+    let out = migrate(dir.path(), url, "status");
+    assert!(out.contains("pending: 20261126000001") && out.contains("20261201000001"), "{out}");
     let out = migrate(dir.path(), url, "run");
-    assert!(out.contains("applied 20261126000001") && out.contains("pending: none"), "{out}");
+    assert!(
+        out.contains("applied 20261126000001")
+            && out.contains("applied 20261201000001")
+            && out.contains("pending: none"),
+        "{out}"
+    );
     write();
     assert!(migrate(dir.path(), url, "run").contains("pending: none"), "idempotent");
+    // Revert goes back one migration at a time, the newest first.
+    let out = migrate(dir.path(), url, "revert");
+    assert!(out.contains("reverted 20261201000001") && out.contains("applied: 20261126000001"), "{out}");
     let out = migrate(dir.path(), url, "revert");
     assert!(out.contains("reverted 20261126000001") && out.contains("applied: none"), "{out}");
 }
 
 const INSERTS: &[&str] = &[
-    "INSERT INTO plugin_state (name, version, mode, installed_at, updated_at) VALUES ('echo', '0.1.0', 'trusted', 0, 0)",
+    "INSERT INTO plugin_state (name, version, mode, installed_at, updated_at, library_sha256) VALUES ('echo', '0.1.0', 'trusted', 0, 0, 'ab')",
     "INSERT INTO plugin_kv (plugin, {key}, value, updated_at) VALUES ('echo', 'k', '\"v\"', 0)",
     "INSERT INTO job_runs (job_id, started_at, outcome) VALUES ('j', 0, 'ok')",
     "INSERT INTO audit_log (at, actor, action, target, outcome) VALUES (0, 'admin', 'reload', 'echo', 'ok')",
@@ -62,7 +71,10 @@ fn sqlite_migrates_and_the_server_applies_migrations_at_start() {
         .current_dir(s.dir.path())
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied: 20261126000001"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied: 20261126000001, 20261201000001"),
+        "{out:?}"
+    );
 }
 
 /// The round trip on a fresh database of the server of `env_var`; `quote` is how the

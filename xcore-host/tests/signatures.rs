@@ -173,3 +173,143 @@ fn the_mapped_copy_must_have_the_signed_hash() {
     let right: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     assert!(loader::load_path("echo", &lib, runtime.path(), Some(&right)).is_ok());
 }
+
+/// A crate's signature covers its sources and leaves the library out: the library loads only
+/// with this host's build record for exactly those sources (the record is written here with
+/// the function `xcore plugin build` and `xcore plugin add` use, in the server's runtime
+/// folder), and only while it has the recorded hash.
+#[test]
+fn a_signature_of_sources_needs_this_hosts_build_record() {
+    use xcore_host::security::{build_record, host_key};
+    let other_host = tempfile::tempdir().unwrap();
+    let other_host_dir = other_host.path().to_path_buf();
+    let mut s = Server::start_custom(
+        |plugins| {
+            let root = plugins.parent().unwrap();
+            ok(xcore(&["keys", "generate", "--dir", "keys", "--name", "ci", "--bits", "2048"], root));
+            let names = ["norecord", "recorded", "foreign", "stale"];
+            let specs: Vec<_> = names.iter().map(|n| PluginSpec::with(n, "xcore-plugin-echo", "")).collect();
+            common::write_plugins(plugins, &specs);
+            let host = host_key::load_or_create(&root.join("runtime")).unwrap();
+            let stranger = host_key::load_or_create(&other_host_dir).unwrap();
+            for n in names {
+                let dir = plugins.join(n);
+                std::fs::write(
+                    dir.join("Cargo.toml"),
+                    format!("[package]\nname = \"{n}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[workspace]\n"),
+                )
+                .unwrap();
+                std::fs::write(dir.join("Cargo.lock"), "version = 4\n").unwrap();
+                std::fs::create_dir_all(dir.join("src")).unwrap();
+                std::fs::write(dir.join("src/lib.rs"), "// the sources\n").unwrap();
+                let out =
+                    ok(xcore(&["plugin", "sign", &format!("plugins/{n}"), "--key", "keys/ci.key"], root));
+                assert!(
+                    out.contains("signed the sources") && out.contains(&format!("lib{n}.so is left out")),
+                    "{out}"
+                );
+                let lib = format!("lib{n}.so");
+                match n {
+                    "recorded" => drop(build_record::record_build(&dir, n, "0.1.0", &lib, &host).unwrap()),
+                    "foreign" => drop(build_record::record_build(&dir, n, "0.1.0", &lib, &stranger).unwrap()),
+                    "stale" => {
+                        build_record::record_build(&dir, n, "0.1.0", &lib, &host).unwrap();
+                        std::fs::write(dir.join("src/lib.rs"), "// other sources, signed again\n").unwrap();
+                        ok(xcore(&["plugin", "sign", "plugins/stale", "--key", "keys/ci.key"], root));
+                    }
+                    _ => {}
+                }
+            }
+        },
+        SECURITY,
+        &[],
+        &[],
+    );
+    let info = s.info("recorded");
+    assert_eq!(info["state"], "ready", "{info}\n{}", s.output());
+    assert!(info["signed_by"].as_str().unwrap().starts_with("sha256:"), "{info}");
+    assert_eq!(s.call("recorded", "echo", "1").status, 200);
+    let refused = |s: &Server, name: &str, needles: &[&str]| {
+        let info = s.info(name);
+        let err = info["last_error"].as_str().unwrap_or_default();
+        for n in needles {
+            assert!(err.contains(n), "{name}: no {n:?} in {err}");
+        }
+        err.to_string()
+    };
+    for (name, needle) in [
+        ("norecord", "no build record"),
+        ("foreign", "not this host's key"),
+        ("stale", "other sources than the ones signed"),
+    ] {
+        assert_eq!(s.info(name)["state"], "failed", "{name}");
+        refused(&s, name, &["build.sig", needle]);
+    }
+
+    // The library swapped after the build: refused by name, the old instance keeps serving.
+    let lib = s.plugins_dir().join("recorded/librecorded.so");
+    let mut bytes = std::fs::read(&lib).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x01;
+    let tmp = lib.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &lib).unwrap();
+    let r = s.admin("/api/v1/plugins/recorded/reload");
+    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"), "{}", r.body);
+    refused(&s, "recorded", &["librecorded.so", "not the library this host built"]);
+    assert_eq!(s.call("recorded", "echo", "1").status, 200, "the old version keeps serving");
+    // Recording the new hash by hand breaks the record's signature.
+    let record_path = s.plugins_dir().join("recorded/build.sig");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    use sha2::Digest;
+    record["library_sha256"] =
+        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let r = s.admin("/api/v1/plugins/recorded/reload");
+    assert_eq!(r.status, 422, "{}", r.body);
+    refused(&s, "recorded", &["build.sig", "altered"]);
+    // And a restarted host refuses it from the start.
+    s.restart();
+    assert_eq!(s.info("recorded")["state"], "failed");
+}
+
+/// `xcore keys trust`: only an RSA public key, into the trusted-keys folder of its own,
+/// its fingerprint printed, the same key again is a no-op, a different key of the same name
+/// is refused and the file left as it was.
+#[test]
+fn keys_trust_checks_the_key_and_never_overwrites_another() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    for (dir, name) in [("alice-keys", "alice"), ("other-keys", "alice")] {
+        ok(xcore(&["keys", "generate", "--dir", dir, "--name", name, "--bits", "2048"], root));
+    }
+    let fp = |path: &str| {
+        let key = xcore_host::security::keys::load_public(&root.join(path)).unwrap();
+        xcore_host::security::keys::fingerprint(&key)
+    };
+    std::fs::write(root.join("garbage.pub"), "not a key\n").unwrap();
+    for bad in ["garbage.pub", "alice-keys/alice.key", "missing.pub"] {
+        let out = xcore(&["keys", "trust", bad], root);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success() && text.contains(bad), "{bad}: {text}");
+    }
+    assert!(!root.join("keys/trusted").exists(), "nothing trusted");
+
+    let out = ok(xcore(&["keys", "trust", "alice-keys/alice.pub"], root));
+    assert!(out.contains("keys/trusted/alice.pub") && out.contains(&fp("alice-keys/alice.pub")), "{out}");
+    let trusted = root.join("keys/trusted/alice.pub");
+    let before = std::fs::read(&trusted).unwrap();
+    let out = ok(xcore(&["keys", "trust", "alice-keys/alice.pub"], root));
+    assert!(out.contains("already trusted"), "{out}");
+    let out = xcore(&["keys", "trust", "other-keys/alice.pub"], root);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("refusing to overwrite") && text.contains("alice.pub"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&trusted).unwrap(), before, "left as it was");
+    let out = ok(xcore(&["keys", "trust", "other-keys/alice.pub", "--name", "alice-2"], root));
+    assert!(out.contains("keys/trusted/alice-2.pub") && out.contains(&fp("other-keys/alice.pub")), "{out}");
+}

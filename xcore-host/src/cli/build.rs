@@ -1,4 +1,6 @@
-//! `xcore plugin build`: cargo-build plugin crates and put each library in place.
+//! `xcore plugin build`: cargo-build plugin crates, put each library in place, and record
+//! each build (`build.sig`, signed with the host key of `plugins.runtime_dir`): a plugin
+//! whose sources are signed by a trusted key then loads with the library this host built.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,10 +22,8 @@ pub struct BuildArgs {
 }
 
 pub fn run(config_path: Option<&Path>, args: BuildArgs) -> Result<ExitCode> {
-    let dir = match args.plugins_dir {
-        Some(d) => d,
-        None => config::load(config_path).context("invalid configuration")?.config.plugins.directory,
-    };
+    let cfg = config::load(config_path).context("invalid configuration")?.config;
+    let dir = args.plugins_dir.unwrap_or(cfg.plugins.directory);
     let mut failures = 0;
     for (name, pdir) in discover(&dir) {
         if !args.names.is_empty() && !args.names.contains(&name) {
@@ -32,8 +32,14 @@ pub fn run(config_path: Option<&Path>, args: BuildArgs) -> Result<ExitCode> {
         if !pdir.join("Cargo.toml").is_file() {
             continue;
         }
-        match plugin_build::build(&pdir, args.release, |line| eprintln!("{line}")) {
-            Ok(dest) => eprintln!("built {name} -> {}", dest.display()),
+        let built =
+            plugin_build::build(&pdir, args.release, false, |line| eprintln!("{line}")).and_then(|dest| {
+                plugin_build::record(&pdir, &cfg.plugins.runtime_dir).map(|record| (dest, record))
+            });
+        match built {
+            Ok((dest, record)) => {
+                eprintln!("built {name} -> {} (recorded in {})", dest.display(), record.display())
+            }
             // cargo's diagnostics were printed above as they came.
             Err(plugin_build::BuildError::Failed { .. }) => {
                 eprintln!("error: {name}: cargo build failed (see above)");

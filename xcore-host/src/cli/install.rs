@@ -1,9 +1,15 @@
 //! `xcore plugin add` (install from git) and `xcore plugin rm`.
 //!
-//! An install never leaves a half-installed plugin: the repository is cloned and built
-//! in a staging folder under the plugins folder (its name starts with `.`, so neither
-//! discovery nor the watcher sees it), its signature is checked as configured, and only
-//! then is it renamed into place in one step. Any failure removes the staging folder.
+//! An install never leaves a half-installed plugin: the repository is cloned into a
+//! staging folder under the plugins folder (its name starts with `.`, so neither discovery
+//! nor the watcher sees it), and, unless `security.require_signatures` is `none`, its
+//! **sources** must be signed by a trusted key (`plugin.sig`, [`signing`]) before anything
+//! of it runs: no build script, no cargo. Then what no signature covers is removed (a
+//! shipped `target/`, build leftovers), the crate is built with `--locked`, the sources are
+//! checked again (a build must not change them), the host records the library it built
+//! (`build.sig`, signed with the host key, and its hash in `plugin_state`), and the folder
+//! is renamed into place in one step. Any failure removes the staging folder; `--stage`
+//! keeps a refused checkout under `<runtime_dir>/staged/` for review.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -13,10 +19,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use xcore_host::config::RequireSignatures;
 use xcore_host::config::{self, Config};
 use xcore_host::db::{migrate, Database};
 use xcore_host::runtime::registry::SignaturePolicy;
-use xcore_host::security::keys;
+use xcore_host::security::{build_record, host_key, keys, signing};
 use xcore_host::store::Store;
 use xcore_host::{manifest, plugin_build};
 
@@ -36,6 +43,9 @@ pub struct AddArgs {
     /// Build with optimisations.
     #[arg(long)]
     release: bool,
+    /// Keep a refused checkout for review (under <plugins.runtime_dir>/staged/; the path is printed).
+    #[arg(long)]
+    stage: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -125,6 +135,51 @@ impl Drop for Staging {
     }
 }
 
+/// Refuses the install: the checkout is removed with the staging folder, or with `stage`
+/// moved under `<runtime_dir>/staged/` for review.
+fn refuse(cfg: &Config, checkout: &Path, name: &str, stage: bool, reason: String) -> anyhow::Error {
+    if !stage {
+        return anyhow::anyhow!(
+            "{reason}\nnothing was built or installed (pass --stage to keep the checkout for review)"
+        );
+    }
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let staged = cfg.plugins.runtime_dir.join("staged").join(format!("{name}-{secs}-{}", std::process::id()));
+    let kept = std::fs::create_dir_all(staged.parent().unwrap_or(Path::new(".")))
+        .and_then(|()| std::fs::rename(checkout, &staged))
+        .or_else(|_| copy_dir(checkout, &staged));
+    match kept {
+        Ok(()) => anyhow::anyhow!(
+            "{reason}\nnothing was built or installed; the checkout is kept for review in {}",
+            staged.display()
+        ),
+        Err(e) => anyhow::anyhow!(
+            "{reason}\nnothing was built or installed; keeping the checkout in {} failed: {e}",
+            staged.display()
+        ),
+    }
+}
+
+/// Copies a folder (the checkout, when a rename across file systems fails); links are
+/// not followed (they are recreated as links).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
 fn plugins_dir(cfg: &Config, t: &Target) -> PathBuf {
     t.plugins_dir.clone().unwrap_or_else(|| cfg.plugins.directory.clone())
 }
@@ -166,20 +221,68 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
     std::fs::rename(&clone, &build_dir)?;
     let _ = std::fs::remove_dir_all(build_dir.join(".git"));
 
+    pb.set_message(format!("checking {name}"));
+    // Read, never run: the manifest says which library is the build output.
+    let m = manifest::load(&build_dir)?.manifest;
+    let entry = m.entry_point.to_string_lossy().replace('\\', "/");
+    let policy = signature_policy(&cfg)?;
+    // Before anything of the checkout runs (build scripts run as this user), its sources
+    // must be signed by a trusted key; a sandboxed plugin too: its build is not sandboxed.
+    let verified = match cfg.security.require_signatures {
+        RequireSignatures::None => None,
+        _ => {
+            let v = policy.check_sources(&m).map_err(|e| {
+                pb.finish_and_clear();
+                refuse(&cfg, &build_dir, &name, args.stage, format!("{e}\n{}", refusal_hint(&e)))
+            })?;
+            if v.library.is_none() {
+                pb.finish_and_clear();
+                return Err(refuse(
+                    &cfg,
+                    &build_dir,
+                    &name,
+                    args.stage,
+                    format!(
+                        "plugin '{name}': {} covers the library {entry} itself, which a git install builds: \
+                         the author must sign the sources (`xcore plugin sign` on the crate leaves the library out)",
+                        signing::SIGNATURE_FILE
+                    ),
+                ));
+            }
+            Some(v)
+        }
+    };
+    // What no signature covers never reaches the build: a target/ shipped in the
+    // repository (cargo would take its artifacts as built), a library, leftovers.
+    let removed = signing::remove_uncovered(&build_dir, Some(&entry))
+        .with_context(|| format!("clearing {}", build_dir.display()))?;
+    if !removed.is_empty() {
+        pb.println(format!("not signed, removed before the build: {}", removed.join(", ")));
+    }
+
     pb.set_message(format!("building {name}"));
-    let lib = plugin_build::build(&build_dir, args.release, |line| {
+    plugin_build::build(&build_dir, args.release, verified.is_some(), |line| {
         pb.set_message(format!("building {name}: {line}"))
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    pb.set_message(format!("checking {name}"));
-    let m = manifest::load(&build_dir)?.manifest;
-    let policy = signature_policy(&cfg)?;
-    policy.check(&m).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\nnothing was installed; review the plugin, then sign it with `xcore plugin sign` \
-             (or install it with security.require_signatures: none)"
-        )
+    .map_err(|e| anyhow::anyhow!("{e}\nnothing was installed"))?;
+    pb.set_message(format!("recording the build of {name}"));
+    let sources = match &verified {
+        Some(v) => {
+            // The build must have left the signed sources as they were.
+            policy.check_sources(&manifest::load(&build_dir)?.manifest).map_err(|e| {
+                anyhow::anyhow!("{e}\nthe build changed the signed sources; nothing was installed")
+            })?;
+            v.hashes.clone()
+        }
+        None => signing::hash_tree(&build_dir, Some(&entry))?,
+    };
+    let key = host_key::load_or_create(&cfg.plugins.runtime_dir).with_context(|| {
+        format!("the host key {}", host_key::private_path(&cfg.plugins.runtime_dir).display())
     })?;
+    let record = build_record::write(&build_dir, &name, &m.version.to_string(), &entry, &sources, &key)?;
+    // What the server will check at every load, checked once here.
+    let m = manifest::load(&build_dir)?.manifest;
+    policy.check(&m).map_err(|e| anyhow::anyhow!("{e}\nnothing was installed"))?;
 
     // The swap: an existing version moves aside, the new one moves in, in one rename each.
     if dest.exists() {
@@ -193,15 +296,27 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
         m.version,
         repo,
         args.git_ref.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
-        lib.display()
+        dest.join(&entry).display()
     );
+    match &verified {
+        Some(v) => println!(
+            "sources signed by {}; library built here (sha256 {}), recorded in {}",
+            v.key_fingerprint,
+            record.library_sha256,
+            dest.join(signing::BUILD_RECORD_FILE).display()
+        ),
+        None => println!(
+            "signatures not checked (security.require_signatures: none); library sha256 {}",
+            record.library_sha256
+        ),
+    }
     let source = match (&args.git_ref, commit.is_empty()) {
         (Some(r), false) => format!("{repo} {r} ({commit})"),
         (None, false) => format!("{repo} ({commit})"),
         (Some(r), true) => format!("{repo} {r}"),
         (None, true) => repo.clone(),
     };
-    record_source(&cfg, &m, &source);
+    record_source(&cfg, &m, &source, &record.library_sha256);
     tell_server(&cfg, &args.target, "rescan", None);
     Ok(ExitCode::SUCCESS)
 }
@@ -209,7 +324,7 @@ pub fn add(config_path: Option<&Path>, args: AddArgs) -> Result<ExitCode> {
 /// Records where the plugin came from in the host's `plugin_state` (the `default`
 /// database, migrated first). The plugin is installed either way: a database that
 /// cannot be reached only costs the record, with a warning.
-fn record_source(cfg: &Config, m: &manifest::Manifest, source: &str) {
+fn record_source(cfg: &Config, m: &manifest::Manifest, source: &str, library_sha256: &str) {
     let dbs = cfg.effective_databases();
     let Some(db) = dbs.get("default") else { return };
     let mode = match m.execution_mode {
@@ -218,7 +333,15 @@ fn record_source(cfg: &Config, m: &manifest::Manifest, source: &str) {
     };
     let result = migrate::migrate("default", &db.url, migrate::Op::Run)
         .and_then(|_| Database::connect("default", db))
-        .and_then(|db| Store::new(Arc::new(db)).record_source(&m.name, &m.version.to_string(), mode, source));
+        .and_then(|db| {
+            Store::new(Arc::new(db)).record_source(
+                &m.name,
+                &m.version.to_string(),
+                mode,
+                source,
+                Some(library_sha256),
+            )
+        });
     if let Err(e) = result {
         eprintln!("warning: installed, but its source was not recorded in plugin_state: {e}");
     }
@@ -250,7 +373,23 @@ fn signature_policy(cfg: &Config) -> Result<SignaturePolicy> {
         .iter()
         .map(|f| keys::load_public(f).with_context(|| format!("trusted key {}", f.display())))
         .collect::<Result<Vec<_>>>()?;
-    Ok(SignaturePolicy { require: cfg.security.require_signatures, trusted: std::sync::Arc::new(trusted) })
+    Ok(SignaturePolicy {
+        require: cfg.security.require_signatures,
+        trusted: std::sync::Arc::new(trusted),
+        host_key: host_key::HostPublicKey::at(&cfg.plugins.runtime_dir),
+    })
+}
+
+/// What the operator can do about a refused signature.
+fn refusal_hint(reason: &str) -> &'static str {
+    if reason.contains("is not trusted") {
+        "if you trust its author, trust their public key first: `xcore keys trust AUTHOR.pub`"
+    } else if reason.contains("not signed") {
+        "ask its author to sign its sources (`xcore plugin sign`) and commit plugin.sig, \
+         or install it with security.require_signatures: none"
+    } else {
+        "the checkout is not what its author signed: review it (--stage keeps it) before trusting it"
+    }
 }
 
 /// Asks a running server to rescan (or unload a plugin); says what to do when none runs.

@@ -81,12 +81,13 @@ enum PluginCommand {
     /// Builds plugin crates with cargo and puts each library where its manifest's
     /// entry_point says (written to a temporary file, then renamed into place).
     Build(build::BuildArgs),
-    /// Signs a plugin folder: writes plugin.sig (SHA-256 of every file, RSA-PSS).
+    /// Signs a plugin folder: writes plugin.sig (RSA-PSS over the SHA-256 of its files). A
+    /// crate's sources are signed, its built library left out (a host builds and records it).
     Sign(security::SignArgs),
     /// Verifies a plugin folder's signature and prints the result per file.
     Verify(security::VerifyArgs),
-    /// Installs a plugin from git: clone, build, check its signature, move into place,
-    /// and ask a running server to load it.
+    /// Installs a plugin from git: clone, check its source signature, build it (--locked),
+    /// record the build, move into place, and ask a running server to load it.
     Add(install::AddArgs),
     /// Unloads a plugin from a running server and removes its folder.
     Rm(install::RmArgs),
@@ -132,6 +133,8 @@ struct DocgenArgs {
 enum KeysCommand {
     /// Generates an RSA key pair (3072 bits by default) as PEM files.
     Generate(security::KeygenArgs),
+    /// Trusts a public key: copies it into the trusted-keys folder and prints its fingerprint.
+    Trust(security::TrustArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +168,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Rm(args)) => install::rm(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::New(args)) => new_plugin(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
-        Command::Keys(KeysCommand::Generate(args)) => security::keygen(cli.config.as_deref(), args),
+        Command::Keys(KeysCommand::Generate(args)) => security::keygen(args),
+        Command::Keys(KeysCommand::Trust(args)) => security::trust(cli.config.as_deref(), args),
         Command::Docgen(args) => docgen(cli.config.as_deref(), args),
         Command::Logs(cmd) => logs::run(cmd),
         Command::Token(cmd) => token::run(cli.config.as_deref(), cmd),
@@ -191,6 +195,13 @@ fn new_plugin(path: Option<&std::path::Path>, args: NewArgs) -> Result<ExitCode>
     let files = xcore_host::template::render(&dest, &vars)?;
     println!("created {} ({} files)", dest.display(), files.len());
     println!("next: xcore plugin build {}   (then it loads with `xcore serve`)", args.name);
+    println!(
+        "to publish it: cargo generate-lockfile --manifest-path {0}/Cargo.toml; \
+         xcore plugin sign {0} --key keys/NAME.key (xcore keys generate makes one); commit plugin.sig \
+         with the sources. Hosts that trust your public key (xcore keys trust NAME.pub) install it \
+         with `xcore plugin add URL`; unsigned, it is refused under the default policy",
+        dest.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -114,7 +114,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.kill_grace = Duration::from_millis(cfg.sandbox.kill_grace_ms);
     reg_opts.sandbox_user = cfg.sandbox.resolve_user()?;
     reg_opts.sandbox_limits = (&cfg.sandbox).into();
-    reg_opts.signatures = signature_policy(&cfg.security)?;
+    reg_opts.signatures = signature_policy(&cfg.security, &cfg.plugins.runtime_dir)?;
     reg_opts.queue_timeout = Duration::from_millis(cfg.plugins.queue_timeout_ms);
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
@@ -231,8 +231,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the trusted keys; a key file that cannot be read stops the start.
-fn signature_policy(sec: &config::SecurityConfig) -> Result<SignaturePolicy> {
+/// Loads the trusted keys and the host key; a key file that cannot be read stops the start.
+fn signature_policy(sec: &config::SecurityConfig, runtime_dir: &std::path::Path) -> Result<SignaturePolicy> {
     let mut trusted = Vec::new();
     for file in sec.trusted_key_files() {
         let key = keys::load_public(&file).with_context(|| format!("trusted key {}", file.display()))?;
@@ -248,5 +248,14 @@ fn signature_policy(sec: &config::SecurityConfig) -> Result<SignaturePolicy> {
              create one with `xcore keys generate` and sign with `xcore plugin sign`"),
         _ => {}
     }
-    Ok(SignaturePolicy { require: sec.require_signatures, trusted: Arc::new(trusted) })
+    let host_key = xcore_host::security::host_key::HostPublicKey::at(runtime_dir);
+    match host_key.get() {
+        Ok(Some(k)) => {
+            log::info!(target: "xcore", "host key {} ({}): vouches for this host's build records only",
+            keys::fingerprint(k), host_key.path().display())
+        }
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("the host key: {e}"),
+    }
+    Ok(SignaturePolicy { require: sec.require_signatures, trusted: Arc::new(trusted), host_key })
 }

@@ -116,11 +116,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", d.path().join("sub/x.db").display());
         let r = migrate("t", &url, Op::Status).unwrap();
-        assert!(r.applied.is_empty() && r.pending.len() == 1, "{r:?}");
+        // The host tables, then plugin_state.library_sha256.
+        assert!(r.applied.is_empty() && r.pending.len() == 2, "{r:?}");
         let r = migrate("t", &url, Op::Run).unwrap();
-        assert_eq!((r.applied.len(), r.pending.len(), r.changed.len()), (1, 0, 1), "{r:?}");
+        assert_eq!((r.applied.len(), r.pending.len(), r.changed.len()), (2, 0, 2), "{r:?}");
         assert!(migrate("t", &url, Op::Run).unwrap().changed.is_empty(), "idempotent");
         let r = migrate("t", &url, Op::Revert).unwrap();
-        assert_eq!((r.applied.len(), r.pending.len()), (0, 1), "{r:?}");
+        assert_eq!((r.applied.len(), r.pending.len()), (1, 1), "{r:?}");
+        let r = migrate("t", &url, Op::Revert).unwrap();
+        assert_eq!((r.applied.len(), r.pending.len()), (0, 2), "{r:?}");
     }
 }

@@ -10,6 +10,7 @@ diesel::table! {
         signed_by -> Nullable<Text>,
         installed_at -> BigInt,
         updated_at -> BigInt,
+        library_sha256 -> Nullable<Text>,
     }
 }
 

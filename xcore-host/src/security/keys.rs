@@ -155,6 +155,19 @@ pub fn save_keypair(
     Ok((private_path, public_path))
 }
 
+/// Writes `key` as `dir/<name>.pub` (SPKI PEM, mode 0644; `dir` created if missing), never
+/// replacing an existing file. Returns the path.
+pub fn save_public(dir: &Path, name: &str, key: &RsaPublicKey) -> Result<PathBuf, SignError> {
+    check_key_name(name)?;
+    let path = dir.join(format!("{name}.pub"));
+    let pem = key
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| SignError::Encode { what: "public key", reason: e.to_string() })?;
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    write_new_file(&path, pem.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), SignError> {
     if dir.is_dir() {
         return Ok(());
@@ -322,6 +335,18 @@ mod tests {
         let before = fs::read(&private_path).unwrap();
         assert!(matches!(save_keypair(dir.path(), "j", key_a()), Err(SignError::Exists { .. })));
         assert_eq!(fs::read(&private_path).unwrap(), before);
+    }
+
+    #[test]
+    fn save_public_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = dir.path().join("trusted");
+        let public = key_a().to_public_key();
+        let path = save_public(&trusted, "alice", &public).unwrap();
+        assert_eq!(load_public(&path).unwrap(), public);
+        let err = save_public(&trusted, "alice", &public).unwrap_err();
+        assert!(matches!(err, SignError::Exists { .. }), "{err}");
+        assert!(matches!(save_public(&trusted, "../x", &public), Err(SignError::KeyName { .. })));
     }
 
     #[test]

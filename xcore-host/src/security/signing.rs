@@ -1,12 +1,23 @@
 //! Plugin signatures: `plugin.sig`, made with an RSA private key, checked against trusted
 //! public keys.
 //!
+//! # Two kinds of signature
+//!
+//! - A **signature of sources** (what `xcore plugin sign` makes for a crate, a folder with a
+//!   `Cargo.toml`): it covers every source file (plugin.yaml, Cargo.toml, Cargo.lock, src/,
+//!   migrations/, the rest of the folder) and names, in its `library` field, the built library it
+//!   leaves out. Such a library is accepted only with a build record of the host
+//!   ([`super::build_record`]): the host built it itself from exactly these verified sources.
+//! - A **signature of a folder** (`library` absent: a prebuilt plugin without `Cargo.toml`): it
+//!   covers every file, the library included, whose signed hash the loader checks.
+//!
 //! # What is covered
 //!
 //! Every regular file under the plugin folder, recursively, except:
-//! - `plugin.sig` itself and the folders `data/` (the plugin's runtime data), `target/` (cargo
-//!   output) and `.git/`; these four names are excluded **at the top level of the plugin folder
-//!   only**, so `src/data/table.rs` is signed;
+//! - the library named by `library` (a signature of sources);
+//! - `plugin.sig` itself, the host's build record `build.sig` and the folders `data/` (the
+//!   plugin's runtime data), `target/` (cargo output) and `.git/`; these five names are excluded
+//!   **at the top level of the plugin folder only**, so `src/data/table.rs` is signed;
 //! - build and cache leftovers at any depth: files named `*.tmp-build`, `*.tmp` or `.DS_Store`.
 //!
 //! Whatever is covered must be a regular file or a folder: a symbolic link, socket, FIFO or device
@@ -20,8 +31,8 @@
 //! # `plugin.sig`
 //!
 //! ```json
-//! {"format": 1, "plugin": "echo", "version": "0.1.0",
-//!  "files": {"libecho.so": "<sha256 hex>", "src/lib.rs": "<sha256 hex>"},
+//! {"format": 2, "plugin": "echo", "version": "0.1.0", "library": "libecho.so",
+//!  "files": {"Cargo.toml": "<sha256 hex>", "plugin.yaml": "<sha256 hex>", "src/lib.rs": "<sha256 hex>"},
 //!  "key": "sha256:<fingerprint>", "algorithm": "rsa-pss-sha256", "signature": "<base64>"}
 //! ```
 //!
@@ -29,17 +40,19 @@
 //! RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt) over this canonical text, not over the JSON:
 //!
 //! ```text
-//! xcore-plugin-signature v1
-//! format 1
+//! xcore-plugin-signature v2
+//! format 2
 //! algorithm rsa-pss-sha256
 //! plugin <name>
 //! version <version>
 //! key <fingerprint>
+//! library built-by-host <path>   (a signature of sources; else: library included)
 //! files <count>
 //! <sha256 hex>  <path>        (one line per file, sorted)
 //! ```
 //!
 //! Names, versions and paths may not contain control characters, so the text is unambiguous.
+//! Format 1 (before signatures of sources) is refused with a hint to sign again.
 //!
 //! # Verification order
 //!
@@ -72,12 +85,14 @@ use super::keys::{self, SignError};
 /// The signature file's name, at the top of the plugin folder.
 pub const SIGNATURE_FILE: &str = "plugin.sig";
 /// The `format` this module writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The only `algorithm` this module writes and accepts.
 pub const ALGORITHM: &str = "rsa-pss-sha256";
 
-const DOMAIN: &str = "xcore-plugin-signature v1";
-const EXCLUDED_TOP_LEVEL: [&str; 4] = [SIGNATURE_FILE, "data", "target", ".git"];
+const DOMAIN: &str = "xcore-plugin-signature v2";
+/// The host's build record, beside `plugin.sig` ([`super::build_record`]).
+pub const BUILD_RECORD_FILE: &str = "build.sig";
+const EXCLUDED_TOP_LEVEL: [&str; 5] = [SIGNATURE_FILE, BUILD_RECORD_FILE, "data", "target", ".git"];
 const MAX_SIG_FILE_BYTES: u64 = 16 << 20;
 
 /// The content of `plugin.sig`.
@@ -87,6 +102,10 @@ pub struct Signature {
     pub format: u32,
     pub plugin: String,
     pub version: String,
+    /// A signature of sources: the plugin's library (relative path), a build output left out
+    /// of `files` that the host builds itself. `None`: the library, if any, is in `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
     /// Relative path (`/` separators) → lowercase hex SHA-256 of the content.
     pub files: BTreeMap<String, String>,
     /// Fingerprint of the signing key ([`keys::fingerprint`]).
@@ -99,8 +118,12 @@ pub struct Signature {
 impl Signature {
     /// The exact bytes the RSA signature covers (everything but `signature`).
     pub fn signed_text(&self) -> Vec<u8> {
+        let library = match &self.library {
+            Some(path) => format!("built-by-host {path}"),
+            None => "included".into(),
+        };
         let mut text = format!(
-            "{DOMAIN}\nformat {}\nalgorithm {}\nplugin {}\nversion {}\nkey {}\nfiles {}\n",
+            "{DOMAIN}\nformat {}\nalgorithm {}\nplugin {}\nversion {}\nkey {}\nlibrary {library}\nfiles {}\n",
             self.format,
             self.algorithm,
             self.plugin,
@@ -108,14 +131,28 @@ impl Signature {
             self.key,
             self.files.len()
         );
-        for (path, hash) in &self.files {
-            text.push_str(hash);
-            text.push_str("  ");
-            text.push_str(path);
-            text.push('\n');
-        }
+        text.push_str(&file_lines(&self.files));
         text.into_bytes()
     }
+}
+
+/// `<sha256 hex>  <path>\n` per file, in path order.
+fn file_lines(files: &BTreeMap<String, String>) -> String {
+    let mut text = String::new();
+    for (path, hash) in files {
+        text.push_str(hash);
+        text.push_str("  ");
+        text.push_str(path);
+        text.push('\n');
+    }
+    text
+}
+
+/// The SHA-256 (hex) of a file list as it appears in the signed text: what a build record
+/// ([`super::build_record`]) names as the sources a library was built from.
+pub fn sources_digest(files: &BTreeMap<String, String>) -> String {
+    use sha2::Digest as _;
+    keys::hex(&Sha256::digest(file_lines(files).as_bytes()))
 }
 
 /// A successful verification.
@@ -128,6 +165,22 @@ pub struct Verified {
     /// The verified SHA-256 (hex) of every signed file, by relative path: the loader
     /// checks the library it maps against it.
     pub hashes: std::collections::BTreeMap<String, String>,
+    /// A signature of sources: the library it leaves out, which needs a build record.
+    pub library: Option<String>,
+    /// [`sources_digest`] of `hashes`.
+    pub sources_sha256: String,
+}
+
+impl Verified {
+    fn new(key_fingerprint: String, sig: &Signature) -> Self {
+        Verified {
+            key_fingerprint,
+            files: sig.files.len(),
+            hashes: sig.files.clone(),
+            library: sig.library.clone(),
+            sources_sha256: sources_digest(&sig.files),
+        }
+    }
 }
 
 /// Why a plugin failed verification. Per-file variants carry the plugin folder and the relative
@@ -250,8 +303,9 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Lists the covered files: (relative path, absolute path), sorted by relative path.
-fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TreeError> {
+/// Lists the covered files but `leave_out`: (relative path, absolute path), sorted by
+/// relative path.
+fn list_files(dir: &Path, leave_out: Option<&str>) -> Result<Vec<(String, PathBuf)>, TreeError> {
     let mut out = Vec::new();
     let mut pending = vec![(String::new(), dir.to_path_buf())];
     while let Some((prefix, folder)) = pending.pop() {
@@ -279,7 +333,9 @@ fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TreeError> {
             } else if kind.is_dir() {
                 pending.push((rel, path));
             } else if kind.is_file() {
-                out.push((rel, path));
+                if leave_out != Some(rel.as_str()) {
+                    out.push((rel, path));
+                }
             } else {
                 return Err(TreeError::Special { path });
             }
@@ -303,11 +359,24 @@ fn hash_file(path: &Path) -> Result<String, TreeError> {
     super::digest::sha256_file(path).map_err(io)
 }
 
+/// The SHA-256 (hex) of every covered file of `plugin_dir` but `leave_out`, by relative path.
+pub fn hash_tree(plugin_dir: &Path, leave_out: Option<&str>) -> Result<BTreeMap<String, String>, SignError> {
+    let mut files = BTreeMap::new();
+    for (rel, path) in list_files(plugin_dir, leave_out)? {
+        files.insert(rel, hash_file(&path)?);
+    }
+    Ok(files)
+}
+
 /// Hashes every covered file of `plugin_dir` and signs the result as plugin `name` `version`.
+///
+/// With `library` (a relative path), a signature of sources: that file is a build output, left
+/// out whether it exists or not, and only a host build record can vouch for it.
 pub fn sign(
     plugin_dir: &Path,
     name: &str,
     version: &str,
+    library: Option<&str>,
     key: &RsaPrivateKey,
 ) -> Result<Signature, SignError> {
     for (field, value) in [("name", name), ("version", version)] {
@@ -317,14 +386,21 @@ pub fn sign(
             reason,
         })?;
     }
-    let mut files = BTreeMap::new();
-    for (rel, path) in list_files(plugin_dir)? {
-        files.insert(rel, hash_file(&path)?);
+    if let Some(lib) = library {
+        if !is_covered(lib) {
+            return Err(SignError::InvalidField {
+                field: "entry_point",
+                value: lib.to_owned(),
+                reason: "it is not a path a signature can name (not under target/, data/ or .git/)".into(),
+            });
+        }
     }
+    let files = hash_tree(plugin_dir, library)?;
     let mut sig = Signature {
         format: FORMAT,
         plugin: name.to_owned(),
         version: version.to_owned(),
+        library: library.map(str::to_owned),
         files,
         key: keys::fingerprint(&key.to_public_key()),
         algorithm: ALGORITHM.to_owned(),
@@ -333,6 +409,41 @@ pub fn sign(
     let raw = key.pss_sign::<Sha256>(&sig.signed_text()).map_err(SignError::Sign)?;
     sig.signature = base64::engine::general_purpose::STANDARD.encode(raw);
     Ok(sig)
+}
+
+/// Removes from `plugin_dir` what no signature covers and a build must not see: the top-level
+/// `build.sig`, `data/`, `target/` and `.git/`, build leftovers (`*.tmp`, `*.tmp-build`,
+/// `.DS_Store`) at any depth and, with `library`, that file. Links are removed, never followed.
+/// `plugin.sig` stays. Returns the relative paths removed, sorted.
+pub fn remove_uncovered(plugin_dir: &Path, library: Option<&str>) -> io::Result<Vec<String>> {
+    fn remove(path: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        }
+    }
+    let mut removed = Vec::new();
+    let mut pending = vec![(String::new(), plugin_dir.to_path_buf())];
+    while let Some((prefix, folder)) = pending.pop() {
+        for entry in fs::read_dir(&folder)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let kind = entry.file_type()?;
+            let top_excluded =
+                prefix.is_empty() && name != SIGNATURE_FILE && EXCLUDED_TOP_LEVEL.contains(&name.as_str());
+            if top_excluded || (!kind.is_dir() && is_leftover(&name)) || library == Some(rel.as_str()) {
+                remove(&entry.path())?;
+                removed.push(rel);
+            } else if kind.is_dir() {
+                pending.push((rel, entry.path()));
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Writes `sig` as `plugin_dir/plugin.sig` (pretty JSON) through a temporary file and a rename,
@@ -397,7 +508,9 @@ pub fn parse_signature(file: &Path, text: &str) -> Result<(Signature, Vec<u8>), 
     match value.get("format") {
         Some(v) if v.as_u64() == Some(u64::from(FORMAT)) => {}
         Some(v) => {
-            return Err(malformed(format!("unsupported format {v} (this host reads format {FORMAT})")))
+            return Err(malformed(format!(
+                "unsupported format {v} (this host reads format {FORMAT}); sign the plugin again with `xcore plugin sign`"
+            )))
         }
         None => return Err(malformed("missing field `format`".into())),
     }
@@ -407,6 +520,14 @@ pub fn parse_signature(file: &Path, text: &str) -> Result<(Signature, Vec<u8>), 
     }
     for (field, value) in [("plugin", &sig.plugin), ("version", &sig.version), ("key", &sig.key)] {
         check_text(value).map_err(|reason| malformed(format!("field `{field}`: {reason}")))?;
+    }
+    if let Some(lib) = &sig.library {
+        if !is_covered(lib) {
+            return Err(malformed(format!("library {lib:?} is not a path a signature can name")));
+        }
+        if sig.files.contains_key(lib) {
+            return Err(malformed(format!("library {lib:?} is both left out and listed in `files`")));
+        }
     }
     for (path, hash) in &sig.files {
         check_rel_path(path).map_err(|reason| malformed(format!("file {path:?}: {reason}")))?;
@@ -463,9 +584,10 @@ fn check_header(
 fn compare(
     dir: &Path,
     signed: &BTreeMap<String, String>,
+    leave_out: Option<&str>,
     stop_early: bool,
 ) -> (Vec<FileReport>, Option<VerifyError>) {
-    let listing = match list_files(dir) {
+    let listing = match list_files(dir, leave_out) {
         Ok(listing) => listing,
         Err(e) => return (Vec::new(), Some(e.into())),
     };
@@ -528,10 +650,10 @@ pub fn verify(
 ) -> Result<Verified, VerifyError> {
     let (sig, _, header) = check_header(plugin_dir, name, version, trusted);
     let key_fingerprint = header?;
-    let signed = sig.map(|s| s.files).unwrap_or_default();
-    match compare(plugin_dir, &signed, true) {
+    let Some(sig) = sig else { return Err(VerifyError::Unsigned { dir: plugin_dir.into() }) };
+    match compare(plugin_dir, &sig.files, sig.library.as_deref(), true) {
         (_, Some(e)) => Err(e),
-        (_, None) => Ok(Verified { key_fingerprint, files: signed.len(), hashes: signed }),
+        (_, None) => Ok(Verified::new(key_fingerprint, &sig)),
     }
 }
 
@@ -586,6 +708,8 @@ pub struct Report {
     pub dir: PathBuf,
     /// Plugin name and version as written in `plugin.sig`, if it could be read.
     pub signed_for: Option<(String, String)>,
+    /// A signature of sources: the library it leaves out.
+    pub library: Option<String>,
     pub key: KeyCheck,
     /// Union of signed and present files, sorted by path. Empty when `plugin.sig` is missing or
     /// malformed, or when the folder could not be listed (a link, say: see `result`). When the
@@ -607,16 +731,28 @@ pub fn verify_report(plugin_dir: &Path, name: &str, version: &str, trusted: &[Rs
     let (sig, key, header) = check_header(plugin_dir, name, version, trusted);
     let Some(sig) = sig else {
         let result = Err(header.err().unwrap_or_else(|| VerifyError::Unsigned { dir: plugin_dir.into() }));
-        return Report { dir: plugin_dir.into(), signed_for: None, key, files: Vec::new(), result };
+        return Report {
+            dir: plugin_dir.into(),
+            signed_for: None,
+            library: None,
+            key,
+            files: Vec::new(),
+            result,
+        };
     };
-    let (files, file_error) = compare(plugin_dir, &sig.files, false);
+    let (files, file_error) = compare(plugin_dir, &sig.files, sig.library.as_deref(), false);
     let result = match (header, file_error) {
         (Err(e), _) | (Ok(_), Some(e)) => Err(e),
-        (Ok(key_fingerprint), None) => {
-            Ok(Verified { key_fingerprint, files: sig.files.len(), hashes: sig.files.clone() })
-        }
+        (Ok(key_fingerprint), None) => Ok(Verified::new(key_fingerprint, &sig)),
     };
-    Report { dir: plugin_dir.into(), signed_for: Some((sig.plugin, sig.version)), key, files, result }
+    Report {
+        dir: plugin_dir.into(),
+        signed_for: Some((sig.plugin, sig.version)),
+        library: sig.library,
+        key,
+        files,
+        result,
+    }
 }
 
 #[cfg(test)]
@@ -652,7 +788,7 @@ mod tests {
 
     fn signed_plugin() -> tempfile::TempDir {
         let dir = plugin();
-        let sig = sign(dir.path(), NAME, VERSION, key_a()).unwrap();
+        let sig = sign(dir.path(), NAME, VERSION, None, key_a()).unwrap();
         write_signature(dir.path(), &sig).unwrap();
         dir
     }
@@ -677,7 +813,8 @@ mod tests {
 
         let sig: Signature =
             serde_json::from_str(&fs::read_to_string(dir.path().join(SIGNATURE_FILE)).unwrap()).unwrap();
-        assert_eq!(sig.format, 1);
+        assert_eq!(sig.format, 2);
+        assert_eq!(sig.library, None);
         assert_eq!(sig.algorithm, ALGORITHM);
         assert_eq!((sig.plugin.as_str(), sig.version.as_str()), (NAME, VERSION));
         let paths: Vec<_> = sig.files.keys().map(String::as_str).collect();
@@ -704,7 +841,7 @@ mod tests {
         let dir = signed_plugin();
         fs::write(dir.path().join("src/lib.rs"), "pub fn g() {}\n").unwrap();
         assert!(matches!(check(dir.path()), Err(VerifyError::Changed { .. })));
-        let sig = sign(dir.path(), NAME, VERSION, key_a()).unwrap();
+        let sig = sign(dir.path(), NAME, VERSION, None, key_a()).unwrap();
         write_signature(dir.path(), &sig).unwrap();
         check(dir.path()).unwrap();
     }
@@ -794,14 +931,14 @@ mod tests {
     #[test]
     fn signature_for_another_plugin_or_version() {
         let dir = plugin();
-        write_signature(dir.path(), &sign(dir.path(), "other", VERSION, key_a()).unwrap()).unwrap();
+        write_signature(dir.path(), &sign(dir.path(), "other", VERSION, None, key_a()).unwrap()).unwrap();
         let err = check(dir.path()).unwrap_err();
         assert!(
             matches!(&err, VerifyError::WrongPlugin { found_name, expected_name, .. }
                 if found_name == "other" && expected_name == NAME),
             "{err}"
         );
-        write_signature(dir.path(), &sign(dir.path(), NAME, "0.0.9", key_a()).unwrap()).unwrap();
+        write_signature(dir.path(), &sign(dir.path(), NAME, "0.0.9", None, key_a()).unwrap()).unwrap();
         let err = check(dir.path()).unwrap_err();
         assert!(
             matches!(&err, VerifyError::WrongPlugin { found_version, .. } if found_version == "0.0.9"),
@@ -907,12 +1044,12 @@ mod tests {
         let dir = plugin();
         let link = dir.path().join("src/link.rs");
         std::os::unix::fs::symlink("lib.rs", &link).unwrap();
-        let err = sign(dir.path(), NAME, VERSION, key_a()).unwrap_err();
+        let err = sign(dir.path(), NAME, VERSION, None, key_a()).unwrap_err();
         assert!(matches!(&err, SignError::Symlink { path } if *path == link), "{err}");
         assert!(err.to_string().contains("src/link.rs"), "{err}");
 
         fs::remove_file(&link).unwrap();
-        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, key_a()).unwrap()).unwrap();
+        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, None, key_a()).unwrap()).unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
         let err = check(dir.path()).unwrap_err();
         assert!(matches!(&err, VerifyError::Symlink { path } if path.ends_with("etc")), "{err}");
@@ -938,10 +1075,13 @@ mod tests {
         let err = check(dir.path()).unwrap_err();
         assert!(matches!(&err, VerifyError::Malformed { file, .. } if *file == sig_path), "{err}");
 
-        let good = sign(dir.path(), NAME, VERSION, key_a()).unwrap();
+        let good = sign(dir.path(), NAME, VERSION, None, key_a()).unwrap();
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-        let cases: [(&str, Edit); 7] = [
-            ("format", Box::new(|v| v["format"] = 2.into())),
+        let cases: [(&str, Edit); 10] = [
+            ("format", Box::new(|v| v["format"] = 3.into())),
+            ("format 1", Box::new(|v| v["format"] = 1.into())),
+            ("library excluded", Box::new(|v| v["library"] = "target/libx.so".into())),
+            ("library listed", Box::new(|v| v["library"] = "libx.so".into())),
             ("algorithm", Box::new(|v| v["algorithm"] = "hmac-sha256".into())),
             ("unknown field", Box::new(|v| v["mode"] = "trusted".into())),
             ("base64", Box::new(|v| v["signature"] = "***".into())),
@@ -961,11 +1101,69 @@ mod tests {
     fn names_that_would_break_the_signed_text_are_refused() {
         let dir = plugin();
         assert!(matches!(
-            sign(dir.path(), "x\nversion 9", VERSION, key_a()),
+            sign(dir.path(), "x\nversion 9", VERSION, None, key_a()),
             Err(SignError::InvalidField { field: "name", .. })
         ));
-        assert!(matches!(sign(dir.path(), NAME, "", key_a()), Err(SignError::InvalidField { .. })));
+        assert!(matches!(sign(dir.path(), NAME, "", None, key_a()), Err(SignError::InvalidField { .. })));
         fs::write(dir.path().join("src/a\nb"), "").unwrap();
-        assert!(matches!(sign(dir.path(), NAME, VERSION, key_a()), Err(SignError::UnsupportedPath { .. })));
+        assert!(matches!(
+            sign(dir.path(), NAME, VERSION, None, key_a()),
+            Err(SignError::UnsupportedPath { .. })
+        ));
+    }
+
+    /// A signature of sources leaves the library out: rebuilding it (or its absence) does not
+    /// matter to the signature, every other file still does, and the library's path is signed.
+    #[test]
+    fn a_signature_of_sources_leaves_the_library_out() {
+        let dir = plugin();
+        let sig = sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap();
+        assert_eq!(sig.library.as_deref(), Some("libx.so"));
+        assert!(!sig.files.contains_key("libx.so"));
+        assert_eq!(sig.files.len(), 3);
+        write_signature(dir.path(), &sig).unwrap();
+        let v = check(dir.path()).unwrap();
+        assert_eq!(v.library.as_deref(), Some("libx.so"));
+        assert_eq!(v.sources_sha256, sources_digest(&hash_tree(dir.path(), Some("libx.so")).unwrap()));
+        fs::write(dir.path().join("libx.so"), "rebuilt").unwrap();
+        check(dir.path()).unwrap();
+        fs::remove_file(dir.path().join("libx.so")).unwrap();
+        check(dir.path()).unwrap();
+        fs::write(dir.path().join("src/lib.rs"), "pub fn evil() {}\n").unwrap();
+        assert!(matches!(check(dir.path()), Err(VerifyError::Changed { path, .. }) if path == "src/lib.rs"));
+        // The left-out path is signed: pointing it at a source file is BadSignature.
+        let dir = plugin();
+        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap())
+            .unwrap();
+        edit_sig(dir.path(), |v| v["library"] = "src/data/table.rs".into());
+        edit_sig(dir.path(), |v| {
+            v["files"].as_object_mut().unwrap().remove("src/data/table.rs");
+        });
+        assert!(matches!(check(dir.path()), Err(VerifyError::BadSignature { .. })));
+        // So is dropping it (the signature claims to cover the library then).
+        let dir = plugin();
+        write_signature(dir.path(), &sign(dir.path(), NAME, VERSION, Some("libx.so"), key_a()).unwrap())
+            .unwrap();
+        edit_sig(dir.path(), |v| {
+            v.as_object_mut().unwrap().remove("library");
+        });
+        assert!(matches!(check(dir.path()), Err(VerifyError::BadSignature { .. })));
+        // A library under target/ cannot be named.
+        assert!(matches!(
+            sign(dir.path(), NAME, VERSION, Some("target/libx.so"), key_a()),
+            Err(SignError::InvalidField { .. })
+        ));
+    }
+
+    #[test]
+    fn remove_uncovered_clears_what_no_signature_covers() {
+        let dir = signed_plugin();
+        let p = dir.path();
+        fs::write(p.join("build.sig"), "{}").unwrap();
+        fs::write(p.join("src/old.tmp"), "x").unwrap();
+        let removed = remove_uncovered(p, Some("libx.so")).unwrap();
+        assert_eq!(removed, [".git", "build.sig", "data", "libx.so", "src/old.tmp", "target"]);
+        assert!(p.join(SIGNATURE_FILE).is_file() && p.join("src/data/table.rs").is_file());
+        assert_eq!(remove_uncovered(p, Some("libx.so")).unwrap(), Vec::<String>::new());
     }
 }

@@ -28,6 +28,9 @@ pub struct PluginRecord {
     pub installed_at: i64,
     /// Last change (Unix ms).
     pub updated_at: i64,
+    /// SHA-256 of the library this host built for it from verified sources
+    /// (`xcore plugin add`); its build record `build.sig` carries the same, signed.
+    pub library_sha256: Option<String>,
 }
 
 impl PluginRecord {
@@ -82,12 +85,19 @@ impl Store {
         })
     }
 
-    /// Records where `name` was installed from (`xcore plugin add`); `version` and
-    /// `mode` fill a first record.
-    pub fn record_source(&self, name: &str, version: &str, mode: &str, source: &str) -> Result<(), DbError> {
+    /// Records where `name` was installed from (`xcore plugin add`) and the SHA-256 of the
+    /// library this host built from it; `version` and `mode` fill a first record.
+    pub fn record_source(
+        &self,
+        name: &str,
+        version: &str,
+        mode: &str,
+        source: &str,
+        library_sha256: Option<&str>,
+    ) -> Result<(), DbError> {
         self.update_record(name, version, mode, |conn, now| {
             with_conn!(conn, c => diesel::update(ps::plugin_state.find(name))
-                .set((ps::source.eq(source), ps::updated_at.eq(now)))
+                .set((ps::source.eq(source), ps::library_sha256.eq(library_sha256), ps::updated_at.eq(now)))
                 .execute(c))
         })
     }
@@ -129,11 +139,10 @@ mod tests {
         assert_eq!(s.disabled_plugins().unwrap(), ["echo"]);
         let r = &s.plugin_records().unwrap()[0];
         assert_eq!((r.version.as_str(), r.enabled, r.signed_by.as_deref()), ("0.2.0", false, Some("ab12")));
-        s.record_source("echo", "", "", "https://example.org/echo.git@abc123").unwrap();
-        assert_eq!(
-            s.plugin_records().unwrap()[0].source.as_deref(),
-            Some("https://example.org/echo.git@abc123")
-        );
+        s.record_source("echo", "", "", "https://example.org/echo.git@abc123", Some("ab12")).unwrap();
+        let r = &s.plugin_records().unwrap()[0];
+        assert_eq!(r.source.as_deref(), Some("https://example.org/echo.git@abc123"));
+        assert_eq!(r.library_sha256.as_deref(), Some("ab12"));
         s.set_enabled("never-loaded", false, "", "").unwrap();
         s.set_enabled("echo", true, "", "").unwrap();
         assert_eq!(s.disabled_plugins().unwrap(), ["never-loaded"]);

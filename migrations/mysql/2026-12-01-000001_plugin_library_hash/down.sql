@@ -1,0 +1,1 @@
+ALTER TABLE plugin_state DROP COLUMN library_sha256;
