@@ -167,6 +167,12 @@ pub fn sqlite_adopt(host: &Database, plugin: &str, plugin_file: &std::path::Path
             .into_iter()
             .filter(|t| !HOST_TABLES.contains(&t.as_str()) && owner_of(t, &recorded) == Some(plugin))
             .collect();
+    if let Some(parent) = plugin_file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DbError::Migration {
+            name: host.name().into(),
+            reason: format!("creating {}: {e}", parent.display()),
+        })?;
+    }
     let file = plugin_file.to_string_lossy().into_owned();
     // One transaction over both files: the host's file attached to the plugin's.
     c.batch_execute(&format!("ATTACH DATABASE {} AS ns", literal(&file))).map_err(fail)?;

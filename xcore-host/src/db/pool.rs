@@ -370,8 +370,20 @@ impl Databases {
     }
 
     /// Closes `plugin`'s pools (when it unloads); calls still running keep theirs.
+    /// Callable from async code: a PostgreSQL or MySQL connection owns a small runtime,
+    /// which must not be dropped inside another, so the pools are dropped on a thread
+    /// of their own.
     pub fn release_plugin(&self, plugin: &str) {
-        self.plugin_pools.lock().retain(|(p, _), _| p != plugin);
+        let mut removed = Vec::new();
+        self.plugin_pools.lock().retain(|(p, _), db| {
+            if p == plugin {
+                removed.push(db.clone());
+            }
+            p != plugin
+        });
+        if !removed.is_empty() {
+            std::thread::spawn(move || drop(removed));
+        }
     }
 
     /// How many plugin pools are open.
