@@ -83,7 +83,12 @@ fn db_name(db: &Option<TempDatabase>) -> String {
 /// reached on each back-end, each with what its refusal must name: the bare name, and
 /// SQLite's schema `main`, PostgreSQL's schemas (the refusal names the schema), the MySQL
 /// databases.
-fn qualified(backend: Backend, db: &Option<TempDatabase>, table: &str, owner: Option<&str>) -> Vec<(String, String)> {
+fn qualified(
+    backend: Backend,
+    db: &Option<TempDatabase>,
+    table: &str,
+    owner: Option<&str>,
+) -> Vec<(String, String)> {
     let mut names = vec![(table.to_string(), table.to_string())];
     match backend {
         Backend::Sqlite => names.push((format!("main.{table}"), table.to_string())),
@@ -105,39 +110,8 @@ fn qualified(backend: Backend, db: &Option<TempDatabase>, table: &str, owner: Op
     names
 }
 
-/// Drops what a server keeps beside the test's database (dropped by [`TempDatabase`]):
-/// the plugins' MySQL databases and users, their PostgreSQL roles.
-struct Cleanup<'a>(&'a Option<TempDatabase>, Backend);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let Some(db) = self.0 else { return };
-        let name = db_name(self.0);
-        for plugin in ["bookmarks", "hostile", "victim", "reader"] {
-            let sql = match self.1 {
-                Backend::Mysql => {
-                    let id = xcore_host::db::namespace::server_ident(&name, plugin, 32);
-                    format!("DROP DATABASE IF EXISTS `{id}`; DROP USER IF EXISTS '{id}'@'%'; DROP USER IF EXISTS '{id}'@'localhost'")
-                }
-                _ => {
-                    let id = xcore_host::db::namespace::server_ident(&name, plugin, 63);
-                    format!(
-                        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{id}') THEN \
-                         EXECUTE 'DROP OWNED BY \"{id}\"'; EXECUTE 'DROP ROLE \"{id}\"'; END IF; END $$"
-                    )
-                }
-            };
-            // Never panic here: this may run while a failed assertion unwinds.
-            if let Err(e) = try_batch(&db.url, self.1, &sql) {
-                eprintln!("cleaning up plugin '{plugin}''s namespace: {e}");
-            }
-        }
-    }
-}
-
 /// Every check that holds on every back-end.
 fn isolation(backend: Backend, db: Option<TempDatabase>) {
-    let _cleanup = Cleanup(&db, backend);
     let s = start(&db);
 
     // The plugin's own namespace works (so a refusal below is not "everything fails").
@@ -168,7 +142,10 @@ fn isolation(backend: Backend, db: Option<TempDatabase>) {
     assert_eq!(audit_count(&s), before, "the audit log is intact");
 
     // Another plugin's table.
-    ok(exec(&s, "victim", "CREATE TABLE victim_items (id INTEGER PRIMARY KEY, v VARCHAR(20))"), "victim table");
+    ok(
+        exec(&s, "victim", "CREATE TABLE victim_items (id INTEGER PRIMARY KEY, v VARCHAR(20))"),
+        "victim table",
+    );
     ok(exec(&s, "victim", "INSERT INTO victim_items (id, v) VALUES (1, 'mine')"), "victim insert");
     for (t, named) in qualified(backend, &db, "victim_items", Some("victim")) {
         assert_refused(&query(&s, "hostile", &format!("SELECT * FROM {t}")), &[&named], &t);
@@ -189,8 +166,14 @@ fn isolation(backend: Backend, db: Option<TempDatabase>) {
         assert_refused(&r, &["PRAGMA query_only"], setting);
     }
     for i in 0..20 {
-        ok(s.call("victim", "kv_set", &json!({ "key": format!("k{i}"), "value": i }).to_string()), "kv write");
-        ok(exec(&s, "victim", &format!("INSERT INTO victim_items (id, v) VALUES ({}, 'w')", i + 2)), "sql write");
+        ok(
+            s.call("victim", "kv_set", &json!({ "key": format!("k{i}"), "value": i }).to_string()),
+            "kv write",
+        );
+        ok(
+            exec(&s, "victim", &format!("INSERT INTO victim_items (id, v) VALUES ({}, 'w')", i + 2)),
+            "sql write",
+        );
     }
     let rows = ok(query(&s, "victim", "SELECT COUNT(*) AS n FROM victim_items"), "count");
     assert_eq!(rows["rows"][0]["n"], json!(21), "20 of 20 writes of the other plugin landed");
@@ -246,14 +229,21 @@ fn sqlite_escapes_are_refused() {
     assert_eq!(r["rows"][0]["query_only"], json!(0), "query_only is off: {r}");
 
     // Temporary objects and open transactions would outlive the call.
-    let r = exec(&s, "hostile", "CREATE TEMP TRIGGER t AFTER INSERT ON hostile_t BEGIN DELETE FROM hostile_t; END");
+    let r = exec(
+        &s,
+        "hostile",
+        "CREATE TEMP TRIGGER t AFTER INSERT ON hostile_t BEGIN DELETE FROM hostile_t; END",
+    );
     assert_refused(&r, &["temporary"], "temp trigger");
     assert_refused(&exec(&s, "hostile", "CREATE TEMP TABLE x (id INTEGER)"), &["temporary"], "temp table");
     assert_refused(&exec(&s, "hostile", "BEGIN"), &["transaction"], "BEGIN");
 
     // Every connection of the plugin's pool still writes (4 connections, 20 writes).
     for i in 0..20 {
-        ok(exec(&s, "hostile", &format!("INSERT INTO hostile_t (id) VALUES ({i})")), "write after the attempts");
+        ok(
+            exec(&s, "hostile", &format!("INSERT INTO hostile_t (id) VALUES ({i})")),
+            "write after the attempts",
+        );
     }
     let rows = ok(query(&s, "hostile", "SELECT COUNT(*) AS n FROM hostile_t"), "count");
     assert_eq!(rows["rows"][0]["n"], json!(20));
@@ -263,6 +253,34 @@ fn sqlite_escapes_are_refused() {
     assert!(data.join("plugins/hostile.db").is_file() && data.join("xcore.db").is_file());
     let metrics = s.get("/metrics").body;
     assert!(metrics.contains("xcore_db_plugin_pools "), "{metrics}");
+}
+
+/// Another SQLite database the operator granted: the plugin reaches all of it, still
+/// under the authorizer.
+#[test]
+fn sqlite_operator_databases_are_whole_but_guarded() {
+    let s = Server::start_with(
+        &[sql_plugin("hostile", r#"[kv, "db:default", "db:reports"]"#)],
+        "databases:\n  default:\n    url: sqlite://data/xcore.db\n  reports:\n    url: sqlite://data/reports.db\n",
+    );
+    s.wait_state("hostile", "ready", Duration::from_secs(30));
+    let run = |action: &str, sql: &str| {
+        s.call("hostile", action, &json!({ "database": "reports", "sql": sql }).to_string())
+    };
+    ok(run("sql_execute", "CREATE TABLE shared_totals (n INTEGER)"), "any table name on reports");
+    ok(run("sql_execute", "INSERT INTO shared_totals VALUES (7)"), "insert");
+    assert_eq!(ok(run("sql_query", "SELECT n FROM shared_totals"), "select")["rows"], json!([{ "n": 7 }]));
+    let attached = s.dir.path().join("attached.db");
+    let attach = format!("ATTACH DATABASE '{}' AS a", attached.display());
+    assert_refused(&run("sql_execute", &attach), &["ATTACH"], "ATTACH on reports");
+    assert!(!attached.exists());
+    assert_refused(
+        &run("sql_execute", "PRAGMA query_only = ON"),
+        &["PRAGMA query_only"],
+        "pragma on reports",
+    );
+    // The host's tables are not on reports, and `default` is still the namespace.
+    assert_refused(&exec(&s, "hostile", "DELETE FROM audit_log"), &["audit_log"], "audit_log");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,7 +338,7 @@ fn old_layout(dir: &Path, url: &str, backend: Backend) {
         for t in xcore_host::db::namespace::HOST_TABLES {
             sql.push_str(&format!("ALTER TABLE xcore.{t} SET SCHEMA public;"));
         }
-        sql.push_str("DROP SCHEMA xcore;");
+        sql.push_str("DROP SCHEMA xcore CASCADE;");
     }
     sql.push_str(up.trim().trim_end_matches(';'));
     sql.push_str(&format!(
@@ -371,7 +389,6 @@ fn bookmark_urls(s: &Server) -> Vec<String> {
 /// The bookmarks example's data of the former layout survives the upgrade: moved into
 /// its namespace on first start, still there (and not moved twice) on the next.
 fn upgrade(backend: Backend, db: Option<TempDatabase>) {
-    let _cleanup = Cleanup(&db, backend);
     let env: Vec<(&str, &str)> = db.iter().map(|d| ("DATABASE_URL", d.url.as_str())).collect();
     let url = db.as_ref().map(|d| d.url.clone());
     let mut s = Server::start_custom(

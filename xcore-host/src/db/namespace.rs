@@ -34,8 +34,17 @@ use super::pool::{MysqlConn, PgConn};
 use super::{mask_url, Backend, Database, DatabaseConfig, DbError};
 
 /// The host's tables (and diesel's record of the host's migrations).
-pub const HOST_TABLES: &[&str] =
-    &["__diesel_schema_migrations", "plugin_state", "plugin_kv", "job_runs", "audit_log", "plugin_migrations"];
+pub const HOST_TABLES: &[&str] = &[
+    "__diesel_schema_migrations",
+    "plugin_state",
+    "plugin_kv",
+    "job_runs",
+    "audit_log",
+    "plugin_migrations",
+];
+
+/// The columns of the host's table `host_secrets` (PostgreSQL and MySQL).
+const HOST_SECRETS_COLUMNS: &str = "name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(128) NOT NULL";
 
 /// The PostgreSQL schema of the host's tables.
 pub const PG_HOST_SCHEMA: &str = "xcore";
@@ -73,13 +82,19 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 /// `host_db`: `xc<8 hex of sha256(host_db)>_<plugin>`, at most `max` bytes (a longer
 /// plugin name is replaced by a hash of it).
 pub fn server_ident(host_db: &str, plugin: &str, max: usize) -> String {
-    let tag = &hex(&sha256(host_db.as_bytes()))[..8];
-    let name = format!("xc{tag}_{}", plugin.replace('-', "_"));
+    let tag = server_tag(host_db);
+    let name = format!("{tag}{}", plugin.replace('-', "_"));
     if name.len() <= max {
         name
     } else {
-        format!("xc{tag}_{}", &hex(&sha256(plugin.as_bytes()))[..max.saturating_sub(11).min(64)])
+        format!("{tag}{}", &hex(&sha256(plugin.as_bytes()))[..max.saturating_sub(11).min(64)])
     }
+}
+
+/// What every server-wide name of the installation on `host_db` starts with:
+/// `xc<8 hex>_`.
+pub fn server_tag(host_db: &str) -> String {
+    format!("xc{}_", &hex(&sha256(host_db.as_bytes()))[..8])
 }
 
 /// The PostgreSQL schema of `plugin`'s namespace: `xcore_p_<plugin>`.
@@ -157,16 +172,15 @@ pub fn sqlite_adopt(host: &Database, plugin: &str, plugin_file: &std::path::Path
     if !recorded.iter().any(|p| p == plugin) {
         return Ok(0);
     }
-    let tables: Vec<String> =
-        names(
-            c,
-            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' \
+    let tables: Vec<String> = names(
+        c,
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' \
              ORDER BY type = 'view', name",
-        )
-            .map_err(fail)?
-            .into_iter()
-            .filter(|t| !HOST_TABLES.contains(&t.as_str()) && owner_of(t, &recorded) == Some(plugin))
-            .collect();
+    )
+    .map_err(fail)?
+    .into_iter()
+    .filter(|t| !HOST_TABLES.contains(&t.as_str()) && owner_of(t, &recorded) == Some(plugin))
+    .collect();
     if let Some(parent) = plugin_file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DbError::Migration {
             name: host.name().into(),
@@ -279,11 +293,12 @@ where
             "INSERT INTO host_secrets (name, value) VALUES ('plugin_passwords', {}) ON CONFLICT DO NOTHING",
             literal(&fresh)
         ),
-        _ => format!("INSERT IGNORE INTO host_secrets (name, value) VALUES ('plugin_passwords', {})", literal(&fresh)),
+        _ => format!(
+            "INSERT IGNORE INTO host_secrets (name, value) VALUES ('plugin_passwords', {})",
+            literal(&fresh)
+        ),
     };
-    c.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS host_secrets (name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(128) NOT NULL); {insert}"
-    ))?;
+    c.batch_execute(&format!("CREATE TABLE IF NOT EXISTS host_secrets ({HOST_SECRETS_COLUMNS}); {insert}"))?;
     let found = names(c, "SELECT value AS name FROM host_secrets WHERE name = 'plugin_passwords'")?;
     found.into_iter().next().ok_or(diesel::result::Error::NotFound)
 }
@@ -318,6 +333,7 @@ pub fn pg_prepare_host(c: &mut PgConn) -> QueryResult<()> {
         "CREATE SCHEMA IF NOT EXISTS {PG_HOST_SCHEMA};
          REVOKE ALL ON SCHEMA {PG_HOST_SCHEMA} FROM PUBLIC;
          REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         CREATE TABLE IF NOT EXISTS {PG_HOST_SCHEMA}.host_secrets ({HOST_SECRETS_COLUMNS});
          DO $$ DECLARE t text; BEGIN
            IF to_regclass('public.__diesel_schema_migrations') IS NOT NULL
               AND to_regclass('{PG_HOST_SCHEMA}.__diesel_schema_migrations') IS NULL THEN
@@ -351,13 +367,15 @@ fn pg_provision(c: &mut PgConn, plugin: &str, url: &str) -> QueryResult<String> 
         d = quote_pg(&db),
     ))?;
     // The former layout: this plugin's tables in `public`, its records in the host's.
-    let recorded = names(c, &format!("SELECT DISTINCT plugin AS name FROM {PG_HOST_SCHEMA}.plugin_migrations"))
-        .unwrap_or_default();
+    let recorded =
+        names(c, &format!("SELECT DISTINCT plugin AS name FROM {PG_HOST_SCHEMA}.plugin_migrations"))
+            .unwrap_or_default();
     if recorded.iter().any(|p| p == plugin) {
-        let tables: Vec<String> = names(c, "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = 'public'")?
-            .into_iter()
-            .filter(|t| !HOST_TABLES.contains(&t.as_str()) && owner_of(t, &recorded) == Some(plugin))
-            .collect();
+        let tables: Vec<String> =
+            names(c, "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = 'public'")?
+                .into_iter()
+                .filter(|t| !HOST_TABLES.contains(&t.as_str()) && owner_of(t, &recorded) == Some(plugin))
+                .collect();
         c.transaction(|c| {
             for t in &tables {
                 let q = quote_pg(t);
@@ -445,14 +463,24 @@ pub(crate) fn connect_plugin(
         reason: format!("preparing plugin '{plugin}''s namespace: {e}"),
     };
     let mut conn = host.conn()?;
-    let url = match &mut conn {
-        crate::db::Conn::Postgres(c) => pg_provision(c, plugin, &cfg.url).map_err(fail)?,
-        crate::db::Conn::Mysql(c) => mysql_provision(c, plugin, &cfg.url).map_err(fail)?,
-        crate::db::Conn::Sqlite(_) => {
-            return Err(DbError::Unknown(format!("{name} (an SQLite database has no server namespace)")))
+    let mut provision = || match &mut conn {
+        crate::db::Conn::Postgres(c) => pg_provision(c, plugin, &cfg.url).map(Some),
+        crate::db::Conn::Mysql(c) => mysql_provision(c, plugin, &cfg.url).map(Some),
+        crate::db::Conn::Sqlite(_) => Ok(None),
+    };
+    // Two hosts (or two loads) making the same objects at once can collide in the
+    // server's catalog (a unique violation on CREATE ... IF NOT EXISTS): once more.
+    let url = match provision() {
+        Ok(url) => url,
+        Err(first) => {
+            log::debug!(target: "xcore::db", "plugin '{plugin}': preparing its namespace failed once ({first}); again");
+            provision().map_err(fail)?
         }
     };
     drop(conn);
+    let Some(url) = url else {
+        return Err(DbError::Unknown(format!("{name} (an SQLite database has no server namespace)")));
+    };
     Database::connect_plugin_remote(name, &url, cfg, backend)
 }
 
@@ -503,7 +531,10 @@ mod tests {
 
     #[test]
     fn qualified_ddl() {
-        assert_eq!(qualify("CREATE TABLE bookmarks_items (id)", "table"), "CREATE TABLE ns.bookmarks_items (id)");
+        assert_eq!(
+            qualify("CREATE TABLE bookmarks_items (id)", "table"),
+            "CREATE TABLE ns.bookmarks_items (id)"
+        );
         assert_eq!(
             qualify("CREATE UNIQUE INDEX IF NOT EXISTS i ON t (x)", "index"),
             "CREATE UNIQUE INDEX IF NOT EXISTS ns.i ON t (x)"

@@ -132,7 +132,8 @@ pub fn check_namespace(plugin: &str, m: &PluginMigration, sql: &str) -> Result<(
     Ok(())
 }
 
-pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS plugin_migrations (plugin VARCHAR(128) NOT NULL, \
+pub(crate) const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS plugin_migrations (plugin VARCHAR(128) NOT NULL, \
      version VARCHAR(128) NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (plugin, version))";
 
 /// Applies the plugin's pending migrations on `db`; returns the versions applied.

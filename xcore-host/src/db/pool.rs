@@ -148,7 +148,8 @@ impl Database {
             }
             Backend::Postgres => {
                 PgConn::establish(&cfg.url).map_err(|e| fail(e.to_string()))?;
-                let mut builder = Pool::builder().max_size(size).min_idle(Some(1)).connection_timeout(timeout);
+                let mut builder =
+                    Pool::builder().max_size(size).min_idle(Some(1)).connection_timeout(timeout);
                 if name == "default" {
                     builder = builder.connection_customizer(Box::new(PgHostSchema));
                 }
@@ -186,7 +187,8 @@ impl Database {
         };
         let file = PathBuf::from(path.split('?').next().unwrap_or(&path));
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
         }
         let uri = sqlite_guard::plugin_uri(&path, plugin, prefix.as_deref());
         SqliteConnection::establish(&uri).map_err(|e| fail(e.to_string()))?;
@@ -198,7 +200,13 @@ impl Database {
             .connection_timeout(timeout)
             .connection_customizer(Box::new(SqlitePragmas))
             .build_unchecked(ConnectionManager::new(uri.clone()));
-        Ok(Database { name: name.into(), backend: Backend::Sqlite, url: uri, pool: AnyPool::Sqlite(pool), timeout })
+        Ok(Database {
+            name: name.into(),
+            backend: Backend::Sqlite,
+            url: uri,
+            pool: AnyPool::Sqlite(pool),
+            timeout,
+        })
     }
 
     /// A small lazy pool (as for SQLite) for a plugin's namespace on PostgreSQL or
@@ -300,8 +308,8 @@ pub fn plugin_sqlite_file(host_url: &str, plugin: &str) -> PathBuf {
 pub struct Databases {
     map: BTreeMap<String, Arc<Database>>,
     configs: BTreeMap<String, DatabaseConfig>,
-    /// (plugin, database) -> the pool its SQL runs on.
-    plugin_pools: parking_lot::Mutex<BTreeMap<(String, String), Arc<Database>>>,
+    /// plugin -> database -> the pool its SQL runs on.
+    plugin_pools: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, Arc<Database>>>>,
 }
 
 impl Databases {
@@ -341,15 +349,16 @@ impl Databases {
         if !own {
             return Ok(shared.clone());
         }
-        let key = (plugin.to_string(), name.to_string());
-        if let Some(db) = self.plugin_pools.lock().get(&key) {
+        if let Some(db) = self.plugin_pools.lock().get(plugin).and_then(|m| m.get(name)) {
             return Ok(db.clone());
         }
         let full = |open: usize| DbError::Unavailable {
             name: name.into(),
-            reason: format!("{open} plugin connection pools are open, the most there may be (MAX_PLUGIN_POOLS)"),
+            reason: format!(
+                "{open} plugin connection pools are open, the most there may be (MAX_PLUGIN_POOLS)"
+            ),
         };
-        if self.plugin_pools.lock().len() >= MAX_PLUGIN_POOLS {
+        if self.plugin_pool_count() >= MAX_PLUGIN_POOLS {
             return Err(full(MAX_PLUGIN_POOLS));
         }
         // Connecting may wait on the network: outside the lock.
@@ -363,10 +372,16 @@ impl Databases {
             backend => super::namespace::connect_plugin(plugin, name, cfg, backend, shared)?,
         });
         let mut pools = self.plugin_pools.lock();
-        if pools.len() >= MAX_PLUGIN_POOLS && !pools.contains_key(&key) {
-            return Err(full(pools.len()));
+        if let Some(existing) = pools.get(plugin).and_then(|m| m.get(name)) {
+            // Another call made it meanwhile; ours is dropped (on this plain thread).
+            return Ok(existing.clone());
         }
-        Ok(pools.entry(key).or_insert(db).clone())
+        let open: usize = pools.values().map(BTreeMap::len).sum();
+        if open >= MAX_PLUGIN_POOLS {
+            return Err(full(open));
+        }
+        pools.entry(plugin.to_string()).or_default().insert(name.to_string(), db.clone());
+        Ok(db)
     }
 
     /// Closes `plugin`'s pools (when it unloads); calls still running keep theirs.
@@ -374,21 +389,14 @@ impl Databases {
     /// which must not be dropped inside another, so the pools are dropped on a thread
     /// of their own.
     pub fn release_plugin(&self, plugin: &str) {
-        let mut removed = Vec::new();
-        self.plugin_pools.lock().retain(|(p, _), db| {
-            if p == plugin {
-                removed.push(db.clone());
-            }
-            p != plugin
-        });
-        if !removed.is_empty() {
+        if let Some(removed) = self.plugin_pools.lock().remove(plugin) {
             std::thread::spawn(move || drop(removed));
         }
     }
 
     /// How many plugin pools are open.
     pub fn plugin_pool_count(&self) -> usize {
-        self.plugin_pools.lock().len()
+        self.plugin_pools.lock().values().map(BTreeMap::len).sum()
     }
 }
 

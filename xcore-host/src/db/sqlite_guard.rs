@@ -197,13 +197,20 @@ fn always_readable(table: &str) -> bool {
 
 /// Whether a plugin's statement may do `action` (SQLite's action code, its two
 /// arguments), and why not.
-pub fn decide(action: c_int, arg1: Option<&str>, arg2: Option<&str>, prefix: Option<&str>) -> Result<(), String> {
+pub fn decide(
+    action: c_int,
+    arg1: Option<&str>,
+    arg2: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<(), String> {
     let table = |t: Option<&str>| -> Result<(), String> {
         match (prefix, t) {
-            (Some(p), Some(t)) if !always_readable(t) && !t.to_ascii_lowercase().starts_with(p) => Err(format!(
-                "table '{t}' is outside this plugin's namespace (its tables are named '{p}...'); \
+            (Some(p), Some(t)) if !always_readable(t) && !t.to_ascii_lowercase().starts_with(p) => {
+                Err(format!(
+                    "table '{t}' is outside this plugin's namespace (its tables are named '{p}...'); \
                  the host's tables and other plugins' are not reachable"
-            )),
+                ))
+            }
             _ => Ok(()),
         }
     };
@@ -279,7 +286,10 @@ mod tests {
     fn refused(c: &mut diesel::SqliteConnection, sql: &str) -> String {
         take_denial();
         let e = c.batch_execute(sql).expect_err(sql).to_string();
-        assert!(e.contains("not authorized") || e.contains("prohibited") || e.contains("authorization denied"), "{sql}: {e}");
+        assert!(
+            e.contains("not authorized") || e.contains("prohibited") || e.contains("authorization denied"),
+            "{sql}: {e}"
+        );
         take_denial().unwrap_or_else(|| panic!("{sql}: no reason kept"))
     }
 
@@ -289,9 +299,12 @@ mod tests {
         let mut host = diesel::SqliteConnection::establish(&d.path().join("p.db").to_string_lossy()).unwrap();
         host.batch_execute("CREATE TABLE audit_log (x INTEGER); INSERT INTO audit_log VALUES (1)").unwrap();
         let mut c = plugin_conn(d.path(), Some("p_"));
-        c.batch_execute("CREATE TABLE p_t (x INTEGER); INSERT INTO p_t VALUES (1); SELECT * FROM sqlite_master")
+        c.batch_execute(
+            "CREATE TABLE p_t (x INTEGER); INSERT INTO p_t VALUES (1); SELECT * FROM sqlite_master",
+        )
+        .unwrap();
+        c.batch_execute("SELECT value FROM json_each('[1]'); PRAGMA table_info(p_t); PRAGMA query_only")
             .unwrap();
-        c.batch_execute("SELECT value FROM json_each('[1]'); PRAGMA table_info(p_t); PRAGMA query_only").unwrap();
         let why = refused(&mut c, "DELETE FROM audit_log");
         assert!(why.contains("'audit_log'") && why.contains("'p_...'"), "{why}");
         assert!(refused(&mut c, "SELECT * FROM audit_log").contains("'audit_log'"));
@@ -303,7 +316,8 @@ mod tests {
         assert!(!file.exists() && !copy.exists());
         assert!(refused(&mut c, "PRAGMA query_only = ON").contains("PRAGMA query_only"));
         assert!(refused(&mut c, "PRAGMA query_only(1)").contains("PRAGMA query_only"));
-        assert!(refused(&mut c, "CREATE TEMP TRIGGER t AFTER INSERT ON p_t BEGIN SELECT 1; END").contains("temporary"));
+        assert!(refused(&mut c, "CREATE TEMP TRIGGER t AFTER INSERT ON p_t BEGIN SELECT 1; END")
+            .contains("temporary"));
         assert!(refused(&mut c, "CREATE TEMP TABLE p_x (x)").contains("temporary"));
         assert!(refused(&mut c, "BEGIN").contains("transaction"));
         assert!(refused(&mut c, "SELECT load_extension('x')").contains("load_extension"));
@@ -332,7 +346,13 @@ mod tests {
 
     #[test]
     fn uris_keep_the_operators_parameters() {
-        assert_eq!(plugin_uri("data/x.db", "a-b", Some("a_b_")), "file:data/x.db?xcore_plugin=a-b&xcore_prefix=a_b_");
-        assert_eq!(plugin_uri("/t/50%#.db?mode=rwc", "p", None), "file:/t/50%25%23.db?mode=rwc&xcore_plugin=p");
+        assert_eq!(
+            plugin_uri("data/x.db", "a-b", Some("a_b_")),
+            "file:data/x.db?xcore_plugin=a-b&xcore_prefix=a_b_"
+        );
+        assert_eq!(
+            plugin_uri("/t/50%#.db?mode=rwc", "p", None),
+            "file:/t/50%25%23.db?mode=rwc&xcore_plugin=p"
+        );
     }
 }

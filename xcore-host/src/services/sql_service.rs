@@ -276,11 +276,20 @@ mod tests {
     fn refusals_name_the_table() {
         assert_eq!(missing_table("no such table: main.audit_log").as_deref(), Some("main.audit_log"));
         assert_eq!(missing_table("relation \"plugin_kv\" does not exist").as_deref(), Some("plugin_kv"));
-        assert_eq!(missing_table("Table 'xc1_p.audit_log' doesn't exist").as_deref(), Some("xc1_p.audit_log"));
+        assert_eq!(
+            missing_table("Table 'xc1_p.audit_log' doesn't exist").as_deref(),
+            Some("xc1_p.audit_log")
+        );
         let why = refusal("p", "default", "no such table: audit_log").unwrap();
         assert!(why.contains("'audit_log'") && why.contains("'p_...'"), "{why}");
-        assert!(refusal("p", "default", "no such table: p_items").is_none(), "its own table is simply missing");
-        assert!(refusal("p", "reports", "no such table: audit_log").is_none(), "no namespace on other databases");
+        assert!(
+            refusal("p", "default", "no such table: p_items").is_none(),
+            "its own table is simply missing"
+        );
+        assert!(
+            refusal("p", "reports", "no such table: audit_log").is_none(),
+            "no namespace on other databases"
+        );
         assert!(refusal("p", "default", "permission denied for schema xcore").unwrap().contains("xcore"));
     }
 
