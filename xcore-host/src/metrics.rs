@@ -30,6 +30,8 @@ pub struct Metrics {
     pub host_services: IntCounterVec,
     /// Pooled database connections, by database and state (`idle`, `in_use`).
     pub db_connections: IntGaugeVec,
+    /// Open connection pools of plugins' SQL (one per plugin and database it uses).
+    pub db_plugin_pools: IntGauge,
     /// HTTP requests refused before they reached a plugin or the registry, by code
     /// (`payload_too_large`, `body_timeout`, `invalid_json`, `invalid_name`,
     /// `invalid_path`, `unauthorized`, `forbidden`): a fixed set of label values.
@@ -211,6 +213,11 @@ impl Metrics {
             &["database", "state"],
         )
         .expect("valid metric");
+        let db_plugin_pools = IntGauge::new(
+            "xcore_db_plugin_pools",
+            "Open connection pools of plugins' SQL (one per plugin and database it uses)",
+        )
+        .expect("valid metric");
         let limit_refusals = IntCounterVec::new(
             Opts::new("xcore_limit_refusals_total", "Requests refused by a bound, by the bound's name"),
             &["limit"],
@@ -288,6 +295,7 @@ impl Metrics {
             Box::new(pruned_rows.clone()),
             Box::new(host_services.clone()),
             Box::new(db_connections.clone()),
+            Box::new(db_plugin_pools.clone()),
             Box::new(errors.clone()),
             Box::new(latency.clone()),
             Box::new(restarts.clone()),
@@ -310,6 +318,7 @@ impl Metrics {
             mapped_libraries,
             host_services,
             db_connections,
+            db_plugin_pools,
             http_rejected,
             sandbox_limited,
             sandbox_dropped_output_bytes,

@@ -83,7 +83,13 @@ fn server_round_trip(env_var: &str, backend: Backend, quote: &str) {
     let Some(db) = TempDatabase::from_env(env_var, backend) else { return };
     round_trip(&db.url, || {
         for sql in INSERTS {
-            common::admin_execute(&db.url, backend, &sql.replace("{key}", quote)).unwrap();
+            let sql = sql.replace("{key}", quote);
+            // On PostgreSQL the host's tables live in the schema `xcore`.
+            let sql = match backend {
+                Backend::Postgres => sql.replace("INSERT INTO ", "INSERT INTO xcore."),
+                _ => sql,
+            };
+            common::admin_execute(&db.url, backend, &sql).unwrap();
         }
     });
 }

@@ -179,12 +179,14 @@ impl DynamicSql for SqliteConnection {
         max_rows: usize,
         read_only: bool,
     ) -> Result<Vec<Map<String, Value>>, SqlError> {
-        if !read_only || sqlite_query_only(self)? {
+        // The pragmas are the host's statements (a plugin may not set one: see
+        // db::sqlite_guard); the query itself is the plugin's.
+        if !read_only || crate::db::sqlite_guard::as_host(|| sqlite_query_only(self))? {
             return load_rows(self, sql, params, max_rows);
         }
-        self.batch_execute("PRAGMA query_only = ON")?;
+        crate::db::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = ON"))?;
         let rows = load_rows(self, sql, params, max_rows);
-        let restored = self.batch_execute("PRAGMA query_only = OFF");
+        let restored = crate::db::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = OFF"));
         let rows = rows?;
         restored?;
         Ok(rows)

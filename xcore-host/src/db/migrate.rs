@@ -94,6 +94,14 @@ pub fn migrate(name: &str, url: &str, op: Op) -> Result<Report, DbError> {
         Backend::Postgres => {
             let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
                 .map_err(|e| connect(e.to_string()))?;
+            // The host's tables (diesel's record of them included) live in the schema
+            // `xcore`, apart from plugins' (see db::namespace).
+            if name == "default" {
+                super::namespace::pg_prepare_host(&mut conn).map_err(|e| DbError::Migration {
+                    name: name.into(),
+                    reason: format!("preparing the host's schema {}: {e}", super::namespace::PG_HOST_SCHEMA),
+                })?;
+            }
             operate(&mut conn, || POSTGRES, op)
         }
         Backend::Mysql => {

@@ -4,18 +4,25 @@
 //! One code path for three back-ends: SQLite (bundled, the default: `data/xcore.db`),
 //! PostgreSQL and MySQL/MariaDB through diesel-async's pure-Rust drivers, so the
 //! default build needs no system library. The host's own tables live in `default`;
-//! other databases are for plugins' SQL.
+//! a plugin's SQL never reaches them: a plugin asking for `db:default` gets a namespace
+//! of its own there ([`namespace`]: a file of its own on SQLite, a schema and a role on
+//! PostgreSQL, a database and a user on MySQL), and every SQLite connection that runs
+//! plugin SQL is under an authorizer ([`sqlite_guard`]). Other databases are the
+//! operator's, for plugins granted them.
 //!
 //! - [`pool`]: the pools and [`with_conn!`](crate::with_conn), which runs one piece of
 //!   diesel code on whichever back-end a connection is.
 //! - [`schema`]: the host's tables; [`migrate`]: their migrations.
 //! - [`dynamic`]: SQL from plugins, with JSON parameters and JSON rows.
+//! - [`namespace`], [`sqlite_guard`]: where plugins' SQL runs, and what it may do.
 
 pub mod dynamic;
 pub mod migrate;
+pub mod namespace;
 pub mod plugin_migrations;
 pub mod pool;
 pub mod schema;
+pub mod sqlite_guard;
 
 pub use pool::{Conn, Database, Databases};
 

@@ -7,6 +7,12 @@
 //! two plugins, or a plugin and the host, can never collide. What ran is recorded in
 //! `plugin_migrations` (plugin, version), created on databases that lack it. Down
 //! migrations are never run by the host: unloading a plugin never drops its data.
+//!
+//! The caller passes the plugin's own pool ([`super::Databases::for_plugin`]): on
+//! `default` that is the plugin's namespace, so its migrations run with exactly the
+//! rights of its SQL (on SQLite under the authorizer; the host's bookkeeping statements,
+//! the `plugin_migrations` table and the transaction around each script, are the
+//! host's, see [`super::sqlite_guard::as_host`]), and their record lives there too.
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +20,24 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::schema::plugin_migrations::dsl as pm;
+use super::sqlite_guard::as_host;
 use super::{Backend, Database, DbError};
 use crate::with_conn;
+
+/// diesel's transaction manager of a connection, by the connection's type.
+struct TransactionManagerOf;
+
+impl TransactionManagerOf {
+    fn begin<C: Connection>(c: &mut C) -> QueryResult<()> {
+        <C::TransactionManager as diesel::connection::TransactionManager<C>>::begin_transaction(c)
+    }
+    fn commit<C: Connection>(c: &mut C) -> QueryResult<()> {
+        <C::TransactionManager as diesel::connection::TransactionManager<C>>::commit_transaction(c)
+    }
+    fn rollback<C: Connection>(c: &mut C) -> QueryResult<()> {
+        <C::TransactionManager as diesel::connection::TransactionManager<C>>::rollback_transaction(c)
+    }
+}
 
 /// One migration folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +132,8 @@ pub fn check_namespace(plugin: &str, m: &PluginMigration, sql: &str) -> Result<(
     Ok(())
 }
 
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS plugin_migrations (plugin VARCHAR(128) NOT NULL, \
+pub(crate) const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS plugin_migrations (plugin VARCHAR(128) NOT NULL, \
      version VARCHAR(128) NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (plugin, version))";
 
 /// Applies the plugin's pending migrations on `db`; returns the versions applied.
@@ -129,11 +152,11 @@ pub fn apply(plugin: &str, plugin_dir: &Path, db: &Database) -> Result<Vec<Strin
     }
     let mut conn = db.conn()?;
     let query = |e: diesel::result::Error| fail(e.to_string());
-    with_conn!(&mut conn, c => c.batch_execute(CREATE_TABLE)).map_err(query)?;
-    let done: Vec<String> = with_conn!(&mut conn, c => pm::plugin_migrations
+    with_conn!(&mut conn, c => as_host(|| c.batch_execute(CREATE_TABLE))).map_err(query)?;
+    let done: Vec<String> = with_conn!(&mut conn, c => as_host(|| pm::plugin_migrations
         .filter(pm::plugin.eq(plugin))
         .select(pm::version)
-        .load::<String>(c))
+        .load::<String>(c)))
     .map_err(query)?;
     let mut applied = Vec::new();
     for (m, sql) in migrations.iter().zip(&scripts) {
@@ -141,14 +164,24 @@ pub fn apply(plugin: &str, plugin_dir: &Path, db: &Database) -> Result<Vec<Strin
             continue;
         }
         // One transaction per migration where the back-end allows DDL in one
-        // (PostgreSQL, SQLite); MySQL commits each DDL statement by itself.
-        let result: QueryResult<()> = with_conn!(&mut conn, c => c.transaction(|c| {
-            c.batch_execute(sql)?;
-            diesel::insert_into(pm::plugin_migrations)
-                .values((pm::plugin.eq(plugin), pm::version.eq(&m.version), pm::applied_at.eq(crate::store::now_ms())))
-                .execute(c)
-                .map(drop)
-        }));
+        // (PostgreSQL, SQLite); MySQL commits each DDL statement by itself. Only the
+        // script itself runs as the plugin.
+        let result: QueryResult<()> = with_conn!(&mut conn, c => (|| {
+            as_host(|| TransactionManagerOf::begin(c))?;
+            let body = c.batch_execute(sql).and_then(|()| as_host(|| {
+                diesel::insert_into(pm::plugin_migrations)
+                    .values((pm::plugin.eq(plugin), pm::version.eq(&m.version), pm::applied_at.eq(crate::store::now_ms())))
+                    .execute(c)
+                    .map(drop)
+            }));
+            match body {
+                Ok(()) => as_host(|| TransactionManagerOf::commit(c)),
+                Err(e) => {
+                    let _ = as_host(|| TransactionManagerOf::rollback(c));
+                    Err(e)
+                }
+            }
+        })());
         result.map_err(|e| fail(format!("{}: {e}", m.up.display())))?;
         log::info!(target: "xcore::db", "plugin '{plugin}': applied migration {} on database '{}'", m.version, db.name());
         applied.push(m.version.clone());

@@ -10,6 +10,9 @@
 //! [`with_conn!`](crate::with_conn) runs one piece of diesel code against whichever
 //! back-end a connection is: the code is written once and compiled three times.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
@@ -17,7 +20,14 @@ use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 
-use super::{mask_url, sqlite_path, Backend, DatabaseConfig, DbError};
+use super::{mask_url, sqlite_guard, sqlite_path, Backend, DatabaseConfig, DbError};
+
+/// The most plugin connection pools open at once (one per plugin and database it uses).
+pub const MAX_PLUGIN_POOLS: usize = 512;
+/// The most connections of one plugin's pool.
+pub const PLUGIN_POOL_SIZE: u32 = 4;
+/// How long an idle connection of a plugin's pool stays open.
+pub const PLUGIN_POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// A PostgreSQL connection used synchronously.
 pub type PgConn = AsyncConnectionWrapper<AsyncPgConnection>;
@@ -83,12 +93,28 @@ struct SqlitePragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        for pragma in
-            ["PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
-        {
-            diesel::sql_query(pragma).execute(conn).map_err(diesel::r2d2::Error::QueryError)?;
-        }
-        Ok(())
+        // The host's own statements: let through on a plugin's connection too.
+        sqlite_guard::as_host(|| {
+            for pragma in
+                ["PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+            {
+                diesel::sql_query(pragma).execute(conn).map_err(diesel::r2d2::Error::QueryError)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The host's connections to a PostgreSQL `default`: its tables are in the schema
+/// `xcore` ([`super::namespace`]).
+#[derive(Debug)]
+struct PgHostSchema;
+
+impl CustomizeConnection<PgConn, diesel::r2d2::Error> for PgHostSchema {
+    fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(&format!("SET search_path TO {}", super::namespace::PG_HOST_SCHEMA))
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -103,6 +129,7 @@ impl Database {
         let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let pool = match backend {
             Backend::Sqlite => {
+                sqlite_guard::install().map_err(&fail)?;
                 let path = sqlite_path(&cfg.url);
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent)
@@ -121,13 +148,12 @@ impl Database {
             }
             Backend::Postgres => {
                 PgConn::establish(&cfg.url).map_err(|e| fail(e.to_string()))?;
-                AnyPool::Postgres(
-                    Pool::builder()
-                        .max_size(size)
-                        .min_idle(Some(1))
-                        .connection_timeout(timeout)
-                        .build_unchecked(ConnectionManager::new(cfg.url.clone())),
-                )
+                let mut builder =
+                    Pool::builder().max_size(size).min_idle(Some(1)).connection_timeout(timeout);
+                if name == "default" {
+                    builder = builder.connection_customizer(Box::new(PgHostSchema));
+                }
+                AnyPool::Postgres(builder.build_unchecked(ConnectionManager::new(cfg.url.clone())))
             }
             Backend::Mysql => {
                 MysqlConn::establish(&cfg.url).map_err(|e| fail(e.to_string()))?;
@@ -141,6 +167,85 @@ impl Database {
             }
         };
         Ok(Database { name: name.into(), backend, url: cfg.url.clone(), pool, timeout })
+    }
+
+    /// A pool for `plugin`'s SQL on the database `name` (configured as `cfg`), small
+    /// and lazy: at most [`PLUGIN_POOL_SIZE`] connections, none kept idle past
+    /// [`PLUGIN_POOL_IDLE`].
+    ///
+    /// SQLite: `default` becomes the plugin's own file ([`plugin_sqlite_file`]) with the
+    /// namespace rule `<plugin>_`; another database is the operator's file itself. Either
+    /// way every connection is marked for the authorizer ([`sqlite_guard`]).
+    fn connect_plugin_sqlite(plugin: &str, name: &str, cfg: &DatabaseConfig) -> Result<Database, DbError> {
+        let fail = |reason: String| DbError::Connect { name: name.into(), url: mask_url(&cfg.url), reason };
+        sqlite_guard::install().map_err(&fail)?;
+        let (path, prefix) = if name == "default" {
+            let prefix = super::plugin_migrations::table_prefix(plugin);
+            (plugin_sqlite_file(&cfg.url, plugin).to_string_lossy().into_owned(), Some(prefix))
+        } else {
+            (sqlite_path(&cfg.url).to_string_lossy().into_owned(), None)
+        };
+        let file = PathBuf::from(path.split('?').next().unwrap_or(&path));
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+        }
+        let uri = sqlite_guard::plugin_uri(&path, plugin, prefix.as_deref());
+        SqliteConnection::establish(&uri).map_err(|e| fail(e.to_string()))?;
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let pool = Pool::builder()
+            .max_size(cfg.pool_size.clamp(1, PLUGIN_POOL_SIZE))
+            .min_idle(Some(0))
+            .idle_timeout(Some(PLUGIN_POOL_IDLE))
+            .connection_timeout(timeout)
+            .connection_customizer(Box::new(SqlitePragmas))
+            .build_unchecked(ConnectionManager::new(uri.clone()));
+        Ok(Database {
+            name: name.into(),
+            backend: Backend::Sqlite,
+            url: uri,
+            pool: AnyPool::Sqlite(pool),
+            timeout,
+        })
+    }
+
+    /// A small lazy pool (as for SQLite) for a plugin's namespace on PostgreSQL or
+    /// MySQL, connecting with `url` (the plugin's own role or user).
+    pub(crate) fn connect_plugin_remote(
+        name: &str,
+        url: &str,
+        cfg: &DatabaseConfig,
+        backend: Backend,
+    ) -> Result<Database, DbError> {
+        let fail = |reason: String| DbError::Connect { name: name.into(), url: mask_url(url), reason };
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let size = cfg.pool_size.clamp(1, PLUGIN_POOL_SIZE);
+        let pool = match backend {
+            Backend::Postgres => {
+                PgConn::establish(url).map_err(|e| fail(e.to_string()))?;
+                AnyPool::Postgres(
+                    Pool::builder()
+                        .max_size(size)
+                        .min_idle(Some(0))
+                        .idle_timeout(Some(PLUGIN_POOL_IDLE))
+                        .connection_timeout(timeout)
+                        .build_unchecked(ConnectionManager::new(url.to_string())),
+                )
+            }
+            Backend::Mysql => {
+                MysqlConn::establish(url).map_err(|e| fail(e.to_string()))?;
+                AnyPool::Mysql(
+                    Pool::builder()
+                        .max_size(size)
+                        .min_idle(Some(0))
+                        .idle_timeout(Some(PLUGIN_POOL_IDLE))
+                        .connection_timeout(timeout)
+                        .build_unchecked(ConnectionManager::new(url.to_string())),
+                )
+            }
+            Backend::Sqlite => return Err(fail("not a server database".into())),
+        };
+        Ok(Database { name: name.into(), backend, url: url.to_string(), pool, timeout })
     }
 
     /// The database's name in the configuration.
@@ -189,32 +294,109 @@ impl Database {
     }
 }
 
-/// Every configured database, by name.
+/// The file of `plugin`'s namespace on an SQLite `default` database at `host_url`:
+/// `<folder of the host's file>/plugins/<plugin>.db` (`data/plugins/<plugin>.db` by
+/// default).
+pub fn plugin_sqlite_file(host_url: &str, plugin: &str) -> PathBuf {
+    let host = sqlite_path(host_url.split('?').next().unwrap_or(host_url));
+    let dir = host.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    dir.join("plugins").join(format!("{plugin}.db"))
+}
+
+/// Every configured database, by name, and the pools of plugins' SQL.
 #[derive(Default)]
 pub struct Databases {
-    map: std::collections::BTreeMap<String, std::sync::Arc<Database>>,
+    map: BTreeMap<String, Arc<Database>>,
+    configs: BTreeMap<String, DatabaseConfig>,
+    /// plugin -> database -> the pool its SQL runs on.
+    plugin_pools: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, Arc<Database>>>>,
 }
 
 impl Databases {
     /// Connects every database of the configuration. Blocking, like [`Database::connect`].
-    pub fn connect(
-        configs: &std::collections::BTreeMap<String, DatabaseConfig>,
-    ) -> Result<Databases, DbError> {
-        let mut map = std::collections::BTreeMap::new();
+    pub fn connect(configs: &BTreeMap<String, DatabaseConfig>) -> Result<Databases, DbError> {
+        let mut map = BTreeMap::new();
         for (name, cfg) in configs {
-            map.insert(name.clone(), std::sync::Arc::new(Database::connect(name, cfg)?));
+            map.insert(name.clone(), Arc::new(Database::connect(name, cfg)?));
         }
-        Ok(Databases { map })
+        Ok(Databases { map, configs: configs.clone(), plugin_pools: Default::default() })
     }
 
-    /// The database `name`.
-    pub fn get(&self, name: &str) -> Result<&std::sync::Arc<Database>, DbError> {
+    /// The database `name`, as the host uses it (the host's own tables are on
+    /// `default`). Never hand it to a plugin: see [`Databases::for_plugin`].
+    pub fn get(&self, name: &str) -> Result<&Arc<Database>, DbError> {
         self.map.get(name).ok_or_else(|| DbError::Unknown(name.to_string()))
     }
 
     /// The names of every database.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
+    }
+
+    /// Where `plugin`'s SQL on the database `name` runs: on `default`, the plugin's own
+    /// namespace, never the host's tables; on another SQLite database, the operator's
+    /// file through connections of the plugin's own (under the authorizer); on another
+    /// PostgreSQL or MySQL database, the operator's pool as configured. The pool is made
+    /// on first use and kept until [`Databases::release_plugin`]; at most
+    /// [`MAX_PLUGIN_POOLS`] are open at once. Blocking.
+    pub fn for_plugin(&self, plugin: &str, name: &str) -> Result<Arc<Database>, DbError> {
+        let shared = self.get(name)?;
+        let cfg = self.configs.get(name).ok_or_else(|| DbError::Unknown(name.to_string()))?;
+        let own = match shared.backend() {
+            Backend::Sqlite => true,
+            _ => name == "default",
+        };
+        if !own {
+            return Ok(shared.clone());
+        }
+        if let Some(db) = self.plugin_pools.lock().get(plugin).and_then(|m| m.get(name)) {
+            return Ok(db.clone());
+        }
+        let full = |open: usize| DbError::Unavailable {
+            name: name.into(),
+            reason: format!(
+                "{open} plugin connection pools are open, the most there may be (MAX_PLUGIN_POOLS)"
+            ),
+        };
+        if self.plugin_pool_count() >= MAX_PLUGIN_POOLS {
+            return Err(full(MAX_PLUGIN_POOLS));
+        }
+        // Connecting may wait on the network: outside the lock.
+        let db = Arc::new(match shared.backend() {
+            Backend::Sqlite => {
+                if name == "default" {
+                    super::namespace::sqlite_adopt(shared, plugin, &plugin_sqlite_file(&cfg.url, plugin))?;
+                }
+                Database::connect_plugin_sqlite(plugin, name, cfg)?
+            }
+            backend => super::namespace::connect_plugin(plugin, name, cfg, backend, shared)?,
+        });
+        let mut pools = self.plugin_pools.lock();
+        if let Some(existing) = pools.get(plugin).and_then(|m| m.get(name)) {
+            // Another call made it meanwhile; ours is dropped (on this plain thread).
+            return Ok(existing.clone());
+        }
+        let open: usize = pools.values().map(BTreeMap::len).sum();
+        if open >= MAX_PLUGIN_POOLS {
+            return Err(full(open));
+        }
+        pools.entry(plugin.to_string()).or_default().insert(name.to_string(), db.clone());
+        Ok(db)
+    }
+
+    /// Closes `plugin`'s pools (when it unloads); calls still running keep theirs.
+    /// Callable from async code: a PostgreSQL or MySQL connection owns a small runtime,
+    /// which must not be dropped inside another, so the pools are dropped on a thread
+    /// of their own.
+    pub fn release_plugin(&self, plugin: &str) {
+        if let Some(removed) = self.plugin_pools.lock().remove(plugin) {
+            std::thread::spawn(move || drop(removed));
+        }
+    }
+
+    /// How many plugin pools are open.
+    pub fn plugin_pool_count(&self) -> usize {
+        self.plugin_pools.lock().values().map(BTreeMap::len).sum()
     }
 }
 

@@ -1240,8 +1240,9 @@ impl PluginRegistry {
                 if !crate::services::sql_service::access(&m.permissions, name).1 {
                     continue;
                 }
-                let db = databases.get(name).map_err(|e| e.to_string())?;
-                crate::db::plugin_migrations::apply(&m.name, &m.dir, db)
+                // The plugin's own pool: on `default`, its namespace.
+                let db = databases.for_plugin(&m.name, name).map_err(|e| e.to_string())?;
+                crate::db::plugin_migrations::apply(&m.name, &m.dir, &db)
                     .map_err(|e| format!("plugin '{}': its migrations failed: {e}", m.name))?;
             }
             Ok(())
@@ -1302,6 +1303,9 @@ impl PluginRegistry {
             log::warn!(target: "xcore::runtime", "plugin '{}': calls still running after the drain timeout of {:?}", slot.name, self.opts.drain_timeout);
         }
         self.release_instance(&slot.name, generation);
+        if let Some(dbs) = self.databases.get() {
+            dbs.release_plugin(&slot.name);
+        }
         log::info!(target: "xcore::runtime", "plugin '{}' unloaded", slot.name);
         self.emit_host_event("plugin.unloaded", serde_json::json!({ "plugin": slot.name }));
     }
@@ -1794,6 +1798,7 @@ impl PluginRegistry {
         m.abandoned_threads_limit.set(self.opts.max_abandoned_threads as i64);
         m.mapped_libraries.set(loader::mapped_libraries() as i64);
         if let Some(dbs) = self.databases.get() {
+            m.db_plugin_pools.set(dbs.plugin_pool_count() as i64);
             for name in dbs.names() {
                 if let Ok(db) = dbs.get(name) {
                     let (open, idle) = db.pool_state();

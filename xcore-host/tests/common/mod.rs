@@ -499,6 +499,58 @@ impl Drop for TempDatabase {
         if let Err(e) = admin_execute(&self.admin_url, self.backend, &sql) {
             eprintln!("could not drop the test database {}: {e}", self.name);
         }
+        // The plugins' roles (PostgreSQL), users and databases (MySQL) belong to the
+        // server, not to the test's database: drop the ones of this installation.
+        if let Err(e) = drop_plugin_namespaces(&self.admin_url, self.backend, &self.name) {
+            eprintln!("could not drop the plugin namespaces of {}: {e}", self.name);
+        }
+    }
+}
+
+/// Drops the plugins' roles (PostgreSQL), users and databases (MySQL) of the
+/// installation on the database `db`: they belong to the server, not to the database.
+fn drop_plugin_namespaces(url: &str, backend: xcore_host::db::Backend, db: &str) -> Result<(), String> {
+    use xcore_host::db::Backend;
+    let tag = xcore_host::db::namespace::server_tag(db);
+    match backend {
+        Backend::Postgres => admin_execute(
+            url,
+            backend,
+            &format!(
+                "DO $$ DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles WHERE starts_with(rolname, '{tag}') \
+                 LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END $$"
+            ),
+        ),
+        Backend::Mysql => {
+            use diesel::{Connection, RunQueryDsl};
+            use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+            use diesel_async::AsyncMysqlConnection;
+            #[derive(diesel::QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                stmt: String,
+            }
+            let like = tag.replace('_', "\\_");
+            let list = format!(
+                "SELECT CONCAT('DROP DATABASE IF EXISTS `', schema_name, '`') AS stmt FROM information_schema.schemata \
+                 WHERE schema_name LIKE '{like}%' UNION ALL \
+                 SELECT CONCAT('DROP USER IF EXISTS ''', user, '''@''', host, '''') AS stmt FROM mysql.user \
+                 WHERE user LIKE '{like}%'"
+            );
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let mut c =
+                    AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&url).map_err(|e| e.to_string())?;
+                let drops: Vec<Row> = diesel::sql_query(list).load(&mut c).map_err(|e| e.to_string())?;
+                for d in drops {
+                    diesel::sql_query(&d.stmt).execute(&mut c).map_err(|e| format!("{}: {e}", d.stmt))?;
+                }
+                Ok(())
+            })
+            .join()
+            .map_err(|_| "the admin connection thread panicked".to_string())?
+        }
+        Backend::Sqlite => Ok(()),
     }
 }
 
