@@ -21,13 +21,13 @@ use std::time::Duration;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RSlice, RStr, RString};
 use criterion::{criterion_group, criterion_main, Criterion};
-use xcore_host::manifest;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::host_services::HostServices;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
 use xcore_host::runtime::trusted::loader;
 use xcore_host::runtime::{CallInput, PluginRegistry};
+use xcore_manifest as manifest;
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
 
 /// A plugins folder holding `echo` with the freshly built library.

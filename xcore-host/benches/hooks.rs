@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use xcore_host::hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
+use xcore_hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::PluginRegistry;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::manifest::substitute_vars;
+use xcore_manifest::substitute_vars;
 
 /// File read by [`load`] when no path is given (relative to the current directory).
 pub const DEFAULT_FILE: &str = "xcore.yaml";

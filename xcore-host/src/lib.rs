@@ -1,7 +1,7 @@
 //! The XCore plugin host as a library: everything the `xcore` binary is made of.
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view. In short:
-//! [`config`] and [`manifest`] read YAML; [`runtime`] loads and supervises plugins;
+//! [`config`] reads `xcore.yaml` (`plugin.yaml` is the `xcore-manifest` crate); [`runtime`] loads and supervises plugins;
 //! [`api`] serves the HTTP control API; the `xcore` binary (src/main.rs, src/cli/) is the command line.
 
 // The sandboxed tier is built on Linux's seccomp, landlock, pid namespaces and /proc;
@@ -13,16 +13,12 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod docgen;
-pub mod hooks;
 pub mod logging;
 pub mod logtools;
-pub mod manifest;
 pub mod metrics;
 pub mod plugin_build;
-pub mod plugin_order;
 pub mod runtime;
 pub mod scheduler;
-pub mod security;
 pub mod services;
 pub mod store;
 pub mod template;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use thiserror::Error;
 
-use crate::manifest;
+use xcore_manifest as manifest;
 
 /// Why a build did not produce a library.
 #[derive(Debug, Error)]
@@ -131,17 +131,17 @@ pub fn install(artifact: &Path, dest: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Signs a build record ([`crate::security::build_record`]) for the library a build just put
+/// Signs a build record ([`xcore_security::build_record`]) for the library a build just put
 /// in place in `plugin_dir`, with the host key of `runtime_dir` (made on first need): this
 /// host built it from the sources the folder holds now. Returns the record's path.
 pub fn record(plugin_dir: &Path, runtime_dir: &Path) -> Result<PathBuf, BuildError> {
     let m = manifest::load(plugin_dir)?.manifest;
-    let key = crate::security::host_key::load_or_create(runtime_dir)
+    let key = xcore_security::host_key::load_or_create(runtime_dir)
         .map_err(|e| BuildError::Io(format!("the host key: {e}")))?;
     let library = m.entry_point.to_string_lossy().replace('\\', "/");
-    crate::security::build_record::record_build(plugin_dir, &m.name, &m.version.to_string(), &library, &key)
+    xcore_security::build_record::record_build(plugin_dir, &m.name, &m.version.to_string(), &library, &key)
         .map_err(|e| BuildError::Io(format!("recording the build of {}: {e}", m.name)))?;
-    Ok(plugin_dir.join(crate::security::signing::BUILD_RECORD_FILE))
+    Ok(plugin_dir.join(xcore_security::signing::BUILD_RECORD_FILE))
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use xcore_host::api::plugin_routes::match_route;
-use xcore_host::manifest::Route;
 use xcore_host::runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
+use xcore_manifest::Route;
 
 const FRAME_LIMIT: usize = 1 << 20;
 
 fn manifest(text: &str) {
-    let _ = xcore_host::manifest::parse_with_env(Path::new("/fuzz/plugin"), text, &|var| {
+    let _ = xcore_manifest::parse_with_env(Path::new("/fuzz/plugin"), text, &|var| {
         (var == "FUZZ").then(|| "value".to_string())
     });
 }
@@ -64,7 +64,7 @@ fn route(data: &[u8]) {
 }
 
 fn signature(text: &str) {
-    let _ = xcore_host::security::signing::parse_signature(Path::new("plugin.sig"), text);
+    let _ = xcore_security::signing::parse_signature(Path::new("plugin.sig"), text);
 }
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -109,9 +109,8 @@ fn the_manifest_seeds_are_valid_manifests() {
     for name in ["everything.yaml", "echo.yaml", "notes.yaml", "bookmarks.yaml"] {
         let (_, bytes) = corpus("manifest").into_iter().find(|(p, _)| p.ends_with(name)).unwrap();
         let text = String::from_utf8(bytes).unwrap();
-        let loaded = xcore_host::manifest::parse_with_env(Path::new("/fuzz/plugin"), &text, &|_| {
-            Some("value".to_string())
-        });
+        let loaded =
+            xcore_manifest::parse_with_env(Path::new("/fuzz/plugin"), &text, &|_| Some("value".to_string()));
         assert!(loaded.is_ok(), "{name}: {:?}", loaded.err());
     }
 }

@@ -276,12 +276,12 @@ fn make_add_plugin(s: &Server, repo: &Path, extra: &[&str]) -> std::process::Out
 }
 
 fn fingerprint_of(author: &Path, key: &str) -> String {
-    let public = xcore_host::security::keys::load_public(&author.join(format!("keys/{key}.pub"))).unwrap();
-    xcore_host::security::keys::fingerprint(&public)
+    let public = xcore_security::keys::load_public(&author.join(format!("keys/{key}.pub"))).unwrap();
+    xcore_security::keys::fingerprint(&public)
 }
 
 fn sha256_hex(path: &Path) -> String {
-    xcore_host::security::digest::sha256_file(path).unwrap()
+    xcore_security::digest::sha256_file(path).unwrap()
 }
 
 /// The whole path with signatures on: the author signs the sources and pushes, the host

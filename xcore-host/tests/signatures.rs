@@ -180,7 +180,7 @@ fn the_mapped_copy_must_have_the_signed_hash() {
 /// folder), and only while it has the recorded hash.
 #[test]
 fn a_signature_of_sources_needs_this_hosts_build_record() {
-    use xcore_host::security::{build_record, host_key};
+    use xcore_security::{build_record, host_key};
     let other_host = tempfile::tempdir().unwrap();
     let other_host_dir = other_host.path().to_path_buf();
     let mut s = Server::start_custom(
@@ -285,8 +285,8 @@ fn keys_trust_checks_the_key_and_never_overwrites_another() {
         ok(xcore(&["keys", "generate", "--dir", dir, "--name", name, "--bits", "2048"], root));
     }
     let fp = |path: &str| {
-        let key = xcore_host::security::keys::load_public(&root.join(path)).unwrap();
-        xcore_host::security::keys::fingerprint(&key)
+        let key = xcore_security::keys::load_public(&root.join(path)).unwrap();
+        xcore_security::keys::fingerprint(&key)
     };
     std::fs::write(root.join("garbage.pub"), "not a key\n").unwrap();
     for bad in ["garbage.pub", "alice-keys/alice.key", "missing.pub"] {

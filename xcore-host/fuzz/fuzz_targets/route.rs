@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use xcore_host::api::plugin_routes::match_route;
-use xcore_host::manifest::Route;
+use xcore_manifest::Route;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, path)) = data.split_first() else { return };

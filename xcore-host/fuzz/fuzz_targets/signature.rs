@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = xcore_host::security::signing::parse_signature(std::path::Path::new("plugin.sig"), text);
+        let _ = xcore_security::signing::parse_signature(std::path::Path::new("plugin.sig"), text);
     }
 });

@@ -48,7 +48,7 @@ fn client_key(req: &HttpRequest, header: Option<&str>) -> Option<String> {
 /// (`[a-z0-9_-]+`) before anything reaches the registry or the file system: 400
 /// `invalid_name` otherwise, so a name can never be a path (`..%2Fother`).
 fn plugin_name(state: &AppState, name: &str) -> Result<(), ApiError> {
-    if crate::manifest::is_valid_name(name) {
+    if xcore_manifest::is_valid_name(name) {
         return Ok(());
     }
     let shown: String = name.chars().take(80).collect();

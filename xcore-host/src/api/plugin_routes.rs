@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::manifest::Route;
+use xcore_manifest::Route;
 
 /// A path the matcher refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -22,10 +22,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use xcore_host::config::RequireSignatures;
 use xcore_host::config::{self, Config};
 use xcore_host::db::{migrate, Database};
+use xcore_host::plugin_build;
 use xcore_host::runtime::registry::SignaturePolicy;
-use xcore_host::security::{build_record, host_key, keys, signing};
 use xcore_host::store::Store;
-use xcore_host::{manifest, plugin_build};
+use xcore_manifest as manifest;
+use xcore_security::{build_record, host_key, keys, signing};
 
 #[derive(Debug, Args)]
 pub struct AddArgs {

@@ -5,8 +5,9 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use xcore_host::security::{build_record, host_key, keys, signing};
-use xcore_host::{config, manifest};
+use xcore_host::config;
+use xcore_manifest as manifest;
+use xcore_security::{build_record, host_key, keys, signing};
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -201,7 +202,7 @@ pub fn verify(config_path: Option<&Path>, args: VerifyArgs) -> Result<ExitCode> 
         )
         .map_err(|e| e.to_string())
         .and_then(|record| {
-            let actual = xcore_host::security::digest::sha256_file(&args.dir.join(lib))
+            let actual = xcore_security::digest::sha256_file(&args.dir.join(lib))
                 .map_err(|e| format!("{}: {e}", args.dir.join(lib).display()))?;
             if actual == record.library_sha256 {
                 Ok(())

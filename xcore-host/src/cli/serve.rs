@@ -15,10 +15,10 @@ use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
 use xcore_host::scheduler::runner::RegistryRunner;
 use xcore_host::scheduler::Scheduler;
-use xcore_host::security::keys;
 use xcore_host::store::Store;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
+use xcore_security::keys;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -248,7 +248,7 @@ fn signature_policy(sec: &config::SecurityConfig, runtime_dir: &std::path::Path)
              create one with `xcore keys generate` and sign with `xcore plugin sign`"),
         _ => {}
     }
-    let host_key = xcore_host::security::host_key::HostPublicKey::at(runtime_dir);
+    let host_key = xcore_security::host_key::HostPublicKey::at(runtime_dir);
     match host_key.get() {
         Ok(Some(k)) => {
             log::info!(target: "xcore", "host key {} ({}): vouches for this host's build records only",

@@ -27,13 +27,13 @@ use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_
 use super::trusted::instance::{InstanceGauges, TrustedInstance};
 use super::trusted::loader;
 use crate::config::RequireSignatures;
-use crate::hooks::{
-    self, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
-};
-use crate::manifest::{self, ExecutionMode, Manifest};
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::plugin_order;
-use crate::security::signing;
+use xcore_hooks::{
+    self as hooks, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
+};
+use xcore_manifest::plugin_order;
+use xcore_manifest::{self as manifest, ExecutionMode, Manifest};
+use xcore_security::signing;
 
 tokio::task_local! {
     /// The plugins waiting on the emit that runs in this task (each blocked in a call
@@ -92,14 +92,14 @@ pub struct SignaturePolicy {
     pub require: RequireSignatures,
     /// The keys whose signatures of a plugin count.
     pub trusted: Arc<Vec<rsa::PublicKey>>,
-    /// The host's own key ([`crate::security::host_key`]): it vouches for build records
+    /// The host's own key ([`xcore_security::host_key`]): it vouches for build records
     /// only, never for a plugin's sources.
-    pub host_key: crate::security::host_key::HostPublicKey,
+    pub host_key: xcore_security::host_key::HostPublicKey,
 }
 
 impl std::fmt::Debug for SignaturePolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<String> = self.trusted.iter().map(crate::security::keys::fingerprint).collect();
+        let keys: Vec<String> = self.trusted.iter().map(xcore_security::keys::fingerprint).collect();
         f.debug_struct("SignaturePolicy")
             .field("require", &self.require)
             .field("trusted", &keys)
@@ -193,7 +193,7 @@ impl SignaturePolicy {
             Some(_) => {
                 let host_key =
                     self.host_key.get().map_err(|e| format!("plugin '{}': the host key: {e}", m.name))?;
-                let record = crate::security::build_record::check(
+                let record = xcore_security::build_record::check(
                     &m.dir,
                     &m.name,
                     &m.version.to_string(),
@@ -204,7 +204,7 @@ impl SignaturePolicy {
                 )
                 .map_err(|e| format!("plugin '{}': build record check failed: {e}", m.name))?;
                 let lib = m.library_path();
-                let actual = crate::security::digest::sha256_file(&lib)
+                let actual = xcore_security::digest::sha256_file(&lib)
                     .map_err(|e| format!("plugin '{}': {}: {e}", m.name, lib.display()))?;
                 if actual != record.library_sha256 {
                     return Err(format!(
@@ -574,9 +574,9 @@ fn content_hash(dir: &Path, m: &Manifest) -> Option<String> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for path in [dir.join(manifest::MANIFEST_FILE), m.library_path()] {
-        crate::security::digest::update_from_file(&mut hasher, &path).ok()?;
+        xcore_security::digest::update_from_file(&mut hasher, &path).ok()?;
     }
-    Some(crate::security::keys::hex(&hasher.finalize()))
+    Some(xcore_security::keys::hex(&hasher.finalize()))
 }
 
 /// Plugin folders under `dir`: directories whose names do not start with `_` or `.`.

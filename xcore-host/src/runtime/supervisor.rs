@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::manifest::RestartPolicy;
+use xcore_manifest::RestartPolicy;
 
 /// Where a plugin is in its life.
 ///

@@ -6,8 +6,8 @@ use std::sync::{Arc, Weak};
 use futures_util::future::BoxFuture;
 
 use super::{JobRunner, JobSpec, Target};
-use crate::hooks::Outcome;
 use crate::runtime::{CallInput, PluginRegistry};
+use xcore_hooks::Outcome;
 
 /// A [`JobRunner`] over the registry (weak: the registry owns the scheduler).
 pub struct RegistryRunner {

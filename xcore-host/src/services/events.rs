@@ -1,5 +1,5 @@
 //! `events.*` host services: plugins emit and subscribe through the host's one
-//! [`crate::hooks::HookManager`].
+//! [`xcore_hooks::HookManager`].
 //!
 //! An emit that waits blocks the plugin's thread until every handler ran; handlers that
 //! call plugins go through the registry's supervised call path. To keep that from
@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{permissions, Caller, ServiceError};
-use crate::hooks::{EmitMode, HandlerId, HookError, HookLimits};
 use crate::runtime::registry::EMIT_CHAIN;
 use crate::runtime::PluginRegistry;
+use xcore_hooks::{EmitMode, HandlerId, HookError, HookLimits};
 
 /// The `events` section of `xcore.yaml`: how much plugins may grow the event system.
 /// 0 = no limit.
@@ -100,7 +100,7 @@ struct SubscribeRequest {
 }
 
 fn default_priority() -> i32 {
-    crate::hooks::DEFAULT_PRIORITY
+    xcore_hooks::DEFAULT_PRIORITY
 }
 
 #[derive(Deserialize)]

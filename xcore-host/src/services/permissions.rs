@@ -11,7 +11,7 @@
 //! for and the operator granted ([`effective`]): `plugins.grants.<name>` in xcore.yaml,
 //! or a valid signature by a trusted key, which approves the signed manifest whole.
 
-use crate::hooks::Pattern;
+use xcore_hooks::Pattern;
 
 /// Whether `permissions` grant `kind` on `subject`.
 pub fn allowed(permissions: &[String], kind: &str, subject: &str) -> bool {

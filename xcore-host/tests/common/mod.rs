@@ -140,7 +140,7 @@ pub fn grants_yaml(plugins_dir: &Path) -> String {
     let mut entries: Vec<_> = std::fs::read_dir(plugins_dir).into_iter().flatten().flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let Ok(loaded) = xcore_host::manifest::load(&e.path()) else { continue };
+        let Ok(loaded) = xcore_manifest::load(&e.path()) else { continue };
         let perms = &loaded.manifest.permissions;
         if !perms.is_empty() {
             let name = e.file_name().to_string_lossy().into_owned();

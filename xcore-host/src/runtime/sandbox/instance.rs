@@ -40,10 +40,10 @@ use xcore_plugin_api::ffi::HostObject;
 use super::protocol::{self, FromWorker, ToWorker, WireResult, PROTOCOL_VERSION};
 use super::worker::WorkerSpec;
 use super::{confine, os, spawner};
-use crate::manifest::Manifest;
 use crate::runtime::call::CallInput;
 use crate::runtime::host_services::HostServices;
 use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
+use xcore_manifest::Manifest;
 
 /// How long a caller polls for the worker's reply before parking: a round trip is two
 /// thread wake-ups (the worker's reader, the host's reader), longer than a trusted call.

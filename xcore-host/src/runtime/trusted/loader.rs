@@ -20,7 +20,7 @@ use thiserror::Error;
 use xcore_plugin_api::ffi::PluginModuleRef;
 use xcore_plugin_api::{api_compatible, API_VERSION};
 
-use crate::manifest::Manifest;
+use xcore_manifest::Manifest;
 
 static MAPPED: AtomicU64 = AtomicU64::new(0);
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -117,7 +117,7 @@ pub fn check_manifest_api(manifest: &Manifest) -> Result<(), LoadError> {
             plugin: manifest.name.clone(),
             declared: manifest.api_version.to_string(),
             host: API_VERSION,
-            manifest: manifest.dir.join(crate::manifest::MANIFEST_FILE),
+            manifest: manifest.dir.join(xcore_manifest::MANIFEST_FILE),
         })
     }
 }
@@ -159,7 +159,7 @@ pub fn load_path(
     std::fs::copy(&src, &copy).map_err(|e| io(format!("copying to {}: {e}", copy.display())))?;
 
     if let Some(expected) = expected_sha256 {
-        let actual = crate::security::digest::sha256_file(&copy)
+        let actual = xcore_security::digest::sha256_file(&copy)
             .map_err(|e| io(format!("hashing {}: {e}", copy.display())))?;
         if actual != expected {
             let _ = std::fs::remove_file(&copy);

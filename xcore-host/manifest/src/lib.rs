@@ -6,6 +6,8 @@
 //! -> [`Manifest`] (tier defaults filled in, semantic checks). Nothing here panics on
 //! any input.
 
+pub mod plugin_order;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -325,7 +327,7 @@ pub fn parse_with_env(
     let mut manifest = validate(plugin_dir, raw, lookup).map_err(|(key, message)| invalid(&key, message))?;
     manifest.source_sha256 = {
         use sha2::Digest as _;
-        crate::security::keys::hex(&sha2::Sha256::digest(yaml.as_bytes()))
+        xcore_security::keys::hex(&sha2::Sha256::digest(yaml.as_bytes()))
     };
     Ok(LoadedManifest { manifest, warnings })
 }
@@ -644,7 +646,7 @@ fn validate(
             Some(e) => e,
             None => return err(format!("hooks[{i}].event"), "missing; an event pattern such as 'orders.*'"),
         };
-        if let Err(e) = crate::hooks::Pattern::new(&event) {
+        if let Err(e) = xcore_hooks::Pattern::new(&event) {
             return err(format!("hooks[{i}].event"), e.to_string());
         }
         let action = match h.action {
@@ -654,7 +656,7 @@ fn validate(
         hooks.push(HookSpec {
             event,
             action,
-            priority: h.priority.unwrap_or(crate::hooks::DEFAULT_PRIORITY),
+            priority: h.priority.unwrap_or(xcore_hooks::DEFAULT_PRIORITY),
             once: h.once.unwrap_or(false),
             timeout_ms: h.timeout_ms,
         });

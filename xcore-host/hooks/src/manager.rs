@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_DEPTH: u32 = 8;
 
 /// How much the manager holds: handlers in all, handlers per owner, detached emits in
 /// flight in all and per source. 0 = no limit. The host sets them from the `events`
-/// section of `xcore.yaml` ([`crate::services::events::EventsConfig`]).
+/// section of `xcore.yaml` (`EventsConfig` in the host's `services::events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookLimits {
     /// Subscriptions in the whole manager (`events.max_handlers`).
@@ -770,7 +770,7 @@ impl HookManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hooks::handler;
+    use crate::handler;
     use parking_lot::Mutex;
     use serde_json::json;
     use std::sync::atomic::AtomicUsize;
@@ -997,7 +997,7 @@ mod tests {
             .register(
                 "e",
                 opts("sync-panic").priority(4),
-                Arc::new(|_ctx: EventCtx| -> crate::hooks::BoxFuture<HandlerOutcome> { panic!("early") }),
+                Arc::new(|_ctx: EventCtx| -> crate::BoxFuture<HandlerOutcome> { panic!("early") }),
             )
             .unwrap();
         hooks.register("e", opts("fine").priority(5), const_handler(HandlerOutcome::ok("fine"))).unwrap();

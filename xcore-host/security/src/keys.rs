@@ -69,7 +69,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SignError + '_ {
 }
 
 /// Lowercase hex of `bytes` (sha2 0.11 digests no longer implement `LowerHex`).
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

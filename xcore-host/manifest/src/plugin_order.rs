@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::manifest::Manifest;
+use crate::Manifest;
 
 /// The result of [`plan`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,7 +165,7 @@ mod tests {
         let reqs: Vec<String> = requires.iter().map(|r| format!("'{r}'")).collect();
         let yaml =
             format!("name: {name}\nversion: {version}\napi_version: '*'\nrequires: [{}]\n", reqs.join(", "));
-        crate::manifest::parse(&Path::new("plugins").join(name), &yaml).unwrap().manifest
+        crate::parse(&Path::new("plugins").join(name), &yaml).unwrap().manifest
     }
 
     fn run(ms: &[Manifest], loaded: &[(&str, &str)]) -> LoadPlan {
