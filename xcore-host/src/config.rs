@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 use xcore_manifest::substitute_vars;
+use xcore_security::RequireSignatures;
+
+use crate::lenient;
+use crate::logging::LoggingConfig;
+use crate::runtime::sandbox::config::SandboxConfig;
 
 /// File read by [`load`] when no path is given (relative to the current directory).
 pub const DEFAULT_FILE: &str = "xcore.yaml";
@@ -88,20 +93,6 @@ impl Config {
     }
 }
 
-/// Which plugins must carry a valid signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RequireSignatures {
-    /// Signatures are not checked.
-    None,
-    /// Trusted-tier plugins must be signed by a trusted key (a sandboxed plugin that
-    /// ships a plugin.sig is checked too).
-    #[default]
-    Trusted,
-    /// Every plugin must be signed by a trusted key.
-    All,
-}
-
 /// Plugin signature settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -141,93 +132,6 @@ impl SecurityConfig {
             files.extend(found);
         }
         files
-    }
-}
-
-/// Settings of the sandboxed tier's worker processes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SandboxConfig {
-    /// Largest protocol frame between host and worker, in bytes (default 16 MiB). A
-    /// call whose payload or reply does not fit fails with `payload_too_large`.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub max_frame_bytes: usize,
-    /// How long a new worker may take to load its plugin and say hello (default 10 s).
-    #[serde(deserialize_with = "lenient::parse")]
-    pub startup_timeout_ms: u64,
-    /// Between SIGTERM and SIGKILL when a worker is stopped (default 200 ms).
-    #[serde(deserialize_with = "lenient::parse")]
-    pub kill_grace_ms: u64,
-    /// The user workers run as: a name from `/etc/passwd`, a uid, or `uid:gid`
-    /// (default: the host's own user). Changing user needs a host run as root.
-    #[serde(deserialize_with = "lenient::opt_string")]
-    pub user: Option<String>,
-    /// Host-service requests one worker may have in flight (default 32; never less than
-    /// the plugin's `concurrency` + 1). Past it a request is refused with `overloaded`.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub max_host_calls_in_flight: usize,
-    /// Longest line of a sandboxed plugin's output (stdout, stderr, log) forwarded to the
-    /// log, in bytes (default 16 KiB); the rest of the line is dropped and counted.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub log_line_max_bytes: usize,
-    /// Lines of output per second one worker may send to the log (default 200, with a
-    /// burst of as many); the excess is dropped and counted.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub log_lines_per_second: u32,
-    /// A write to a worker that makes no progress for this long kills it: it stopped
-    /// reading its requests (default 5000 ms).
-    #[serde(deserialize_with = "lenient::parse")]
-    pub write_timeout_ms: u64,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        SandboxConfig {
-            max_frame_bytes: 16 << 20,
-            startup_timeout_ms: 10_000,
-            kill_grace_ms: 200,
-            max_host_calls_in_flight: 32,
-            log_line_max_bytes: 16 << 10,
-            log_lines_per_second: 200,
-            write_timeout_ms: 5_000,
-            user: None,
-        }
-    }
-}
-
-impl SandboxConfig {
-    /// `user` as (uid, gid): `uid:gid`, a uid (its group from `/etc/passwd`, else the
-    /// same number), or a name from `/etc/passwd`.
-    pub fn resolve_user(&self) -> Result<Option<(u32, u32)>, ConfigError> {
-        let Some(user) = self.user.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
-            return Ok(None);
-        };
-        let invalid = |message: String| ConfigError::Invalid {
-            file: "(configuration)".into(),
-            key: "sandbox.user".into(),
-            message,
-        };
-        if let Some((u, g)) = user.split_once(':') {
-            return match (u.parse(), g.parse()) {
-                (Ok(u), Ok(g)) => Ok(Some((u, g))),
-                _ => Err(invalid(format!("'{user}' is not uid:gid"))),
-            };
-        }
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let entry = |l: &str| -> Option<(String, u32, u32)> {
-            let f: Vec<&str> = l.split(':').collect();
-            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        };
-        let entries: Vec<_> = passwd.lines().filter_map(entry).collect();
-        if let Ok(uid) = user.parse::<u32>() {
-            let gid = entries.iter().find(|e| e.1 == uid).map_or(uid, |e| e.2);
-            return Ok(Some((uid, gid)));
-        }
-        entries
-            .iter()
-            .find(|e| e.0 == user)
-            .map(|e| Some((e.1, e.2)))
-            .ok_or_else(|| invalid(format!("no user '{user}' in /etc/passwd")))
     }
 }
 
@@ -372,48 +276,6 @@ impl Default for PluginsConfig {
             max_abandoned_threads: 3,
             rate_limit_max_clients: 10_000,
             grants: Default::default(),
-        }
-    }
-}
-
-/// Log output settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LoggingConfig {
-    /// One of [`LoggingConfig::LEVELS`] (lowercased on load).
-    #[serde(deserialize_with = "lenient::string")]
-    pub level: String,
-    /// Folder of the log files (default `logs`).
-    #[serde(deserialize_with = "lenient::path")]
-    pub directory: PathBuf,
-    /// Log to the console.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub console: bool,
-    /// Log to rotating files in `directory`.
-    #[serde(deserialize_with = "lenient::parse")]
-    pub file: bool,
-    /// Size at which a log file is rotated, in MiB (>= 1).
-    #[serde(deserialize_with = "lenient::parse")]
-    pub max_file_mb: u64,
-    /// Rotated files kept (>= 1).
-    #[serde(deserialize_with = "lenient::parse")]
-    pub max_files: u32,
-}
-
-impl LoggingConfig {
-    /// Accepted values of `level`.
-    pub const LEVELS: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        LoggingConfig {
-            level: "info".to_string(),
-            directory: PathBuf::from("logs"),
-            console: true,
-            file: true,
-            max_file_mb: 10,
-            max_files: 5,
         }
     }
 }
@@ -892,64 +754,6 @@ fn mask_url_password(s: &str) -> Option<String> {
 }
 
 /// Field deserializers that accept a scalar written as a string and vice versa.
-mod lenient {
-    use std::path::PathBuf;
-    use std::str::FromStr;
-
-    use serde::de::{self, DeserializeOwned, Deserializer, Unexpected};
-    use serde::Deserialize;
-    use serde_yaml_ng::Value;
-
-    struct TypeName(&'static str);
-    impl de::Expected for TypeName {
-        fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    /// A number or bool, also from a string such as `"9000"`.
-    pub fn parse<'de, D, T>(d: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr + DeserializeOwned,
-    {
-        match Value::deserialize(d)? {
-            Value::String(s) => s.trim().parse().map_err(|_| {
-                de::Error::invalid_type(Unexpected::Str(&s), &TypeName(std::any::type_name::<T>()))
-            }),
-            other => T::deserialize(other).map_err(de::Error::custom),
-        }
-    }
-
-    fn scalar_text<E: de::Error>(v: Value) -> Result<Option<String>, E> {
-        match v {
-            Value::Null => Ok(None),
-            Value::String(s) => Ok(Some(s)),
-            Value::Number(n) => Ok(Some(n.to_string())),
-            Value::Bool(b) => Ok(Some(b.to_string())),
-            Value::Sequence(_) => Err(E::invalid_type(Unexpected::Seq, &"a string")),
-            Value::Mapping(_) => Err(E::invalid_type(Unexpected::Map, &"a string")),
-            Value::Tagged(_) => Err(E::invalid_type(Unexpected::Other("tagged value"), &"a string")),
-        }
-    }
-
-    /// A string, also from a number or bool.
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        scalar_text(Value::deserialize(d)?)?
-            .ok_or_else(|| de::Error::invalid_type(Unexpected::Unit, &"a string"))
-    }
-
-    /// An optional string; null is `None`.
-    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        scalar_text(Value::deserialize(d)?)
-    }
-
-    /// A path written as a string.
-    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-        string(d).map(PathBuf::from)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod docgen;
+mod lenient;
 pub mod logging;
 pub mod logtools;
 pub mod metrics;

@@ -4,7 +4,7 @@
 //! the `plugin` and `request_id` of the call that wrote it. Worker threads set `plugin`
 //! once; the call path sets `request_id` around each call.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::LevelFilter;
 use log4rs::append::console::{ConsoleAppender, Target};
@@ -15,9 +15,52 @@ use log4rs::append::rolling_file::RollingFileAppender;
 use log4rs::config::{Appender, Config, Logger, Root};
 use log4rs::encode::json::JsonEncoder;
 use log4rs::encode::pattern::PatternEncoder;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::LoggingConfig;
+use crate::lenient;
+
+/// Log output settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoggingConfig {
+    /// One of [`LoggingConfig::LEVELS`] (lowercased on load).
+    #[serde(deserialize_with = "lenient::string")]
+    pub level: String,
+    /// Folder of the log files (default `logs`).
+    #[serde(deserialize_with = "lenient::path")]
+    pub directory: PathBuf,
+    /// Log to the console.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub console: bool,
+    /// Log to rotating files in `directory`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub file: bool,
+    /// Size at which a log file is rotated, in MiB (>= 1).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_file_mb: u64,
+    /// Rotated files kept (>= 1).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_files: u32,
+}
+
+impl LoggingConfig {
+    /// Accepted values of `level`.
+    pub const LEVELS: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".to_string(),
+            directory: PathBuf::from("logs"),
+            console: true,
+            file: true,
+            max_file_mb: 10,
+            max_files: 5,
+        }
+    }
+}
 
 /// The log file's name inside the logging directory.
 pub const LOG_FILE: &str = "xcore.log";

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{write_plugins, PluginSpec};
-use xcore_host::config::RequireSignatures;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
+use xcore_security::RequireSignatures;
 
 struct Fixture {
     rt: tokio::runtime::Runtime,

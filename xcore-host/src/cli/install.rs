@@ -19,13 +19,13 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use xcore_host::config::RequireSignatures;
 use xcore_host::config::{self, Config};
 use xcore_host::db::{migrate, Database};
 use xcore_host::plugin_build;
 use xcore_host::runtime::registry::SignaturePolicy;
 use xcore_host::store::Store;
 use xcore_manifest as manifest;
+use xcore_security::RequireSignatures;
 use xcore_security::{build_record, host_key, keys, signing};
 
 #[derive(Debug, Args)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use xcore_host::api::{self, AdminToken, AppState, ServeOptions, Tokens};
-use xcore_host::config::RequireSignatures;
 use xcore_host::db::{migrate, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
@@ -19,6 +18,7 @@ use xcore_host::store::Store;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
 use xcore_security::keys;
+use xcore_security::RequireSignatures;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -26,7 +26,6 @@ use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
 use super::trusted::instance::{InstanceGauges, TrustedInstance};
 use super::trusted::loader;
-use crate::config::RequireSignatures;
 use crate::metrics::{Metrics, PluginMetrics};
 use xcore_hooks::{
     self as hooks, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
@@ -34,6 +33,7 @@ use xcore_hooks::{
 use xcore_manifest::plugin_order;
 use xcore_manifest::{self as manifest, ExecutionMode, Manifest};
 use xcore_security::signing;
+use xcore_security::RequireSignatures;
 
 tokio::task_local! {
     /// The plugins waiting on the emit that runs in this task (each blocked in a call

@@ -101,8 +101,8 @@ impl Default for SandboxLimits {
     }
 }
 
-impl From<&crate::config::SandboxConfig> for SandboxLimits {
-    fn from(c: &crate::config::SandboxConfig) -> Self {
+impl From<&super::config::SandboxConfig> for SandboxLimits {
+    fn from(c: &super::config::SandboxConfig) -> Self {
         SandboxLimits {
             max_host_calls_in_flight: c.max_host_calls_in_flight,
             log_line_max_bytes: c.log_line_max_bytes,

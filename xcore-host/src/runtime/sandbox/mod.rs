@@ -8,6 +8,7 @@
 //! calls (the module's only `unsafe`). docs/sandbox.md says what this protects against
 //! and what it does not.
 
+pub mod config;
 pub mod confine;
 pub mod disk;
 pub mod instance;
