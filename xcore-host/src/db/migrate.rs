@@ -99,7 +99,7 @@ pub fn migrate(name: &str, url: &str, op: Op) -> Result<Report, DbError> {
             if name == "default" {
                 super::namespace::pg_prepare_host(&mut conn).map_err(|e| DbError::Migration {
                     name: name.into(),
-                    reason: format!("preparing the host's schema {}: {e}", super::namespace::PG_HOST_SCHEMA),
+                    reason: format!("preparing the host's schema {}: {e}", super::PG_HOST_SCHEMA),
                 })?;
             }
             operate(&mut conn, || POSTGRES, op)

@@ -10,12 +10,14 @@
 //! plugin SQL is under an authorizer ([`sqlite_guard`]). Other databases are the
 //! operator's, for plugins granted them.
 //!
-//! - [`pool`]: the pools and [`with_conn!`](crate::with_conn), which runs one piece of
+//! - [`pool`]: one database's pool and [`with_conn!`](crate::with_conn), which runs one piece of
 //!   diesel code on whichever back-end a connection is.
+//! - [`databases`]: every database by name, and plugins' own pools.
 //! - [`schema`]: the host's tables; [`migrate`]: their migrations.
 //! - [`dynamic`]: SQL from plugins, with JSON parameters and JSON rows.
 //! - [`namespace`], [`sqlite_guard`]: where plugins' SQL runs, and what it may do.
 
+pub mod databases;
 pub mod dynamic;
 pub mod migrate;
 pub mod namespace;
@@ -24,12 +26,22 @@ pub mod pool;
 pub mod schema;
 pub mod sqlite_guard;
 
-pub use pool::{Conn, Database, Databases};
+pub use databases::Databases;
+pub use pool::{Conn, Database};
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+/// The PostgreSQL schema of the host's tables ([`namespace`] creates it, the host's pool
+/// sets it as its search path).
+pub const PG_HOST_SCHEMA: &str = "xcore";
+
+/// The table-name prefix of a plugin's namespace.
+pub fn table_prefix(plugin: &str) -> String {
+    format!("{}_", plugin.replace('-', "_").to_ascii_lowercase())
+}
 
 /// A named database of `xcore.yaml`'s `databases` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

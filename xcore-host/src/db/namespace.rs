@@ -29,9 +29,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use sha2::{Digest, Sha256};
 
-use super::plugin_migrations::table_prefix;
 use super::pool::{MysqlConn, PgConn};
-use super::{mask_url, Backend, Database, DatabaseConfig, DbError};
+use super::{mask_url, table_prefix, Backend, Database, DatabaseConfig, DbError, PG_HOST_SCHEMA};
 
 /// The host's tables (and diesel's record of the host's migrations).
 pub const HOST_TABLES: &[&str] = &[
@@ -45,9 +44,6 @@ pub const HOST_TABLES: &[&str] = &[
 
 /// The columns of the host's table `host_secrets` (PostgreSQL and MySQL).
 const HOST_SECRETS_COLUMNS: &str = "name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(128) NOT NULL";
-
-/// The PostgreSQL schema of the host's tables.
-pub const PG_HOST_SCHEMA: &str = "xcore";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -21,7 +21,7 @@ use diesel::prelude::*;
 
 use super::schema::plugin_migrations::dsl as pm;
 use super::sqlite_guard::as_host;
-use super::{Backend, Database, DbError};
+use super::{table_prefix, Backend, Database, DbError};
 use crate::with_conn;
 
 /// diesel's transaction manager of a connection, by the connection's type.
@@ -46,11 +46,6 @@ pub struct PluginMigration {
     pub version: String,
     /// Its `up.sql`.
     pub up: PathBuf,
-}
-
-/// The table-name prefix of a plugin's namespace.
-pub fn table_prefix(plugin: &str) -> String {
-    format!("{}_", plugin.replace('-', "_").to_ascii_lowercase())
 }
 
 fn backend_dir(b: Backend) -> &'static str {

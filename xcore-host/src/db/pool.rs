@@ -10,9 +10,7 @@
 //! [`with_conn!`](crate::with_conn) runs one piece of diesel code against whichever
 //! back-end a connection is: the code is written once and compiled three times.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
@@ -22,8 +20,6 @@ use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
 
 use super::{mask_url, sqlite_guard, sqlite_path, Backend, DatabaseConfig, DbError};
 
-/// The most plugin connection pools open at once (one per plugin and database it uses).
-pub const MAX_PLUGIN_POOLS: usize = 512;
 /// The most connections of one plugin's pool.
 pub const PLUGIN_POOL_SIZE: u32 = 4;
 /// How long an idle connection of a plugin's pool stays open.
@@ -106,14 +102,14 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 }
 
 /// The host's connections to a PostgreSQL `default`: its tables are in the schema
-/// `xcore` ([`super::namespace`]).
+/// `xcore` ([`super::namespace`] makes it).
 #[derive(Debug)]
 struct PgHostSchema;
 
 impl CustomizeConnection<PgConn, diesel::r2d2::Error> for PgHostSchema {
     fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
         use diesel::connection::SimpleConnection;
-        conn.batch_execute(&format!("SET search_path TO {}", super::namespace::PG_HOST_SCHEMA))
+        conn.batch_execute(&format!("SET search_path TO {}", super::PG_HOST_SCHEMA))
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -176,11 +172,15 @@ impl Database {
     /// SQLite: `default` becomes the plugin's own file ([`plugin_sqlite_file`]) with the
     /// namespace rule `<plugin>_`; another database is the operator's file itself. Either
     /// way every connection is marked for the authorizer ([`sqlite_guard`]).
-    fn connect_plugin_sqlite(plugin: &str, name: &str, cfg: &DatabaseConfig) -> Result<Database, DbError> {
+    pub(super) fn connect_plugin_sqlite(
+        plugin: &str,
+        name: &str,
+        cfg: &DatabaseConfig,
+    ) -> Result<Database, DbError> {
         let fail = |reason: String| DbError::Connect { name: name.into(), url: mask_url(&cfg.url), reason };
         sqlite_guard::install().map_err(&fail)?;
         let (path, prefix) = if name == "default" {
-            let prefix = super::plugin_migrations::table_prefix(plugin);
+            let prefix = super::table_prefix(plugin);
             (plugin_sqlite_file(&cfg.url, plugin).to_string_lossy().into_owned(), Some(prefix))
         } else {
             (sqlite_path(&cfg.url).to_string_lossy().into_owned(), None)
@@ -301,103 +301,6 @@ pub fn plugin_sqlite_file(host_url: &str, plugin: &str) -> PathBuf {
     let host = sqlite_path(host_url.split('?').next().unwrap_or(host_url));
     let dir = host.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     dir.join("plugins").join(format!("{plugin}.db"))
-}
-
-/// Every configured database, by name, and the pools of plugins' SQL.
-#[derive(Default)]
-pub struct Databases {
-    map: BTreeMap<String, Arc<Database>>,
-    configs: BTreeMap<String, DatabaseConfig>,
-    /// plugin -> database -> the pool its SQL runs on.
-    plugin_pools: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, Arc<Database>>>>,
-}
-
-impl Databases {
-    /// Connects every database of the configuration. Blocking, like [`Database::connect`].
-    pub fn connect(configs: &BTreeMap<String, DatabaseConfig>) -> Result<Databases, DbError> {
-        let mut map = BTreeMap::new();
-        for (name, cfg) in configs {
-            map.insert(name.clone(), Arc::new(Database::connect(name, cfg)?));
-        }
-        Ok(Databases { map, configs: configs.clone(), plugin_pools: Default::default() })
-    }
-
-    /// The database `name`, as the host uses it (the host's own tables are on
-    /// `default`). Never hand it to a plugin: see [`Databases::for_plugin`].
-    pub fn get(&self, name: &str) -> Result<&Arc<Database>, DbError> {
-        self.map.get(name).ok_or_else(|| DbError::Unknown(name.to_string()))
-    }
-
-    /// The names of every database.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.map.keys().map(String::as_str)
-    }
-
-    /// Where `plugin`'s SQL on the database `name` runs: on `default`, the plugin's own
-    /// namespace, never the host's tables; on another SQLite database, the operator's
-    /// file through connections of the plugin's own (under the authorizer); on another
-    /// PostgreSQL or MySQL database, the operator's pool as configured. The pool is made
-    /// on first use and kept until [`Databases::release_plugin`]; at most
-    /// [`MAX_PLUGIN_POOLS`] are open at once. Blocking.
-    pub fn for_plugin(&self, plugin: &str, name: &str) -> Result<Arc<Database>, DbError> {
-        let shared = self.get(name)?;
-        let cfg = self.configs.get(name).ok_or_else(|| DbError::Unknown(name.to_string()))?;
-        let own = match shared.backend() {
-            Backend::Sqlite => true,
-            _ => name == "default",
-        };
-        if !own {
-            return Ok(shared.clone());
-        }
-        if let Some(db) = self.plugin_pools.lock().get(plugin).and_then(|m| m.get(name)) {
-            return Ok(db.clone());
-        }
-        let full = |open: usize| DbError::Unavailable {
-            name: name.into(),
-            reason: format!(
-                "{open} plugin connection pools are open, the most there may be (MAX_PLUGIN_POOLS)"
-            ),
-        };
-        if self.plugin_pool_count() >= MAX_PLUGIN_POOLS {
-            return Err(full(MAX_PLUGIN_POOLS));
-        }
-        // Connecting may wait on the network: outside the lock.
-        let db = Arc::new(match shared.backend() {
-            Backend::Sqlite => {
-                if name == "default" {
-                    super::namespace::sqlite_adopt(shared, plugin, &plugin_sqlite_file(&cfg.url, plugin))?;
-                }
-                Database::connect_plugin_sqlite(plugin, name, cfg)?
-            }
-            backend => super::namespace::connect_plugin(plugin, name, cfg, backend, shared)?,
-        });
-        let mut pools = self.plugin_pools.lock();
-        if let Some(existing) = pools.get(plugin).and_then(|m| m.get(name)) {
-            // Another call made it meanwhile; ours is dropped (on this plain thread).
-            return Ok(existing.clone());
-        }
-        let open: usize = pools.values().map(BTreeMap::len).sum();
-        if open >= MAX_PLUGIN_POOLS {
-            return Err(full(open));
-        }
-        pools.entry(plugin.to_string()).or_default().insert(name.to_string(), db.clone());
-        Ok(db)
-    }
-
-    /// Closes `plugin`'s pools (when it unloads); calls still running keep theirs.
-    /// Callable from async code: a PostgreSQL or MySQL connection owns a small runtime,
-    /// which must not be dropped inside another, so the pools are dropped on a thread
-    /// of their own.
-    pub fn release_plugin(&self, plugin: &str) {
-        if let Some(removed) = self.plugin_pools.lock().remove(plugin) {
-            std::thread::spawn(move || drop(removed));
-        }
-    }
-
-    /// How many plugin pools are open.
-    pub fn plugin_pool_count(&self) -> usize {
-        self.plugin_pools.lock().values().map(BTreeMap::len).sum()
-    }
 }
 
 #[cfg(test)]

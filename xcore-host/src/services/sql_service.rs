@@ -21,7 +21,7 @@ use std::borrow::Cow;
 
 use super::{Caller, ServiceError};
 use crate::db::dynamic::{DynamicSql, SqlError};
-use crate::db::plugin_migrations::table_prefix;
+use crate::db::table_prefix;
 use crate::db::{sqlite_guard, Backend, DbError};
 use crate::runtime::PluginRegistry;
 use crate::with_conn;
