@@ -27,6 +27,7 @@ use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
 use xcore_host::runtime::trusted::loader;
 use xcore_host::runtime::{CallInput, PluginRegistry};
+use xcore_host::services::Dispatcher;
 use xcore_manifest as manifest;
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
 
@@ -89,6 +90,7 @@ fn benches(c: &mut Criterion) {
             ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
+        Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded, vec!["echo".to_string(), "echo-sandboxed".to_string()], "{:?}", report.failed);

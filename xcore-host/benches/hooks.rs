@@ -16,6 +16,7 @@ use xcore_hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::PluginRegistry;
+use xcore_host::services::Dispatcher;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -54,6 +55,7 @@ fn benches(c: &mut Criterion) {
     let registry = PluginRegistry::new(
         RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
+        Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded, vec!["echo".to_string()], "{:?}", report.failed);

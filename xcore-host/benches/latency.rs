@@ -16,6 +16,7 @@ use std::time::Instant;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallInput, PluginRegistry};
+use xcore_host::services::Dispatcher;
 
 const CALLS: usize = 50_000;
 
@@ -49,6 +50,7 @@ fn main() {
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
+        Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded.len(), 2, "{:?}", report.failed);

@@ -21,6 +21,7 @@ use std::time::Duration;
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry};
+use xcore_host::services::Dispatcher;
 
 const SLEEP_MS: u64 = 10;
 const CONCURRENCY: u32 = 2;
@@ -71,6 +72,7 @@ fn main() {
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
+        Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded.len(), runs.len(), "{:?}", report.failed);

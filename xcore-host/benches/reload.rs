@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallInput, PluginRegistry};
+use xcore_host::services::Dispatcher;
 use xcore_host::watcher::{self, WatchOptions};
 
 fn manifest(greeting: &str) -> String {
@@ -32,6 +33,7 @@ fn main() {
     let registry = PluginRegistry::new(
         RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
+        Dispatcher::for_registry,
     );
     rt.block_on(registry.load_all());
     let debounce = Duration::from_millis(200);

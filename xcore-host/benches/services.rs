@@ -57,6 +57,7 @@ use xcore_host::runtime::{CallInput, PluginRegistry};
 use xcore_host::scheduler::runner::RegistryRunner;
 use xcore_host::scheduler::{Scheduler, SchedulerConfig};
 use xcore_host::services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
+use xcore_host::services::Dispatcher;
 use xcore_host::store::Store;
 
 /// Key-value operations per plugin call in `kv/<db>/set|get`.
@@ -109,6 +110,7 @@ impl Host {
         let registry = PluginRegistry::new(
             RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
             Arc::new(Metrics::new()),
+            Dispatcher::for_registry,
         );
         let cache = registry.supervisor_handle().block_on(Cache::connect(cache_cfg)).expect("cache");
         registry.set_cache(cache);

@@ -14,6 +14,7 @@ use common::{write_plugins, PluginSpec};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
+use xcore_host::services::Dispatcher;
 use xcore_security::RequireSignatures;
 
 struct Fixture {
@@ -38,6 +39,7 @@ impl Fixture {
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))
             },
             Arc::new(Metrics::new()),
+            Dispatcher::for_registry,
         );
         Fixture { rt, registry, _dir: dir }
     }

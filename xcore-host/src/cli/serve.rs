@@ -14,6 +14,7 @@ use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
 use xcore_host::scheduler::runner::RegistryRunner;
 use xcore_host::scheduler::Scheduler;
+use xcore_host::services::Dispatcher;
 use xcore_host::store::Store;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
@@ -119,7 +120,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
-    let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()));
+    let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()), Dispatcher::for_registry);
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());
     // The cache connects on the supervisor runtime, where every cache call runs.

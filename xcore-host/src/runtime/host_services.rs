@@ -1,47 +1,84 @@
 //! The host object every plugin instance receives: its way back into the host.
 //!
-//! This is the FFI face of [`crate::services`]: it converts ABI types and catches
-//! panics. Every method catches: a panic unwinding out of a host callback would cross
-//! the `extern "C"` boundary and abi_stable would exit the whole process.
+//! This is the FFI face of the host services: it converts ABI types and catches panics.
+//! Every method catches: a panic unwinding out of a host callback would cross the
+//! `extern "C"` boundary and abi_stable would exit the whole process. What a host call
+//! does is not the runtime's business: it hands each one to the [`HostCalls`] the
+//! composition root gave the registry (the host's own is `services::Dispatcher`), so
+//! the runtime names no service.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use xcore_plugin_api::codes;
 use xcore_plugin_api::ffi::{level, CallError, CallResult, HostObject};
 
-use crate::runtime::PluginRegistry;
-use crate::services::{self, Caller};
+use crate::metrics::Metrics;
+
+/// Who makes a host call: one instance of a plugin and what its manifest asks for.
+#[derive(Debug, Clone)]
+pub struct HostCaller {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Which instance of it (its subscriptions belong to that instance).
+    pub generation: u64,
+    /// Its manifest's permissions.
+    pub permissions: Arc<[String]>,
+}
+
+/// What serves plugins' host calls (`Context::call_host`), the same for both tiers: the
+/// reply is JSON bytes, a refusal a plugin-visible [`CallError`]. Built by the
+/// composition root; the runtime only carries it to every instance.
+pub trait HostCalls: Send + Sync {
+    /// Serves `service` for `caller`, inside the call `request_id`.
+    fn serve(
+        &self,
+        caller: &HostCaller,
+        service: &str,
+        request_id: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CallError>;
+}
 
 /// The host services of one plugin instance.
 #[derive(Clone)]
 pub struct HostServices {
-    caller: Caller,
+    caller: HostCaller,
+    /// `None`: detached (no host behind it).
+    calls: Option<Arc<dyn HostCalls>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HostServices {
-    /// Services for the plugin `name` with its manifest's `permissions`.
-    pub fn new(name: &str, generation: u64, permissions: &[String], registry: Weak<PluginRegistry>) -> Self {
+    /// Services for the plugin `name` with its manifest's `permissions`, served by `calls`.
+    pub fn new(
+        name: &str,
+        generation: u64,
+        permissions: &[String],
+        calls: Arc<dyn HostCalls>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         HostServices {
-            caller: Caller {
-                plugin: Arc::from(name),
-                generation,
-                permissions: Arc::from(permissions),
-                registry,
-            },
+            caller: HostCaller { plugin: Arc::from(name), generation, permissions: Arc::from(permissions) },
+            calls: Some(calls),
+            metrics: Some(metrics),
         }
     }
 
-    /// Services bound to no registry (benchmarks, tools): logging works, every other
+    /// Services bound to no host (benchmarks, tools): logging works, every other
     /// service answers that the host is unavailable.
     pub fn detached(name: &str) -> Self {
-        Self::new(name, 0, &[], Weak::new())
+        HostServices {
+            caller: HostCaller { plugin: Arc::from(name), generation: 0, permissions: Arc::from([]) },
+            calls: None,
+            metrics: None,
+        }
     }
 
-    /// The host's metrics, while the registry lives.
-    pub fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
-        self.caller.registry.upgrade().map(|r| r.metrics().clone())
+    /// The host's metrics (none when detached).
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.metrics.clone()
     }
 
     /// The plugin these services belong to.
@@ -51,11 +88,15 @@ impl HostServices {
 
     /// Serves a host-service request; the same path for both tiers.
     pub fn serve(&self, service: &str, request_id: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
-        let result =
-            catch_unwind(AssertUnwindSafe(|| services::dispatch(&self.caller, service, request_id, payload)));
-        match result {
-            Ok(Ok(v)) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
-            Ok(Err(e)) => Err(CallError { code: e.code.into(), message: e.message.into(), status: e.status }),
+        let Some(calls) = &self.calls else {
+            return Err(CallError {
+                code: RString::from("unavailable"),
+                message: RString::from("the host is shutting down"),
+                status: 503,
+            });
+        };
+        match catch_unwind(AssertUnwindSafe(|| calls.serve(&self.caller, service, request_id, payload))) {
+            Ok(result) => result,
             Err(_) => Err(CallError {
                 code: RString::from(codes::INTERNAL),
                 message: RString::from(format!("the host panicked while serving '{service}'")),

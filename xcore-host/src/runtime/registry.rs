@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -19,7 +19,7 @@ use thiserror::Error;
 use xcore_plugin_api::codes;
 
 use super::call::{CallFailure, CallInput, CallOrigin};
-use super::host_services::HostServices;
+use super::host_services::{HostCalls, HostServices};
 use super::instance::{Instance, InstanceError};
 use super::rate_limit::{ClientLimiter, RateLimiter};
 use super::sandbox::{self, SandboxInstance, SandboxOptions};
@@ -81,7 +81,7 @@ pub struct RegistryOptions {
     /// Clients tracked per plugin by the per-client rate limit.
     pub rate_limit_max_clients: usize,
     /// What the operator allows each plugin (`plugins.grants`); see
-    /// [`crate::services::permissions::effective`].
+    /// [`xcore_manifest::permissions::effective`].
     pub grants: Arc<BTreeMap<String, Vec<String>>>,
 }
 
@@ -324,7 +324,7 @@ struct SlotInner {
     /// Fingerprint of the key that signed the loaded version.
     signed_by: Option<String>,
     /// The loaded version's permissions: requested, granted, effective.
-    grants: Option<crate::services::permissions::Grants>,
+    grants: Option<xcore_manifest::permissions::Grants>,
 }
 
 /// Everything the host keeps about one plugin across its instances.
@@ -458,6 +458,8 @@ pub struct PluginRegistry {
     opts: RegistryOptions,
     slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     metrics: Arc<Metrics>,
+    /// What serves the host calls of every instance (built by the composition root).
+    host_calls: Arc<dyn HostCalls>,
     ops: tokio::sync::Mutex<()>,
     /// Runs restarts. A runtime of its own, because deaths are reported from plain
     /// threads (a sandbox worker's watcher) and restarts must not depend on which HTTP
@@ -598,8 +600,13 @@ pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 impl PluginRegistry {
-    /// An empty registry.
-    pub fn new(opts: RegistryOptions, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// An empty registry. `host_calls` builds what serves its plugins' host calls (the
+    /// host's is `services::Dispatcher::for_registry`); it gets the registry, weakly.
+    pub fn new(
+        opts: RegistryOptions,
+        metrics: Arc<Metrics>,
+        host_calls: impl FnOnce(Weak<PluginRegistry>) -> Arc<dyn HostCalls>,
+    ) -> Arc<Self> {
         let supervisor = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("xcore-supervisor")
@@ -608,7 +615,8 @@ impl PluginRegistry {
             .expect("building the supervisor runtime");
         let hooks = HookManager::builder().runtime(supervisor.handle().clone()).build();
         metrics.register_collectors(hooks.prometheus_collectors());
-        Arc::new(PluginRegistry {
+        Arc::new_cyclic(|me| PluginRegistry {
+            host_calls: host_calls(me.clone()),
             opts,
             slots: RwLock::new(BTreeMap::new()),
             metrics,
@@ -991,7 +999,7 @@ impl PluginRegistry {
         };
         // What the manifest asks for and the operator allows: a trusted signature over the
         // manifest approves it whole; otherwise `plugins.grants.<name>` decides.
-        let grants = crate::services::permissions::effective(
+        let grants = xcore_manifest::permissions::effective(
             &m.permissions,
             signed_by.as_ref().is_some_and(|s| s.covers_manifest),
             self.opts.grants.get(name).map(Vec::as_slice).unwrap_or_default(),
@@ -1030,7 +1038,13 @@ impl PluginRegistry {
             let gauges = slot.gauges.clone();
             let sandbox = self.opts.sandbox();
             let on_death = self.death_hook(&slot, generation);
-            let services = HostServices::new(&m.name, generation, &m.permissions, Arc::downgrade(self));
+            let services = HostServices::new(
+                &m.name,
+                generation,
+                &m.permissions,
+                self.host_calls.clone(),
+                self.metrics.clone(),
+            );
             // The signed hash travels to the loader, which checks the very copy it maps.
             let expected = signed_by.as_ref().map(|s| s.library_sha256.clone());
             tokio::task::spawn_blocking(move || -> Result<Instance, String> {
@@ -1237,7 +1251,7 @@ impl PluginRegistry {
         let m = m.clone();
         tokio::task::spawn_blocking(move || {
             for name in databases.names() {
-                if !crate::services::sql_service::access(&m.permissions, name).1 {
+                if !xcore_manifest::permissions::db_access(&m.permissions, name).1 {
                     continue;
                 }
                 // The plugin's own pool: on `default`, its namespace.

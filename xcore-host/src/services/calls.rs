@@ -31,7 +31,7 @@ pub fn call(
 ) -> Result<Value, ServiceError> {
     let req: CallRequest =
         serde_json::from_slice(payload).map_err(|e| ServiceError::bad_request("plugins.call", e))?;
-    if !permissions::allowed(&caller.permissions, "call", &req.plugin) {
+    if !xcore_manifest::permissions::allowed(&caller.permissions, "call", &req.plugin) {
         return Err(permissions::denied(&caller.plugin, "call", &req.plugin));
     }
     let (depth, mut chain) =

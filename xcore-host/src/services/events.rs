@@ -144,7 +144,7 @@ pub fn emit(
             ),
         ));
     }
-    if !permissions::allowed(&caller.permissions, "events.emit", &req.event) {
+    if !xcore_manifest::permissions::allowed(&caller.permissions, "events.emit", &req.event) {
         return Err(permissions::denied(&caller.plugin, "events.emit", &req.event));
     }
     // Where this plugin stands in an event chain: a top-level call emits at depth 0.
@@ -194,7 +194,7 @@ pub fn subscribe(
 ) -> Result<Value, ServiceError> {
     let req: SubscribeRequest =
         serde_json::from_slice(payload).map_err(|e| ServiceError::bad_request("events.subscribe", e))?;
-    if !permissions::allowed(&caller.permissions, "events.subscribe", &req.pattern) {
+    if !xcore_manifest::permissions::allowed(&caller.permissions, "events.subscribe", &req.pattern) {
         return Err(permissions::denied(&caller.plugin, "events.subscribe", &req.pattern));
     }
     let id = registry

@@ -1,6 +1,7 @@
 //! Host services offered to plugins through `Context::call_host`, with their
 //! permission checks. [`crate::runtime::host_services::HostServices`] is the FFI face
-//! (panic-safe, ABI types); this module is the logic, shared by both tiers: a sandboxed
+//! (panic-safe, ABI types); this module is the logic ([`Dispatcher`], the registry's
+//! [`HostCalls`]), shared by both tiers: a sandboxed
 //! plugin's requests arrive over its socket and are served by the same functions.
 //!
 //! | service | permission | what |
@@ -27,6 +28,10 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
+use abi_stable::std_types::RString;
+use xcore_plugin_api::ffi::CallError;
+
+use crate::runtime::host_services::{HostCaller, HostCalls};
 use crate::runtime::PluginRegistry;
 
 /// A failed service request: a stable code, a message that says what to do, a status.
@@ -84,6 +89,44 @@ pub struct Caller {
     pub permissions: Arc<[String]>,
     /// The registry (weak: instances must not keep the registry alive).
     pub registry: Weak<PluginRegistry>,
+}
+
+/// The host's [`HostCalls`]: every service below, for the registry it is built for.
+/// The composition root hands [`Dispatcher::for_registry`] to `PluginRegistry::new`.
+pub struct Dispatcher {
+    registry: Weak<PluginRegistry>,
+}
+
+impl Dispatcher {
+    /// The dispatcher of `registry` (weak: instances must not keep the registry alive).
+    pub fn for_registry(registry: Weak<PluginRegistry>) -> Arc<dyn HostCalls> {
+        Arc::new(Dispatcher { registry })
+    }
+}
+
+impl HostCalls for Dispatcher {
+    fn serve(
+        &self,
+        caller: &HostCaller,
+        service: &str,
+        request_id: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CallError> {
+        let caller = Caller {
+            plugin: caller.plugin.clone(),
+            generation: caller.generation,
+            permissions: caller.permissions.clone(),
+            registry: self.registry.clone(),
+        };
+        match dispatch(&caller, service, request_id, payload) {
+            Ok(v) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
+            Err(e) => Err(CallError {
+                code: RString::from(e.code),
+                message: RString::from(e.message),
+                status: e.status,
+            }),
+        }
+    }
 }
 
 /// Serves one request.

@@ -25,6 +25,7 @@ use crate::db::table_prefix;
 use crate::db::{sqlite_guard, Backend, DbError};
 use crate::runtime::PluginRegistry;
 use crate::with_conn;
+use xcore_manifest::permissions::db_access;
 
 /// The most rows one query returns.
 pub const MAX_ROWS: usize = 10_000;
@@ -41,24 +42,6 @@ struct SqlRequest {
 
 fn default_db() -> String {
     "default".into()
-}
-
-/// What `permissions` grant on `database`: (read, write).
-pub fn access(permissions: &[String], database: &str) -> (bool, bool) {
-    let mut read = false;
-    let mut write = false;
-    for p in permissions {
-        let Some(rest) = p.strip_prefix("db") else { continue };
-        match rest {
-            "" => (read, write) = (true, true),
-            r => match r.strip_prefix(':').map(|r| r.split_once(':').unwrap_or((r, ""))) {
-                Some((db, "" | "write")) if db == database || db == "*" => (read, write) = (true, true),
-                Some((db, "read")) if db == database || db == "*" => read = true,
-                _ => {}
-            },
-        }
-    }
-    (read, write)
 }
 
 fn sql_error(plugin: &str, database: &str, e: SqlError) -> ServiceError {
@@ -141,7 +124,7 @@ pub fn serve(
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
     let r: SqlRequest = serde_json::from_slice(payload).map_err(|e| ServiceError::bad_request(service, e))?;
-    let (read, write) = access(&caller.permissions, &r.database);
+    let (read, write) = db_access(&caller.permissions, &r.database);
     let needed = if service == "db.execute" { write } else { read };
     if !needed {
         let (grant, what) = if service == "db.execute" {
@@ -156,7 +139,7 @@ pub fn serve(
                 "plugin '{}' may not {what} database '{}': {}",
                 caller.plugin,
                 r.database,
-                super::permissions::where_to_grant(&caller.plugin, &grant)
+                xcore_manifest::permissions::where_to_grant(&caller.plugin, &grant)
             ),
         ));
     }
@@ -270,7 +253,7 @@ pub fn pg_placeholders(sql: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{access, missing_table, pg_placeholders, refusal};
+    use super::{missing_table, pg_placeholders, refusal};
 
     #[test]
     fn refusals_name_the_table() {
@@ -309,18 +292,5 @@ mod tests {
             "SELECT data ? 'k' FROM t WHERE id = $1"
         );
         assert_eq!(pg_placeholders("SELECT 1"), "SELECT 1");
-    }
-
-    #[test]
-    fn database_permissions() {
-        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(access(&[], "default"), (false, false));
-        assert_eq!(access(&p(&["db"]), "anything"), (true, true));
-        assert_eq!(access(&p(&["db:default"]), "default"), (true, true));
-        assert_eq!(access(&p(&["db:default"]), "reports"), (false, false));
-        assert_eq!(access(&p(&["db:reports:read"]), "reports"), (true, false));
-        assert_eq!(access(&p(&["dbx", "db:reports:admin"]), "reports"), (false, false));
-        assert_eq!(access(&p(&["db:reports:write"]), "reports"), (true, true));
-        assert_eq!(access(&p(&["db:*:read", "db:app"]), "app"), (true, true));
     }
 }
