@@ -113,7 +113,7 @@ impl Host {
             Dispatcher::for_registry,
         );
         let cache = registry.supervisor_handle().block_on(Cache::connect(cache_cfg)).expect("cache");
-        registry.set_cache(cache);
+        registry.set_cache(cache).expect("cache wired once");
         // Migrations, pools and the store block: a plain thread, outside any runtime.
         let url = db_url.to_string();
         let reg = registry.clone();
@@ -135,7 +135,7 @@ impl Host {
             registry.supervisor_handle(),
         )
         .expect("scheduler");
-        registry.set_scheduler(Arc::new(scheduler));
+        registry.set_scheduler(Arc::new(scheduler)).expect("scheduler wired once");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let report = rt.block_on(registry.load_all());
         assert_eq!(report.loaded, vec!["bookmarks".to_string()], "{:?}", report.failed);

@@ -7,20 +7,24 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{write_plugins, PluginSpec};
+use xcore_host::db::{migrate, DatabaseConfig, Databases};
 use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy};
+use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
+use xcore_host::services::cache::{Cache, CacheConfig};
 use xcore_host::services::Dispatcher;
+use xcore_host::store::Store;
 use xcore_security::RequireSignatures;
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
     registry: Arc<PluginRegistry>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -41,7 +45,7 @@ impl Fixture {
             Arc::new(Metrics::new()),
             Dispatcher::for_registry,
         );
-        Fixture { rt, registry, _dir: dir }
+        Fixture { rt, registry, dir }
     }
 
     fn call(&self, plugin: &str, action: &str, payload: &str) -> Result<serde_json::Value, CallFailure> {
@@ -281,4 +285,39 @@ fn the_rate_limit_refuses_with_a_retry_hint() {
         other => panic!("{other:?}"),
     }
     assert_eq!(f.info("misbehave").counters["rate_limited"], 1);
+}
+
+#[test]
+fn its_parts_are_wired_once_a_second_set_is_refused_and_changes_nothing() {
+    let f = Fixture::new(&[PluginSpec::echo()]);
+    let cache = |f: &Fixture| {
+        f.registry
+            .supervisor_handle()
+            .block_on(Cache::connect(&CacheConfig::default()))
+            .expect("memory cache")
+    };
+    f.registry.set_cache(cache(&f)).unwrap();
+    match f.registry.set_cache(cache(&f)) {
+        Err(e @ WiringError::AlreadySet("cache")) => assert!(e.to_string().contains("already set"), "{e}"),
+        other => panic!("a second cache: {other:?}"),
+    }
+
+    // The databases: the host's tables on an SQLite file, as `xcore serve` makes them.
+    let url = format!("sqlite://{}", f.dir.path().join("xcore.db").display());
+    let registry = f.registry.clone();
+    let second = std::thread::spawn(move || {
+        migrate::migrate("default", &url, migrate::Op::Run).expect("host migrations");
+        let cfg = BTreeMap::from([("default".to_string(), DatabaseConfig { url, ..Default::default() })]);
+        let wire = || {
+            let databases = Databases::connect(&cfg).expect("databases");
+            let store = Store::new(databases.get("default").unwrap().clone());
+            registry.set_databases(Arc::new(databases), store)
+        };
+        wire().expect("the first set");
+        wire()
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(second, Err(WiringError::AlreadySet("databases"))), "{second:?}");
+    assert!(f.registry.store().is_some() && f.registry.databases().is_some());
 }

@@ -131,7 +131,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
     registry.metrics().register_collectors(vec![cache.collector()]);
-    registry.set_cache(cache);
+    registry.set_cache(cache)?;
     {
         let registry = registry.clone();
         std::thread::spawn(move || registry.set_databases(databases, store))
@@ -150,7 +150,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),
         if cfg.scheduler.enabled { "" } else { " (scheduler.enabled is false: jobs run only by hand)" });
     registry.metrics().register_collectors(scheduler.prometheus_collectors());
-    registry.set_scheduler(Arc::new(scheduler));
+    registry.set_scheduler(Arc::new(scheduler))?;
     // Expired key-value entries are invisible at once; their rows go once a minute.
     if let Some(store) = registry.store().cloned() {
         std::thread::Builder::new().name("xcore-kv-sweeper".into()).spawn(move || loop {

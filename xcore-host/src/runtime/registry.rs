@@ -293,6 +293,17 @@ pub enum RegistryError {
     },
 }
 
+/// Why wiring a part into the registry failed.
+#[derive(Debug, Error)]
+pub enum WiringError {
+    /// The part was set before; parts are wired once, by the composition root.
+    #[error("the registry's {0} is already set: it is wired once, at start")]
+    AlreadySet(&'static str),
+    /// Reading the plugin state (which plugins are disabled) failed.
+    #[error(transparent)]
+    Store(#[from] crate::db::DbError),
+}
+
 #[derive(Default)]
 struct Counters {
     calls: AtomicU64,
@@ -639,9 +650,10 @@ impl PluginRegistry {
         &self.opts
     }
 
-    /// Hands the registry its cache service (once).
-    pub fn set_cache(&self, cache: crate::services::cache::Cache) {
-        let _ = self.cache.set(cache);
+    /// Hands the registry its cache service. Wired once, by the composition root: a
+    /// second call is refused ([`WiringError::AlreadySet`]) and changes nothing.
+    pub fn set_cache(&self, cache: crate::services::cache::Cache) -> Result<(), WiringError> {
+        self.cache.set(cache).map_err(|_| WiringError::AlreadySet("cache"))
     }
 
     /// The cache service, if one was connected.
@@ -649,27 +661,33 @@ impl PluginRegistry {
         self.cache.get()
     }
 
-    /// Hands the registry its databases and the host's store (once). Plugins disabled
-    /// by an operator stay unloaded from then on.
-    /// Blocking (it reads `plugin_state`): call it before serving, from a plain thread.
+    /// Hands the registry its databases and the host's store, once (a second call is
+    /// refused and changes nothing). Plugins disabled by an operator stay unloaded from
+    /// then on. Blocking (it reads `plugin_state`): call it before serving, from a plain
+    /// thread.
     pub fn set_databases(
         &self,
         databases: Arc<crate::db::Databases>,
         store: crate::store::Store,
-    ) -> Result<(), crate::db::DbError> {
+    ) -> Result<(), WiringError> {
+        if self.store.get().is_some() {
+            return Err(WiringError::AlreadySet("databases"));
+        }
         let disabled = store.disabled_plugins()?;
+        // Claimed before the disabled set is touched: of two racing calls one fails whole.
+        self.store.set(store).map_err(|_| WiringError::AlreadySet("databases"))?;
         if !disabled.is_empty() {
             log::info!(target: "xcore::runtime", "disabled by an operator, not loaded: {}", disabled.join(", "));
         }
         self.disabled.write().extend(disabled);
-        let _ = self.databases.set(databases);
-        let _ = self.store.set(store);
-        Ok(())
+        self.databases.set(databases).map_err(|_| WiringError::AlreadySet("databases"))
     }
 
-    /// Hands the registry its scheduler (once).
-    pub fn set_scheduler(&self, scheduler: Arc<crate::scheduler::Scheduler>) {
-        let _ = self.scheduler.set(scheduler);
+    /// Hands the registry its scheduler, once (a second call is refused and changes
+    /// nothing). A setter, not a constructor argument: the scheduler's runner calls
+    /// into this registry.
+    pub fn set_scheduler(&self, scheduler: Arc<crate::scheduler::Scheduler>) -> Result<(), WiringError> {
+        self.scheduler.set(scheduler).map_err(|_| WiringError::AlreadySet("scheduler"))
     }
 
     /// The scheduler, if started.
