@@ -90,6 +90,7 @@ fn benches(c: &mut Criterion) {
             ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
+        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

@@ -33,6 +33,7 @@ fn main() {
     let registry = PluginRegistry::new(
         RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
+        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     rt.block_on(registry.load_all());

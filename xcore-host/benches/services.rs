@@ -100,6 +100,7 @@ fn bookmarks_plugins_dir() -> tempfile::TempDir {
 /// A registry wired like `xcore serve`, with `bookmarks` loaded.
 struct Host {
     registry: Arc<PluginRegistry>,
+    cache: Cache,
     rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -107,13 +108,14 @@ struct Host {
 impl Host {
     fn start(db_url: &str, cache_cfg: &CacheConfig) -> Host {
         let dir = bookmarks_plugins_dir();
+        let supervisor = xcore_host::runtime::supervisor::runtime().expect("supervisor runtime");
+        let cache = supervisor.block_on(Cache::connect(cache_cfg)).expect("cache");
         let registry = PluginRegistry::new(
             RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
             Arc::new(Metrics::new()),
-            Dispatcher::for_registry,
+            supervisor,
+            Dispatcher::with_cache(cache.clone()),
         );
-        let cache = registry.supervisor_handle().block_on(Cache::connect(cache_cfg)).expect("cache");
-        registry.set_cache(cache).expect("cache wired once");
         // Migrations, pools and the store block: a plain thread, outside any runtime.
         let url = db_url.to_string();
         let reg = registry.clone();
@@ -139,7 +141,7 @@ impl Host {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let report = rt.block_on(registry.load_all());
         assert_eq!(report.loaded, vec!["bookmarks".to_string()], "{:?}", report.failed);
-        Host { registry, rt, _dir: dir }
+        Host { registry, cache, rt, _dir: dir }
     }
 
     fn call(&self, action: &str, payload: &Value) -> Value {
@@ -245,7 +247,7 @@ fn bench_cache_context(c: &mut Criterion, backend: &str, host: &Host) {
     group.finish();
     // Leaves nothing behind in a shared Redis.
     let ns = "bookmarks";
-    let cache = host.registry.cache().unwrap().clone();
+    let cache = host.cache.clone();
     host.registry.supervisor_handle().block_on(cache.clear(ns)).expect("cache clear");
 }
 

@@ -16,7 +16,6 @@ use xcore_host::db::{migrate, DatabaseConfig, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
-use xcore_host::services::cache::{Cache, CacheConfig};
 use xcore_host::services::Dispatcher;
 use xcore_host::store::Store;
 use xcore_security::RequireSignatures;
@@ -43,6 +42,7 @@ impl Fixture {
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))
             },
             Arc::new(Metrics::new()),
+            xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
             Dispatcher::for_registry,
         );
         Fixture { rt, registry, dir }
@@ -288,20 +288,8 @@ fn the_rate_limit_refuses_with_a_retry_hint() {
 }
 
 #[test]
-fn its_parts_are_wired_once_a_second_set_is_refused_and_changes_nothing() {
+fn its_databases_are_wired_once_a_second_set_is_refused_and_changes_nothing() {
     let f = Fixture::new(&[PluginSpec::echo()]);
-    let cache = |f: &Fixture| {
-        f.registry
-            .supervisor_handle()
-            .block_on(Cache::connect(&CacheConfig::default()))
-            .expect("memory cache")
-    };
-    f.registry.set_cache(cache(&f)).unwrap();
-    match f.registry.set_cache(cache(&f)) {
-        Err(e @ WiringError::AlreadySet("cache")) => assert!(e.to_string().contains("already set"), "{e}"),
-        other => panic!("a second cache: {other:?}"),
-    }
-
     // The databases: the host's tables on an SQLite file, as `xcore serve` makes them.
     let url = format!("sqlite://{}", f.dir.path().join("xcore.db").display());
     let registry = f.registry.clone();

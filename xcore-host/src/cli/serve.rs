@@ -120,18 +120,19 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
-    let registry = PluginRegistry::new(reg_opts, Arc::new(Metrics::new()), Dispatcher::for_registry);
-    // Before any plugin loads: its manifest hooks count against these.
-    registry.hooks().set_limits(cfg.events.hook_limits());
-    // The cache connects on the supervisor runtime, where every cache call runs.
+    // The cache connects on the supervisor runtime, where every cache call runs; the
+    // registry owns that runtime from then on.
+    let supervisor = xcore_host::runtime::supervisor::runtime().context("starting the supervisor runtime")?;
     let cache_cfg = cfg.cache.clone().from_env();
-    let cache = registry
-        .supervisor_handle()
+    let cache = supervisor
         .block_on(xcore_host::services::cache::Cache::connect(&cache_cfg))
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
-    registry.metrics().register_collectors(vec![cache.collector()]);
-    registry.set_cache(cache)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.register_collectors(vec![cache.collector()]);
+    let registry = PluginRegistry::new(reg_opts, metrics, supervisor, Dispatcher::with_cache(cache));
+    // Before any plugin loads: its manifest hooks count against these.
+    registry.hooks().set_limits(cfg.events.hook_limits());
     {
         let registry = registry.clone();
         std::thread::spawn(move || registry.set_databases(databases, store))

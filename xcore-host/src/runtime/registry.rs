@@ -484,8 +484,6 @@ pub struct PluginRegistry {
     event_calls: AtomicU64,
     /// A random tag in those request ids.
     event_tag: u64,
-    /// The cache service, once connected (`xcore serve` connects it at start).
-    cache: std::sync::OnceLock<crate::services::cache::Cache>,
     /// The host's durable data (`xcore serve` connects it at start).
     store: std::sync::OnceLock<crate::store::Store>,
     /// Every configured database, for plugins' SQL.
@@ -611,19 +609,15 @@ pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 impl PluginRegistry {
-    /// An empty registry. `host_calls` builds what serves its plugins' host calls (the
-    /// host's is `services::Dispatcher::for_registry`); it gets the registry, weakly.
+    /// An empty registry, running its async work on `supervisor` ([`super::supervisor::runtime`]),
+    /// which it owns from now on. `host_calls` builds what serves its plugins' host calls
+    /// (the host's is `services::Dispatcher`); it gets the registry, weakly.
     pub fn new(
         opts: RegistryOptions,
         metrics: Arc<Metrics>,
+        supervisor: tokio::runtime::Runtime,
         host_calls: impl FnOnce(Weak<PluginRegistry>) -> Arc<dyn HostCalls>,
     ) -> Arc<Self> {
-        let supervisor = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("xcore-supervisor")
-            .enable_all()
-            .build()
-            .expect("building the supervisor runtime");
         let hooks = HookManager::builder().runtime(supervisor.handle().clone()).build();
         metrics.register_collectors(hooks.prometheus_collectors());
         Arc::new_cyclic(|me| PluginRegistry {
@@ -637,7 +631,6 @@ impl PluginRegistry {
             origins: Mutex::new(Default::default()),
             event_calls: AtomicU64::new(0),
             event_tag: rand::random(),
-            cache: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
             databases: std::sync::OnceLock::new(),
             disabled: RwLock::new(Default::default()),
@@ -648,17 +641,6 @@ impl PluginRegistry {
     /// Where plugins and runtime files live, and the policies in force.
     pub fn options(&self) -> &RegistryOptions {
         &self.opts
-    }
-
-    /// Hands the registry its cache service. Wired once, by the composition root: a
-    /// second call is refused ([`WiringError::AlreadySet`]) and changes nothing.
-    pub fn set_cache(&self, cache: crate::services::cache::Cache) -> Result<(), WiringError> {
-        self.cache.set(cache).map_err(|_| WiringError::AlreadySet("cache"))
-    }
-
-    /// The cache service, if one was connected.
-    pub fn cache(&self) -> Option<&crate::services::cache::Cache> {
-        self.cache.get()
     }
 
     /// Hands the registry its databases and the host's store, once (a second call is

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::cache::CacheError;
+use super::cache::{Cache, CacheError};
 use super::{permissions, Caller, ServiceError};
 use crate::runtime::PluginRegistry;
 
@@ -71,12 +71,13 @@ fn cache_error(e: CacheError) -> ServiceError {
 /// Serves `cache.get|set|delete|clear` for `caller`, in its namespace.
 pub fn serve(
     registry: &PluginRegistry,
+    cache: Option<&Cache>,
     caller: &Caller,
     service: &str,
     payload: &[u8],
 ) -> Result<Value, ServiceError> {
     permissions::require(caller, "cache", "use the cache")?;
-    let Some(cache) = registry.cache() else {
+    let Some(cache) = cache else {
         return Err(ServiceError::unavailable("this host has no cache configured"));
     };
     let ns = &*caller.plugin;

@@ -91,16 +91,25 @@ pub struct Caller {
     pub registry: Weak<PluginRegistry>,
 }
 
-/// The host's [`HostCalls`]: every service below, for the registry it is built for.
-/// The composition root hands [`Dispatcher::for_registry`] to `PluginRegistry::new`.
+/// The host's [`HostCalls`]: every service below, for the registry it is built for,
+/// with the parts the composition root built for them (the cache). It is handed to
+/// `PluginRegistry::new` as [`Dispatcher::for_registry`] or [`Dispatcher::with_cache`].
 pub struct Dispatcher {
     registry: Weak<PluginRegistry>,
+    cache: Option<cache::Cache>,
 }
 
 impl Dispatcher {
-    /// The dispatcher of `registry` (weak: instances must not keep the registry alive).
+    /// The dispatcher of `registry` (weak: instances must not keep the registry alive),
+    /// with no cache: the `cache.*` services answer 503.
     pub fn for_registry(registry: Weak<PluginRegistry>) -> Arc<dyn HostCalls> {
-        Arc::new(Dispatcher { registry })
+        Arc::new(Dispatcher { registry, cache: None })
+    }
+
+    /// What `PluginRegistry::new` takes to build the dispatcher with `cache` (connected
+    /// on the registry's supervisor runtime, where every cache call runs).
+    pub fn with_cache(cache: cache::Cache) -> impl FnOnce(Weak<PluginRegistry>) -> Arc<dyn HostCalls> {
+        move |registry| Arc::new(Dispatcher { registry, cache: Some(cache) })
     }
 }
 
@@ -118,7 +127,7 @@ impl HostCalls for Dispatcher {
             permissions: caller.permissions.clone(),
             registry: self.registry.clone(),
         };
-        match dispatch(&caller, service, request_id, payload) {
+        match dispatch(&caller, self.cache.as_ref(), service, request_id, payload) {
             Ok(v) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
             Err(e) => Err(CallError {
                 code: RString::from(e.code),
@@ -130,8 +139,9 @@ impl HostCalls for Dispatcher {
 }
 
 /// Serves one request.
-pub fn dispatch(
+fn dispatch(
     caller: &Caller,
+    cache: Option<&cache::Cache>,
     service: &str,
     request_id: &str,
     payload: &[u8],
@@ -143,7 +153,7 @@ pub fn dispatch(
         "events.subscribe" => events::subscribe(&registry, caller, payload),
         "events.unsubscribe" => events::unsubscribe(&registry, caller, payload),
         "plugins.call" => calls::call(&registry, caller, request_id, payload),
-        s if s.starts_with("cache.") => cache_service::serve(&registry, caller, s, payload),
+        s if s.starts_with("cache.") => cache_service::serve(&registry, cache, caller, s, payload),
         s if s.starts_with("kv.") => kv_service::serve(&registry, caller, s, payload),
         "db.execute" | "db.query" => sql_service::serve(&registry, caller, service, payload),
         s if s.starts_with("scheduler.") => scheduler_service::serve(&registry, caller, s, payload),
