@@ -19,7 +19,9 @@ declare -A ALLOWED=(
   [xcore-security]=""
   [xcore-hooks]=""
   [xcore-manifest]="xcore-hooks xcore-security"
-  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest"
+  [xcore-deadline]=""
+  [xcore-db]="xcore-deadline"
+  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db"
 )
 # Plugins and test fixtures see the contract only.
 plugin_rule="xcore-plugin-api"
@@ -51,8 +53,6 @@ done < <(jq -r '.packages[] | [.name, .manifest_path, ([.dependencies[].name] | 
 declare -A FORBIDDEN=(
   [runtime]="services api config watcher plugin_build docgen logtools template"
   [services]="api config watcher plugin_build docgen logtools template"
-  [db]="services api config watcher scheduler"
-  [store]="services api config watcher scheduler runtime"
   [scheduler]="services api config watcher"
   [api]="config watcher"
   [metrics.rs]="services api config"

@@ -50,7 +50,8 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 use serde_json::{json, Value};
-use xcore_host::db::{migrate, DatabaseConfig, Databases};
+use xcore_db::store::Store;
+use xcore_db::{migrate, DatabaseConfig, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::RegistryOptions;
 use xcore_host::runtime::{CallInput, PluginRegistry};
@@ -58,7 +59,6 @@ use xcore_host::scheduler::runner::RegistryRunner;
 use xcore_host::scheduler::{Scheduler, SchedulerConfig};
 use xcore_host::services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
 use xcore_host::services::Dispatcher;
-use xcore_host::store::Store;
 
 /// Key-value operations per plugin call in `kv/<db>/set|get`.
 const OPS_PER_CALL: u64 = 100;
@@ -263,7 +263,7 @@ impl PgDatabase {
         let base = std::env::var("XCORE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let mut admin = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&base)
-            .map_err(|e| format!("{}: {e}", xcore_host::db::mask_url(&base)))?;
+            .map_err(|e| format!("{}: {e}", xcore_db::mask_url(&base)))?;
         let name = format!("xcore_bench_{}", std::process::id());
         diesel::sql_query(format!("CREATE DATABASE {name}"))
             .execute(&mut admin)

@@ -49,15 +49,15 @@ pub struct Config {
     pub cache: crate::services::cache::CacheConfig,
     /// Named databases; `default` is an SQLite file under `data/` unless configured.
     #[serde(default = "default_databases")]
-    pub databases: std::collections::BTreeMap<String, crate::db::DatabaseConfig>,
+    pub databases: std::collections::BTreeMap<String, xcore_db::DatabaseConfig>,
     /// Cron jobs.
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// Bounds of the event system (subscriptions, detached emits).
     pub events: crate::services::events::EventsConfig,
     /// The plugins' key-value store (its quota).
-    pub kv: crate::store::kv::KvConfig,
+    pub kv: xcore_db::store::kv::KvConfig,
     /// How long `job_runs` and `audit_log` rows are kept.
-    pub retention: crate::store::retention::RetentionConfig,
+    pub retention: xcore_db::store::retention::RetentionConfig,
 }
 
 impl Default for Config {
@@ -72,19 +72,19 @@ impl Default for Config {
             databases: default_databases(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
             events: crate::services::events::EventsConfig::default(),
-            kv: crate::store::kv::KvConfig::default(),
-            retention: crate::store::retention::RetentionConfig::default(),
+            kv: xcore_db::store::kv::KvConfig::default(),
+            retention: xcore_db::store::retention::RetentionConfig::default(),
         }
     }
 }
 
-fn default_databases() -> std::collections::BTreeMap<String, crate::db::DatabaseConfig> {
-    [("default".to_string(), crate::db::DatabaseConfig::default())].into()
+fn default_databases() -> std::collections::BTreeMap<String, xcore_db::DatabaseConfig> {
+    [("default".to_string(), xcore_db::DatabaseConfig::default())].into()
 }
 
 impl Config {
     /// The databases in effect: `DATABASE_URL`, when set, replaces the `default` one's URL.
-    pub fn effective_databases(&self) -> std::collections::BTreeMap<String, crate::db::DatabaseConfig> {
+    pub fn effective_databases(&self) -> std::collections::BTreeMap<String, xcore_db::DatabaseConfig> {
         let mut dbs = self.databases.clone();
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty()) {
             dbs.entry("default".into()).or_default().url = url;

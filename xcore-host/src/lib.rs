@@ -11,7 +11,6 @@ compile_error!("XCore runs on Linux only: its sandboxed tier needs seccomp, land
 
 pub mod api;
 pub mod config;
-pub mod db;
 pub mod docgen;
 mod lenient;
 pub mod logging;
@@ -21,6 +20,5 @@ pub mod plugin_build;
 pub mod runtime;
 pub mod scheduler;
 pub mod services;
-pub mod store;
 pub mod template;
 pub mod watcher;

@@ -412,10 +412,9 @@ fn job_runs_and_audit_log_are_pruned() {
         metric(&s, "xcore_store_pruned_rows_total{table=\"job_runs\"}").is_some_and(|n| n >= 2.0)
     });
     let db = s.dir.path().join("data/xcore.db");
-    let cfg =
-        xcore_host::db::DatabaseConfig { url: format!("sqlite://{}", db.display()), ..Default::default() };
-    let store = xcore_host::store::Store::new(std::sync::Arc::new(
-        xcore_host::db::Database::connect("default", &cfg).expect("open the host's database"),
+    let cfg = xcore_db::DatabaseConfig { url: format!("sqlite://{}", db.display()), ..Default::default() };
+    let store = xcore_db::store::Store::new(std::sync::Arc::new(
+        xcore_db::Database::connect("default", &cfg).expect("open the host's database"),
     ));
     // 3 kept, plus those of the last second.
     let runs = store.job_history("tick", 1000).unwrap().len();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use serde_json::{json, Value};
-use xcore_host::db::Backend;
+use xcore_db::Backend;
 
 use common::{PluginSpec, Server, TempDatabase};
 
@@ -102,7 +102,7 @@ fn qualified(
         Backend::Mysql => {
             let database = match owner {
                 None => db_name(db),
-                Some(p) => xcore_host::db::namespace::server_ident(&db_name(db), p, 32),
+                Some(p) => xcore_db::namespace::server_ident(&db_name(db), p, 32),
             };
             names.push((format!("{database}.{table}"), table.to_string()));
         }
@@ -335,7 +335,7 @@ fn old_layout(dir: &Path, url: &str, backend: Backend) {
     let up = std::fs::read_to_string(root.join(dialect).join("0001_create_items/up.sql")).unwrap();
     let mut sql = String::new();
     if backend == Backend::Postgres {
-        for t in xcore_host::db::namespace::HOST_TABLES {
+        for t in xcore_db::namespace::HOST_TABLES {
             sql.push_str(&format!("ALTER TABLE xcore.{t} SET SCHEMA public;"));
         }
         sql.push_str("DROP SCHEMA xcore CASCADE;");

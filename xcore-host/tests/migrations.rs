@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use diesel::{Connection, RunQueryDsl};
-use xcore_host::db::Backend;
+use xcore_db::Backend;
 
 use common::{PluginSpec, Server, TempDatabase};
 

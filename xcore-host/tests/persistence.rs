@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use xcore_host::db::Backend;
+use xcore_db::Backend;
 
 use common::{PluginSpec, Server, TempDatabase, TOKEN};
 

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{write_plugins, PluginSpec};
-use xcore_host::db::{migrate, DatabaseConfig, Databases};
+use xcore_db::store::Store;
+use xcore_db::{migrate, DatabaseConfig, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
 use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
 use xcore_host::services::Dispatcher;
-use xcore_host::store::Store;
 use xcore_security::RequireSignatures;
 
 struct Fixture {

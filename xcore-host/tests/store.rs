@@ -13,14 +13,14 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use xcore_host::db::dynamic::{DynamicSql, SqlError};
-use xcore_host::db::migrate::{self, Op};
-use xcore_host::db::{plugin_migrations, Backend, Database, DatabaseConfig, DbError};
-use xcore_host::store::audit::{AuditEntry, AuditQuery};
-use xcore_host::store::kv::KvSet;
-use xcore_host::store::retention::{Pruned, RetentionConfig};
-use xcore_host::store::{now_ms, Store};
-use xcore_host::with_conn;
+use xcore_db::dynamic::{DynamicSql, SqlError};
+use xcore_db::migrate::{self, Op};
+use xcore_db::store::audit::{AuditEntry, AuditQuery};
+use xcore_db::store::kv::KvSet;
+use xcore_db::store::retention::{Pruned, RetentionConfig};
+use xcore_db::store::{now_ms, Store};
+use xcore_db::with_conn;
+use xcore_db::{plugin_migrations, Backend, Database, DatabaseConfig, DbError};
 
 use common::TempDatabase;
 

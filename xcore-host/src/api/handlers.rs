@@ -445,7 +445,7 @@ pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResp
         .store()
         .cloned()
         .ok_or_else(|| ApiError::new(503, "store_unavailable", "this host has no database connected"))?;
-    let q = crate::store::audit::AuditQuery {
+    let q = xcore_db::store::audit::AuditQuery {
         action: p.action,
         target: p.target,
         before: p.before,

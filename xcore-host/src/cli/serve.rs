@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use xcore_db::store::Store;
+use xcore_db::{migrate, Databases};
 use xcore_host::api::{self, AdminToken, AppState, ServeOptions, Tokens};
-use xcore_host::db::{migrate, Databases};
 use xcore_host::metrics::Metrics;
 use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
 use xcore_host::runtime::PluginRegistry;
 use xcore_host::scheduler::runner::RegistryRunner;
 use xcore_host::scheduler::Scheduler;
 use xcore_host::services::Dispatcher;
-use xcore_host::store::Store;
 use xcore_host::watcher::{self, WatchOptions};
 use xcore_host::{config, logging};
 use xcore_security::keys;

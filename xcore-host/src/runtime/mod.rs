@@ -12,10 +12,10 @@
 //! - [`host_services`]: the [`xcore_plugin_api::ffi::HostObject`] the host hands to
 //!   every plugin instance.
 //! - [`rate_limit`]: the per-plugin sliding-window limiter.
-//! - [`deadline`]: the deadline of the call a thread serves, for host services that wait.
+//! - the deadline of the call a thread serves, for host services that wait, is the
+//!   `xcore-deadline` crate (the runtime sets it, the database pool reads it).
 
 pub mod call;
-pub mod deadline;
 pub mod host_services;
 pub mod instance;
 pub mod rate_limit;

@@ -301,7 +301,7 @@ pub enum WiringError {
     AlreadySet(&'static str),
     /// Reading the plugin state (which plugins are disabled) failed.
     #[error(transparent)]
-    Store(#[from] crate::db::DbError),
+    Store(#[from] xcore_db::DbError),
 }
 
 #[derive(Default)]
@@ -485,9 +485,9 @@ pub struct PluginRegistry {
     /// A random tag in those request ids.
     event_tag: u64,
     /// The host's durable data (`xcore serve` connects it at start).
-    store: std::sync::OnceLock<crate::store::Store>,
+    store: std::sync::OnceLock<xcore_db::store::Store>,
     /// Every configured database, for plugins' SQL.
-    databases: std::sync::OnceLock<Arc<crate::db::Databases>>,
+    databases: std::sync::OnceLock<Arc<xcore_db::Databases>>,
     /// The cron scheduler (`xcore serve` starts it).
     scheduler: std::sync::OnceLock<Arc<crate::scheduler::Scheduler>>,
     /// Plugins an operator disabled (persisted in `plugin_state`).
@@ -649,8 +649,8 @@ impl PluginRegistry {
     /// thread.
     pub fn set_databases(
         &self,
-        databases: Arc<crate::db::Databases>,
-        store: crate::store::Store,
+        databases: Arc<xcore_db::Databases>,
+        store: xcore_db::store::Store,
     ) -> Result<(), WiringError> {
         if self.store.get().is_some() {
             return Err(WiringError::AlreadySet("databases"));
@@ -693,22 +693,22 @@ impl PluginRegistry {
     /// Runs blocking store work off the async workers; `None` when no store is set.
     async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::db::DbError> + Send + 'static,
-    ) -> Option<Result<T, crate::db::DbError>> {
+        f: impl FnOnce(&xcore_db::store::Store) -> Result<T, xcore_db::DbError> + Send + 'static,
+    ) -> Option<Result<T, xcore_db::DbError>> {
         let store = self.store.get()?.clone();
         let name = store.database().name().to_string();
         Some(tokio::task::spawn_blocking(move || f(&store)).await.unwrap_or_else(|e| {
-            Err(crate::db::DbError::Query { name, reason: format!("the store task failed: {e}") })
+            Err(xcore_db::DbError::Query { name, reason: format!("the store task failed: {e}") })
         }))
     }
 
     /// The host's durable data, if a database was connected.
-    pub fn store(&self) -> Option<&crate::store::Store> {
+    pub fn store(&self) -> Option<&xcore_db::store::Store> {
         self.store.get()
     }
 
     /// The configured databases, if connected.
-    pub fn databases(&self) -> Option<&Arc<crate::db::Databases>> {
+    pub fn databases(&self) -> Option<&Arc<xcore_db::Databases>> {
         self.databases.get()
     }
 
@@ -1256,7 +1256,7 @@ impl PluginRegistry {
                 }
                 // The plugin's own pool: on `default`, its namespace.
                 let db = databases.for_plugin(&m.name, name).map_err(|e| e.to_string())?;
-                crate::db::plugin_migrations::apply(&m.name, &m.dir, &db)
+                xcore_db::plugin_migrations::apply(&m.name, &m.dir, &db)
                     .map_err(|e| format!("plugin '{}': its migrations failed: {e}", m.name))?;
             }
             Ok(())

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use config::{JobConfig, JobError, JobSpec, Owner, SchedulerConfig, Target};
 
-use crate::store::{now_ms, rfc3339, Store};
+use xcore_db::store::{now_ms, rfc3339, Store};
 
 /// Runs one job to its end; `Err` carries why it failed.
 pub trait JobRunner: Send + Sync + 'static {
@@ -367,7 +367,7 @@ fn tick_loop(weak: Weak<Inner>) {
 }
 
 /// A write to the store, run on the blocking pool.
-type StoreWrite = Box<dyn FnOnce(&Store) -> Result<(), crate::db::DbError> + Send>;
+type StoreWrite = Box<dyn FnOnce(&Store) -> Result<(), xcore_db::DbError> + Send>;
 
 /// Starts a run on the runtime, unless one is going on.
 fn start_run(inner: &Arc<Inner>, id: &str) -> Result<tokio::task::JoinHandle<RunOutcome>, RunError> {
@@ -459,7 +459,12 @@ mod tests {
     #[test]
     fn jobs_fire_on_schedule_overlaps_are_skipped_and_runs_recorded() {
         let rt = rt();
-        let (_d, store) = crate::store::testing::sqlite_store();
+        // A migrated SQLite store in a temporary folder.
+        let _d = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", _d.path().join("x.db").display());
+        xcore_db::migrate::migrate("default", &url, xcore_db::migrate::Op::Run).unwrap();
+        let cfg = xcore_db::DatabaseConfig { url, ..Default::default() };
+        let store = Store::new(Arc::new(xcore_db::Database::connect("default", &cfg).unwrap()));
         let runs = Arc::new(AtomicU64::new(0));
         let cfg: SchedulerConfig = serde_yaml_ng::from_str(
             "jobs: [{id: every-second, cron: '* * * * * *', emit: tick}, \

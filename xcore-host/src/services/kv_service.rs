@@ -1,5 +1,5 @@
 //! `kv.*` host services: the plugin's own namespace of the durable key-value store
-//! ([`crate::store::kv`]). Needs the permission `kv`. A new key past the plugin's quota
+//! ([`xcore_db::store::kv`]). Needs the permission `kv`. A new key past the plugin's quota
 //! (`kv.max_keys_per_plugin`) is 507 `kv_quota`.
 
 use serde::Deserialize;
@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{permissions, Caller, ServiceError};
 use crate::runtime::PluginRegistry;
-use crate::store::kv::{KvSet, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use xcore_db::store::kv::{KvSet, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +60,7 @@ pub fn serve(
     };
     let ns = &*caller.plugin;
     let bad = |e| ServiceError::bad_request(service, e);
-    let db_error = |e: crate::db::DbError| ServiceError::new("kv_error", 503, e.to_string());
+    let db_error = |e: xcore_db::DbError| ServiceError::new("kv_error", 503, e.to_string());
     match service {
         "kv.get" => {
             let r: KeyRequest = serde_json::from_slice(payload).map_err(bad)?;
@@ -108,7 +108,7 @@ pub fn serve(
         }
         "kv.list" => {
             let r: ListRequest = serde_json::from_slice(payload).map_err(bad)?;
-            let limit = r.limit.unwrap_or(crate::store::kv::MAX_LIST);
+            let limit = r.limit.unwrap_or(xcore_db::store::kv::MAX_LIST);
             let entries = store.kv_list(ns, &r.prefix, r.after.as_deref(), limit).map_err(db_error)?;
             Ok(json!({ "entries": entries }))
         }

@@ -1,9 +1,9 @@
 //! `db.execute` / `db.query`: SQL from plugins on a configured database, with bound
-//! parameters ([`crate::db::dynamic`]). Permissions name the database: `db:<name>`
+//! parameters ([`xcore_db::dynamic`]). Permissions name the database: `db:<name>`
 //! (or `db:<name>:write`) reads and writes, `db:<name>:read` only queries (in a read-only transaction, so a
 //! write fails even when hidden in a query), and a bare `db` grants every database.
 //!
-//! A plugin's SQL runs on its own pool ([`crate::db::Databases::for_plugin`]): on
+//! A plugin's SQL runs on its own pool ([`xcore_db::Databases::for_plugin`]): on
 //! `default`, in the plugin's namespace, never on the host's tables. What the namespace
 //! or SQLite's authorizer refuses is a 403 `permission_denied` naming what was refused:
 //! the table outside the namespace (`audit_log`, another plugin's `other_items`), the
@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use std::borrow::Cow;
 
 use super::{Caller, ServiceError};
-use crate::db::dynamic::{DynamicSql, SqlError};
-use crate::db::table_prefix;
-use crate::db::{sqlite_guard, Backend, DbError};
 use crate::runtime::PluginRegistry;
-use crate::with_conn;
+use xcore_db::dynamic::{DynamicSql, SqlError};
+use xcore_db::table_prefix;
+use xcore_db::with_conn;
+use xcore_db::{sqlite_guard, Backend, DbError};
 use xcore_manifest::permissions::db_access;
 
 /// The most rows one query returns.

@@ -460,7 +460,7 @@ impl Drop for Server {
 /// assertion unwinds).
 pub struct TempDatabase {
     admin_url: String,
-    backend: xcore_host::db::Backend,
+    backend: xcore_db::Backend,
     name: String,
     /// The URL of the new database.
     pub url: String,
@@ -469,7 +469,7 @@ pub struct TempDatabase {
 impl TempDatabase {
     /// A fresh database on the server of `env_var`; `None` (and a printed line) when the
     /// variable is not set.
-    pub fn from_env(env_var: &str, backend: xcore_host::db::Backend) -> Option<TempDatabase> {
+    pub fn from_env(env_var: &str, backend: xcore_db::Backend) -> Option<TempDatabase> {
         let Ok(admin_url) = std::env::var(env_var) else {
             println!("skipped: {env_var} is not set");
             return None;
@@ -490,7 +490,7 @@ impl TempDatabase {
 impl Drop for TempDatabase {
     fn drop(&mut self) {
         let sql = match self.backend {
-            xcore_host::db::Backend::Postgres => {
+            xcore_db::Backend::Postgres => {
                 format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
             }
             _ => format!("DROP DATABASE IF EXISTS {}", self.name),
@@ -509,9 +509,9 @@ impl Drop for TempDatabase {
 
 /// Drops the plugins' roles (PostgreSQL), users and databases (MySQL) of the
 /// installation on the database `db`: they belong to the server, not to the database.
-fn drop_plugin_namespaces(url: &str, backend: xcore_host::db::Backend, db: &str) -> Result<(), String> {
-    use xcore_host::db::Backend;
-    let tag = xcore_host::db::namespace::server_tag(db);
+fn drop_plugin_namespaces(url: &str, backend: xcore_db::Backend, db: &str) -> Result<(), String> {
+    use xcore_db::Backend;
+    let tag = xcore_db::namespace::server_tag(db);
     match backend {
         Backend::Postgres => admin_execute(
             url,
@@ -557,11 +557,11 @@ fn drop_plugin_namespaces(url: &str, backend: xcore_host::db::Backend, db: &str)
 /// Runs one statement through a new PostgreSQL or MySQL connection to `url`, on a plain
 /// thread (diesel-async's wrapper runs a small runtime of its own, which must not start
 /// inside another one).
-pub fn admin_execute(url: &str, backend: xcore_host::db::Backend, sql: &str) -> Result<(), String> {
+pub fn admin_execute(url: &str, backend: xcore_db::Backend, sql: &str) -> Result<(), String> {
     use diesel::{Connection, RunQueryDsl};
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
-    use xcore_host::db::Backend;
+    use xcore_db::Backend;
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || match backend {
         Backend::Postgres => {

@@ -1081,7 +1081,7 @@ fn read_loop(
                 // very plugin), and this thread must keep reading.
                 let (job_services, job_shared) = (services.clone(), shared.clone());
                 let job: Job = Box::new(move || {
-                    let served = crate::runtime::deadline::with(deadline_unix_ms, || {
+                    let served = xcore_deadline::with(deadline_unix_ms, || {
                         job_services.serve(&service, &request_id, &payload)
                     });
                     let result = match served {

@@ -131,7 +131,7 @@ impl HostObject for RemoteHost {
             service: service.as_str().to_string(),
             request_id: request_id.as_str().to_string(),
             // Set by `serve` around the plugin's call on this thread.
-            deadline_unix_ms: crate::runtime::deadline::current_unix_ms(),
+            deadline_unix_ms: xcore_deadline::current_unix_ms(),
             payload: payload.as_slice().to_vec(),
         });
         let result = match sent {
@@ -381,23 +381,22 @@ fn serve(
                         deadline_unix_ms,
                     },
                 };
-                let result = match crate::runtime::deadline::with(deadline_unix_ms, || {
-                    plugin.get().map(|p| p.call(request))
-                }) {
-                    Some(RResult::ROk(b)) => WireResult::Ok(b.into_vec()),
-                    Some(RResult::RErr(e)) => WireResult::Err {
-                        code: e.code.into_string(),
-                        message: e.message.into_string(),
-                        status: e.status,
-                    },
-                    // The host waits for Hello before it calls; a call before it is a bug
-                    // of the host, answered rather than crashing the worker.
-                    None => WireResult::Err {
-                        code: codes::INTERNAL.into(),
-                        message: "the plugin is still starting".into(),
-                        status: 503,
-                    },
-                };
+                let result =
+                    match xcore_deadline::with(deadline_unix_ms, || plugin.get().map(|p| p.call(request))) {
+                        Some(RResult::ROk(b)) => WireResult::Ok(b.into_vec()),
+                        Some(RResult::RErr(e)) => WireResult::Err {
+                            code: e.code.into_string(),
+                            message: e.message.into_string(),
+                            status: e.status,
+                        },
+                        // The host waits for Hello before it calls; a call before it is a bug
+                        // of the host, answered rather than crashing the worker.
+                        None => WireResult::Err {
+                            code: codes::INTERNAL.into(),
+                            message: "the plugin is still starting".into(),
+                            status: 503,
+                        },
+                    };
                 drop(payload);
                 if let Err(protocol::FrameError::TooLarge { size, limit }) =
                     channel.send(&FromWorker::Reply { id, result })

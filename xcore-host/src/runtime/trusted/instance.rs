@@ -330,7 +330,7 @@ impl Worker {
                 },
             };
             // The plugin's host calls come back on this thread: they see the deadline.
-            let outcome = match super::super::deadline::with(deadline_unix_ms, || self.plugin.call(request)) {
+            let outcome = match xcore_deadline::with(deadline_unix_ms, || self.plugin.call(request)) {
                 RResult::ROk(bytes) => Ok(bytes.into_vec()),
                 RResult::RErr(e) => Err(PluginErrorReply {
                     code: e.code.into_string(),

@@ -4,9 +4,9 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{now_ms, rfc3339, Store};
-use crate::db::schema::audit_log::dsl as al;
-use crate::db::DbError;
+use crate::schema::audit_log::dsl as al;
 use crate::with_conn;
+use crate::DbError;
 
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable)]

@@ -17,7 +17,7 @@ pub mod retention;
 
 use std::sync::Arc;
 
-use crate::db::{Database, DbError};
+use crate::{Database, DbError};
 
 /// The current time in Unix milliseconds, as the host's tables store it.
 pub fn now_ms() -> i64 {
@@ -99,8 +99,8 @@ pub(crate) mod testing {
     pub fn sqlite_store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", d.path().join("x.db").display());
-        crate::db::migrate::migrate("default", &url, crate::db::migrate::Op::Run).unwrap();
-        let cfg = crate::db::DatabaseConfig { url, ..Default::default() };
+        crate::migrate::migrate("default", &url, crate::migrate::Op::Run).unwrap();
+        let cfg = crate::DatabaseConfig { url, ..Default::default() };
         let db = Database::connect("default", &cfg).unwrap();
         (d, Store::new(Arc::new(db)))
     }

@@ -7,9 +7,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Store};
-use crate::db::schema::{audit_log::dsl as al, job_runs::dsl as jr};
-use crate::db::DbError;
+use crate::schema::{audit_log::dsl as al, job_runs::dsl as jr};
 use crate::with_conn;
+use crate::DbError;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 

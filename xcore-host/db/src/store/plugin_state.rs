@@ -5,9 +5,9 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{now_ms, rfc3339, upsert, Store};
-use crate::db::schema::plugin_state::dsl as ps;
-use crate::db::{Conn, DbError};
+use crate::schema::plugin_state::dsl as ps;
 use crate::with_conn;
+use crate::{Conn, DbError};
 
 /// One plugin's remembered state.
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable)]

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::{mask_url, sqlite_path, Backend, DbError};
 
-const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
-const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
-const MYSQL: EmbeddedMigrations = embed_migrations!("../migrations/mysql");
+const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const MYSQL: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

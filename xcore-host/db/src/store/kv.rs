@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{now_ms, upsert, Store};
-use crate::db::schema::plugin_kv::dsl as kv;
-use crate::db::DbError;
+use crate::schema::plugin_kv::dsl as kv;
 use crate::with_conn;
+use crate::DbError;
 
 /// Live (unexpired) keys of `plugin` on connection `c`, as `QueryResult<u64>` (a macro:
 /// each back-end's connection is its own type). Counted on the primary key's `plugin`

@@ -6,9 +6,9 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{rfc3339, Store};
-use crate::db::schema::job_runs::dsl as jr;
-use crate::db::DbError;
+use crate::schema::job_runs::dsl as jr;
 use crate::with_conn;
+use crate::DbError;
 
 /// One run.
 #[derive(Debug, Clone, PartialEq, Serialize, Queryable)]

@@ -181,12 +181,12 @@ impl DynamicSql for SqliteConnection {
     ) -> Result<Vec<Map<String, Value>>, SqlError> {
         // The pragmas are the host's statements (a plugin may not set one: see
         // db::sqlite_guard); the query itself is the plugin's.
-        if !read_only || crate::db::sqlite_guard::as_host(|| sqlite_query_only(self))? {
+        if !read_only || crate::sqlite_guard::as_host(|| sqlite_query_only(self))? {
             return load_rows(self, sql, params, max_rows);
         }
-        crate::db::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = ON"))?;
+        crate::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = ON"))?;
         let rows = load_rows(self, sql, params, max_rows);
-        let restored = crate::db::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = OFF"));
+        let restored = crate::sqlite_guard::as_host(|| self.batch_execute("PRAGMA query_only = OFF"));
         let rows = rows?;
         restored?;
         Ok(rows)

@@ -214,7 +214,7 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("up.sql"), sql).unwrap();
         }
-        let cfg = crate::db::DatabaseConfig {
+        let cfg = crate::DatabaseConfig {
             url: format!("sqlite://{}", d.path().join("x.db").display()),
             ..Default::default()
         };

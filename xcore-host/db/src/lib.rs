@@ -25,6 +25,7 @@ pub mod plugin_migrations;
 pub mod pool;
 pub mod schema;
 pub mod sqlite_guard;
+pub mod store;
 
 pub use databases::Databases;
 pub use pool::{Conn, Database};

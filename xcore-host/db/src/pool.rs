@@ -48,16 +48,16 @@ pub enum Conn {
 macro_rules! with_conn {
     ($conn:expr, $c:ident => $body:expr) => {
         match $conn {
-            $crate::db::pool::Conn::Sqlite(pooled) => {
+            $crate::pool::Conn::Sqlite(pooled) => {
                 let $c: &mut diesel::SqliteConnection = &mut *pooled;
                 $body
             }
-            $crate::db::pool::Conn::Postgres(pooled) => {
-                let $c: &mut $crate::db::pool::PgConn = &mut *pooled;
+            $crate::pool::Conn::Postgres(pooled) => {
+                let $c: &mut $crate::pool::PgConn = &mut *pooled;
                 $body
             }
-            $crate::db::pool::Conn::Mysql(pooled) => {
-                let $c: &mut $crate::db::pool::MysqlConn = &mut *pooled;
+            $crate::pool::Conn::Mysql(pooled) => {
+                let $c: &mut $crate::pool::MysqlConn = &mut *pooled;
                 $body
             }
         }
@@ -267,7 +267,7 @@ impl Database {
     /// longer than what is left of the plugin call this thread serves (so a database
     /// that is down gives the plugin an error, not a timed-out call).
     pub fn conn(&self) -> Result<Conn, DbError> {
-        let wait = crate::runtime::deadline::bound(self.timeout);
+        let wait = xcore_deadline::bound(self.timeout);
         let unavailable = |e: diesel::r2d2::PoolError| DbError::Unavailable {
             name: self.name.clone(),
             reason: if wait < self.timeout {
@@ -345,7 +345,7 @@ mod tests {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let started = std::time::Instant::now();
-        let e = crate::runtime::deadline::with(now + 150, || db.conn()).err().unwrap().to_string();
+        let e = xcore_deadline::with(now + 150, || db.conn()).err().unwrap().to_string();
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "waited {:?}, not the 10 s timeout",

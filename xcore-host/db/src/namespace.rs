@@ -156,7 +156,7 @@ pub fn sqlite_adopt(host: &Database, plugin: &str, plugin_file: &std::path::Path
         reason: format!("moving plugin '{plugin}''s tables to {}: {e}", plugin_file.display()),
     };
     let mut conn = host.conn()?;
-    let crate::db::Conn::Sqlite(c) = &mut conn else { return Ok(0) };
+    let crate::Conn::Sqlite(c) = &mut conn else { return Ok(0) };
     let c: &mut SqliteConnection = c;
     let recorded = names(
         c,
@@ -460,9 +460,9 @@ pub(crate) fn connect_plugin(
     };
     let mut conn = host.conn()?;
     let mut provision = || match &mut conn {
-        crate::db::Conn::Postgres(c) => pg_provision(c, plugin, &cfg.url).map(Some),
-        crate::db::Conn::Mysql(c) => mysql_provision(c, plugin, &cfg.url).map(Some),
-        crate::db::Conn::Sqlite(_) => Ok(None),
+        crate::Conn::Postgres(c) => pg_provision(c, plugin, &cfg.url).map(Some),
+        crate::Conn::Mysql(c) => mysql_provision(c, plugin, &cfg.url).map(Some),
+        crate::Conn::Sqlite(_) => Ok(None),
     };
     // Two hosts (or two loads) making the same objects at once can collide in the
     // server's catalog (a unique violation on CREATE ... IF NOT EXISTS): once more.
