@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 
@@ -87,20 +88,20 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    /// The instant `nanos` nanoseconds after the Unix epoch, written in UTC.
+    /// The instant `nanos` nanoseconds after the Unix epoch, written in UTC
+    /// (`2026-11-26T13:54:54.289000000+00:00`). An instant beyond chrono's range (about
+    /// 262,000 years either side of year 0) is clamped to its end, in the text and the
+    /// instant alike; every time of a log line (years 0000 to 9999) is far inside.
     pub fn from_unix_nanos(nanos: i128) -> Self {
-        let secs = nanos.div_euclid(NANOS_PER_SEC);
-        let frac = nanos.rem_euclid(NANOS_PER_SEC);
-        let days = secs.div_euclid(86_400) as i64;
-        let sod = secs.rem_euclid(86_400) as i64;
-        let (y, m, d) = civil_from_days(days);
-        let text = format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:09}+00:00",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        );
-        Timestamp { nanos, text }
+        let min = unix_nanos_of(&DateTime::<Utc>::MIN_UTC);
+        let max = unix_nanos_of(&DateTime::<Utc>::MAX_UTC);
+        let nanos = nanos.clamp(min, max);
+        let secs = i64::try_from(nanos.div_euclid(NANOS_PER_SEC)).ok();
+        // Within [min, max] both are in range; the fallback is never taken.
+        let frac = u32::try_from(nanos.rem_euclid(NANOS_PER_SEC)).unwrap_or(0);
+        let utc =
+            secs.and_then(|s| DateTime::<Utc>::from_timestamp(s, frac)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Timestamp { nanos, text: utc.format("%Y-%m-%dT%H:%M:%S%.9f+00:00").to_string() }
     }
 
     /// The system clock's current time.
@@ -173,95 +174,24 @@ impl FromStr for Timestamp {
     }
 }
 
-/// `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction](Z|z|±HH:MM)` to nanoseconds since the epoch.
+/// `YYYY-MM-DD(T|t| )HH:MM:SS[.fraction](Z|z|±HH:MM)` to nanoseconds since the epoch
+/// (chrono's RFC 3339 parser: days checked against the month and leap year, hours 00-23,
+/// offsets up to ±23:59, digits past the ninth of a fraction ignored, a leap second `:60`
+/// counted as the following second).
 fn parse_rfc3339(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = b.get(from..from + len)?;
-        digits.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
-    };
-    let at = |i: usize, chars: &[u8]| b.get(i).is_some_and(|c| chars.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
+    // chrono also takes U+2212 MINUS SIGN for the offset's sign; the log writer never
+    // writes it, and this parser never took anything but ASCII.
+    if !s.is_ascii() {
         return None;
     }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    // 60 is a leap second; it counts as the following second.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac: i128 = 0;
-    if at(i, b".") {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                frac = frac * 10 + i128::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        let n = i - start;
-        if n == 0 {
-            return None;
-        }
-        for _ in n..9 {
-            frac *= 10;
-        }
-    }
-    let offset_secs = match &b[i..] {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 3600 + om * 60;
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(i128::from(secs) * NANOS_PER_SEC + frac)
+    DateTime::parse_from_rfc3339(s).ok().map(|t| unix_nanos_of(&t))
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Nanoseconds since the epoch of a chrono time. chrono keeps a leap second as second 59
+/// with a nanosecond field of 1,000,000,000 or more, so `:60.5` lands on the following
+/// second's `.5`. (Not `timestamp_nanos_opt`: its `i64` ends in 2262.)
+fn unix_nanos_of<Tz: TimeZone>(t: &DateTime<Tz>) -> i128 {
+    i128::from(t.timestamp()) * NANOS_PER_SEC + i128::from(t.timestamp_subsec_nanos())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1103,6 +1033,126 @@ mod tests {
         }
         let now = Timestamp::now();
         assert_eq!(now.as_str().parse::<Timestamp>().unwrap(), now);
+    }
+
+    fn nanos(s: &str) -> i128 {
+        s.parse::<Timestamp>().unwrap_or_else(|e| panic!("{s}: {e}")).unix_nanos()
+    }
+
+    const SEC: i128 = NANOS_PER_SEC;
+    const DAY: i128 = 86_400 * SEC;
+
+    #[test]
+    fn leap_years_and_month_ends() {
+        // Divisible by 4, except centuries, except every 400 years.
+        for ok in ["2024-02-29", "2000-02-29", "1600-02-29", "0000-02-29", "9996-02-29"] {
+            assert!(format!("{ok}T00:00:00Z").parse::<Timestamp>().is_ok(), "{ok}");
+        }
+        for bad in ["2023-02-29", "1900-02-29", "2100-02-29", "2024-02-30", "2026-02-29"] {
+            assert!(format!("{bad}T00:00:00Z").parse::<Timestamp>().is_err(), "{bad}");
+        }
+        for (last, next) in [
+            ("2026-01-31", "2026-02-01"),
+            ("2026-02-28", "2026-03-01"),
+            ("2024-02-29", "2024-03-01"),
+            ("2026-04-30", "2026-05-01"),
+            ("2026-06-30", "2026-07-01"),
+            ("2026-09-30", "2026-10-01"),
+            ("2026-11-30", "2026-12-01"),
+            ("2026-12-31", "2027-01-01"),
+        ] {
+            let one_past = format!("{}-{:02}", &last[..7], last[8..].parse::<u32>().unwrap() + 1);
+            assert!(format!("{one_past}T00:00:00Z").parse::<Timestamp>().is_err(), "{one_past}");
+            assert_eq!(
+                nanos(&format!("{next}T00:00:00Z")) - nanos(&format!("{last}T00:00:00Z")),
+                DAY,
+                "{last}"
+            );
+            // Written back from the instant, the day after is the next month's first.
+            let end = Timestamp::from_unix_nanos(nanos(&format!("{last}T23:59:59.999999999Z")) + 1);
+            assert_eq!(end.as_str(), format!("{next}T00:00:00.000000000+00:00"));
+        }
+        // Known instants across leap days and centuries.
+        assert_eq!(nanos("2000-03-01T00:00:00Z"), 951_868_800 * SEC);
+        assert_eq!(nanos("2024-02-29T00:00:00Z"), 1_709_164_800 * SEC);
+        assert_eq!(nanos("2100-03-01T00:00:00Z") - nanos("2100-02-28T00:00:00Z"), DAY);
+        assert_eq!(nanos("2001-01-01T00:00:00Z") - nanos("2000-01-01T00:00:00Z"), 366 * DAY);
+        assert_eq!(nanos("1901-01-01T00:00:00Z") - nanos("1900-01-01T00:00:00Z"), 365 * DAY);
+        // Before the epoch: negative, and written back as it was.
+        assert_eq!(nanos("1969-12-31T23:59:59.5Z"), -SEC / 2);
+        assert_eq!(Timestamp::from_unix_nanos(-SEC / 2).as_str(), "1969-12-31T23:59:59.500000000+00:00");
+        assert_eq!(nanos("0000-01-01T00:00:00Z"), -62_167_219_200 * SEC);
+        // Every day of two centuries goes to text and back to the same instant.
+        let mut day = nanos("1900-01-01T06:07:08.000000009Z");
+        while day < nanos("2100-12-31T00:00:00Z") {
+            let t = Timestamp::from_unix_nanos(day);
+            assert_eq!(nanos(t.as_str()), day, "{t}");
+            day += DAY;
+        }
+        let last = Timestamp::from_unix_nanos(nanos("9999-12-31T23:59:59.999999999Z"));
+        assert_eq!(last.as_str(), "9999-12-31T23:59:59.999999999+00:00");
+    }
+
+    #[test]
+    fn offsets_separators_fractions_and_leap_seconds() {
+        let utc = nanos("2026-01-01T00:30:00Z");
+        // An offset moves the instant, across a day, month and year boundary too.
+        assert_eq!(nanos("2026-01-01T01:30:00+01:00"), utc);
+        assert_eq!(nanos("2025-12-31T19:00:00-05:30"), utc);
+        assert_eq!(nanos("2026-01-02T00:29:00+23:59"), utc);
+        assert_eq!(nanos("2025-12-31T00:31:00-23:59"), utc);
+        assert_eq!(nanos("2026-01-01T00:30:00-00:00"), utc);
+        assert_eq!(nanos("2026-01-01T00:30:00+00:00"), utc);
+        // `T`, `t` or a space between date and time; `Z` or `z`.
+        assert_eq!(nanos("2026-01-01t00:30:00z"), utc);
+        assert_eq!(nanos("2026-01-01 00:30:00Z"), utc);
+        // Fractions: any number of digits, nanoseconds kept, the rest ignored.
+        assert_eq!(nanos("2026-01-01T00:30:00.1Z") - utc, SEC / 10);
+        assert_eq!(nanos("2026-01-01T00:30:00.000000001Z") - utc, 1);
+        assert_eq!(nanos("2026-01-01T00:30:00.1234567899999Z") - utc, 123_456_789);
+        // A leap second is the following second.
+        assert_eq!(nanos("2016-12-31T23:59:60Z"), nanos("2017-01-01T00:00:00Z"));
+        assert_eq!(nanos("2016-12-31T23:59:60.25Z"), nanos("2017-01-01T00:00:00.25Z"));
+        assert_eq!(nanos("2017-01-01T00:59:60+01:00"), nanos("2017-01-01T00:00:00Z"));
+        for bad in [
+            "2026-01-01T00:30:00+24:00",
+            "2026-01-01T00:30:00+01:60",
+            "2026-01-01T00:30:00+0100",
+            "2026-01-01T00:30:00+01",
+            "2026-01-01T00:30:00 +01:00",
+            "2026-01-01T00:30:00\u{2212}01:00",
+            "2026-01-01T00:30:00UTC",
+            "2026-01-01T00:30:61Z",
+            "2026-01-01T00:60:00Z",
+            "2026-01-01T00:30Z",
+            "2026-01-01X00:30:00Z",
+            "2026-1-01T00:30:00Z",
+            "26-01-01T00:30:00Z",
+            "+2026-01-01T00:30:00Z",
+            "2026-00-01T00:30:00Z",
+            "2026-01-00T00:30:00Z",
+            "2026-01-01T00:30:00.\u{0661}Z",
+            " 2026-01-01T00:30:00Z",
+            "2026-01-01T00:30:00Z ",
+            "",
+        ] {
+            assert_eq!(bad.parse::<Timestamp>(), Err(ParseError::Time(bad.to_string())), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn instants_far_outside_the_log_are_clamped_not_a_panic() {
+        let min = Timestamp::from_unix_nanos(i128::MIN);
+        let max = Timestamp::from_unix_nanos(i128::MAX);
+        assert!(min.as_str().starts_with("-262"), "{min}");
+        assert!(max.as_str().starts_with("+262"), "{max}");
+        let first: Timestamp = "0000-01-01T00:00:00Z".parse().unwrap();
+        let last: Timestamp = "9999-12-31T23:59:59Z".parse().unwrap();
+        assert!(min < first && last < max);
+        // `xcore logs health --minutes <huge>` and `--since 99999999999999d` end here.
+        let far = Timestamp::now().minus(Duration::from_secs(u64::MAX));
+        assert_eq!(far, min);
+        assert!(far < first);
     }
 
     #[test]

@@ -204,12 +204,13 @@ impl Context {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), PluginError> {
-        let body = serde_json::json!({ "key": key, "value": value, "ttl_ms": ttl.map(Self::cache_ttl_ms) });
+        let body = serde_json::json!({ "key": key, "value": value, "ttl_ms": ttl.map(Self::ttl_ms) });
         self.call_host_json("cache.set", &body).map(|_| ())
     }
 
-    /// Whole milliseconds, rounded up (so only a zero TTL is 0), saturating.
-    fn cache_ttl_ms(ttl: Duration) -> u64 {
+    /// Whole milliseconds, rounded up (so only a zero TTL is 0, which the key-value store
+    /// reads as "never expires": a 0.5 ms TTL must not become that), saturating.
+    fn ttl_ms(ttl: Duration) -> u64 {
         let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
@@ -253,14 +254,15 @@ impl Context {
     }
 
     /// Stores `value` under `key`, durably: when this returns, the write survives a crash
-    /// of the host. `ttl` `None` (or zero) never expires.
+    /// of the host. `ttl` `None` (or zero) never expires; any other TTL is rounded up to
+    /// whole milliseconds.
     pub fn kv_set<T: Serialize>(
         &self,
         key: &str,
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), PluginError> {
-        let ttl_ms = ttl.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        let ttl_ms = ttl.map(Self::ttl_ms);
         let body = serde_json::json!({ "key": key, "value": value, "ttl_ms": ttl_ms });
         self.call_host_json("kv.set", &body).map(|_| ())
     }
@@ -290,8 +292,9 @@ impl Context {
             .collect())
     }
 
-    /// Runs a statement on the host's database `database` with bound parameters (`$1`
-    /// placeholders on PostgreSQL, `?` on SQLite and MySQL); returns the rows affected.
+    /// Runs a statement on the database `database` with bound parameters (`?` on every
+    /// back-end: the host numbers them for PostgreSQL; a statement already written with
+    /// `$1`... is left alone there); returns the rows affected.
     /// Needs the permission `db:<database>` (read and write).
     pub fn db_execute(
         &self,
@@ -746,6 +749,15 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             panic!("the payload panics in its Drop");
         }
+    }
+
+    #[test]
+    fn a_ttl_rounds_up_to_whole_milliseconds_so_only_zero_means_never() {
+        assert_eq!(Context::ttl_ms(Duration::ZERO), 0);
+        assert_eq!(Context::ttl_ms(Duration::from_micros(500)), 1, "0.5 ms must not mean 'never expires'");
+        assert_eq!(Context::ttl_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(Context::ttl_ms(Duration::from_nanos(1_500_001)), 2);
+        assert_eq!(Context::ttl_ms(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -55,22 +55,15 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), by the `hmac` crate.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&sha256(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+    use hmac::{KeyInit, Mac};
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(message);
     let mut out = [0u8; 32];
-    out.copy_from_slice(&Sha256::new().chain_update(opad).chain_update(inner).finalize());
+    out.copy_from_slice(&mac.finalize().into_bytes());
     out
 }
 

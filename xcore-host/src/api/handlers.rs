@@ -11,7 +11,7 @@ use super::body::{read_json, read_json_value, rejected};
 use super::plugin_routes::match_route;
 use super::problem::ApiError;
 use super::view::{self, View};
-use super::{AppState, Principal, Role};
+use super::{AppState, OpenApiJson, Principal, Role};
 use crate::runtime::CallInput;
 
 type State = web::Data<AppState>;
@@ -530,8 +530,9 @@ pub(super) async fn run_job(
     }
 }
 
-pub(super) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
+/// The document [`super::serve`] built once at start (the handlers never build it).
+pub(super) async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok().content_type(header::ContentType::json()).body(doc.bytes())
 }
 
 pub(super) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

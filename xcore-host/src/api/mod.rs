@@ -61,8 +61,31 @@ impl AppState {
     }
 }
 
-/// Registers every route on an actix app.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// The OpenAPI document ([`openapi::document`]) serialized once, when the server starts;
+/// `GET /api/v1/openapi.json` answers these bytes as they are. It lives here, not in
+/// [`openapi`], so that the handlers need not import the module that reads the route table
+/// that names them: inside `api/` the dependencies run one way (`openapi` -> `endpoints`
+/// -> `handlers`, and this module joins them).
+#[derive(Clone)]
+pub struct OpenApiJson(web::Bytes);
+
+impl OpenApiJson {
+    /// Serializes `doc` (compact JSON, as `HttpResponse::json` writes it).
+    pub fn new(doc: &serde_json::Value) -> Self {
+        OpenApiJson(web::Bytes::from(doc.to_string()))
+    }
+
+    /// The serialized document (a cheap, shared handle).
+    pub fn bytes(&self) -> web::Bytes {
+        self.0.clone()
+    }
+}
+
+/// Registers every route on an actix app, and `doc` as the app data the
+/// `GET /api/v1/openapi.json` handler answers (built once by [`serve`], shared by every
+/// worker).
+pub fn configure(cfg: &mut web::ServiceConfig, doc: web::Data<OpenApiJson>) {
+    cfg.app_data(doc);
     for e in endpoints::ENDPOINTS {
         cfg.route(&endpoints::actix_path(e.path), (e.route)());
     }
@@ -88,8 +111,12 @@ pub struct ServeOptions {
 /// the shutdown timeout, and returns.
 pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
     let data = web::Data::new(state);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-        .shutdown_timeout(opts.shutdown_timeout_seconds);
+    let doc = web::Data::new(OpenApiJson::new(&openapi::document()));
+    let server = HttpServer::new(move || {
+        let doc = doc.clone();
+        App::new().app_data(data.clone()).configure(move |cfg| configure(cfg, doc))
+    })
+    .shutdown_timeout(opts.shutdown_timeout_seconds);
     let (mut server, scheme) = match opts.tls {
         Some(tls) => (server.bind_rustls_0_23((opts.host.as_str(), opts.port), tls)?, "https"),
         None => (server.bind((opts.host.as_str(), opts.port))?, "http"),
@@ -101,4 +128,75 @@ pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
         log::info!(target: "xcore::api", "listening on {scheme}://{addr}");
     }
     server.run().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use actix_web::{http::header, test as actix_test, App};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn the_openapi_route_answers_the_document_built_at_start() {
+        let doc = openapi::document();
+        let built = web::Data::new(OpenApiJson::new(&doc));
+        let app = actix_test::init_service(App::new().configure(move |cfg| configure(cfg, built))).await;
+        let resp = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get().uri("/api/v1/openapi.json").to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        let body = actix_test::read_body(resp).await;
+        // The bytes `HttpResponse::json(openapi::document())` wrote when it was built per
+        // request.
+        assert_eq!(body, serde_json::to_vec(&doc).unwrap());
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), doc);
+    }
+
+    /// The sibling modules of `api/` a source file names through `super::` or
+    /// `crate::api::` (comments skipped; `use super::{a, b::c}` names `a` and `b`).
+    fn siblings_named(source: &str) -> BTreeSet<String> {
+        let code: String =
+            source.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        let mut found = BTreeSet::new();
+        for prefix in ["super::", "crate::api::"] {
+            for (at, _) in code.match_indices(prefix) {
+                let rest = &code[at + prefix.len()..];
+                let group = match rest.strip_prefix('{') {
+                    Some(inner) => inner.split('}').next().unwrap_or(""),
+                    None => rest,
+                };
+                for item in group.split(',') {
+                    let first: String =
+                        item.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if !first.is_empty() {
+                        found.insert(first);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn dependencies_inside_api_run_one_way() {
+        let handlers = siblings_named(include_str!("handlers.rs"));
+        for forbidden in ["endpoints", "openapi"] {
+            assert!(!handlers.contains(forbidden), "handlers.rs names {forbidden}: {handlers:?}");
+        }
+        let endpoints = siblings_named(include_str!("endpoints.rs"));
+        assert!(endpoints.contains("handlers"), "{endpoints:?}");
+        assert!(!endpoints.contains("openapi"), "endpoints.rs names openapi: {endpoints:?}");
+        let openapi = siblings_named(include_str!("openapi.rs"));
+        assert!(openapi.contains("endpoints"), "{openapi:?}");
+        assert!(!openapi.contains("handlers"), "openapi.rs names handlers: {openapi:?}");
+        // The scanner itself sees what it must.
+        let probe =
+            siblings_named("use super::{a, b::C};\nlet x = super::c::f(); // super::d\ncrate::api::e::g();");
+        assert_eq!(probe, BTreeSet::from(["a", "b", "c", "e"].map(String::from)));
+    }
 }
