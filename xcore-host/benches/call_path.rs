@@ -21,13 +21,13 @@ use std::time::Duration;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RSlice, RStr, RString};
 use criterion::{criterion_group, criterion_main, Criterion};
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::host_services::HostServices;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
-use xcore_host::runtime::trusted::loader;
-use xcore_host::runtime::{CallInput, PluginRegistry};
-use xcore_host::services::Dispatcher;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::host_services::HostServices;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
+use xcore_engine::runtime::trusted::loader;
+use xcore_engine::runtime::{CallInput, PluginRegistry};
+use xcore_engine::services::Dispatcher;
 use xcore_manifest as manifest;
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
 
@@ -90,7 +90,7 @@ fn benches(c: &mut Criterion) {
             ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
-        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

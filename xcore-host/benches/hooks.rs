@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::PluginRegistry;
+use xcore_engine::services::Dispatcher;
 use xcore_hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::PluginRegistry;
-use xcore_host::services::Dispatcher;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
     let registry = PluginRegistry::new(
         RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

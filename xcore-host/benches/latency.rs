@@ -13,10 +13,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::{CallInput, PluginRegistry};
-use xcore_host::services::Dispatcher;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::{CallInput, PluginRegistry};
+use xcore_engine::services::Dispatcher;
 
 const CALLS: usize = 50_000;
 
@@ -50,7 +50,7 @@ fn main() {
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
-        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

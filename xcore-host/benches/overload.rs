@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry};
-use xcore_host::services::Dispatcher;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::{CallFailure, CallInput, PluginRegistry};
+use xcore_engine::services::Dispatcher;
 
 const SLEEP_MS: u64 = 10;
 const CONCURRENCY: u32 = 2;
@@ -72,7 +72,7 @@ fn main() {
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
-        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

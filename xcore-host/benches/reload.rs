@@ -11,11 +11,11 @@ use common::built_library;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::{CallInput, PluginRegistry};
-use xcore_host::services::Dispatcher;
-use xcore_host::watcher::{self, WatchOptions};
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::{CallInput, PluginRegistry};
+use xcore_engine::services::Dispatcher;
+use xcore_engine::watcher::{self, WatchOptions};
 
 fn manifest(greeting: &str) -> String {
     format!("name: echo\nversion: 0.1.0\napi_version: \"^0.1\"\nentry_point: libecho.so\nconfig: {{ greeting: {greeting} }}\n")
@@ -33,7 +33,7 @@ fn main() {
     let registry = PluginRegistry::new(
         RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
         Dispatcher::for_registry,
     );
     rt.block_on(registry.load_all());

@@ -52,13 +52,13 @@ use diesel_async::AsyncPgConnection;
 use serde_json::{json, Value};
 use xcore_db::store::Store;
 use xcore_db::{migrate, DatabaseConfig, Databases};
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::RegistryOptions;
-use xcore_host::runtime::{CallInput, PluginRegistry};
-use xcore_host::scheduler::runner::RegistryRunner;
-use xcore_host::scheduler::{Scheduler, SchedulerConfig};
-use xcore_host::services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
-use xcore_host::services::Dispatcher;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::RegistryOptions;
+use xcore_engine::runtime::{CallInput, PluginRegistry};
+use xcore_engine::scheduler::runner::RegistryRunner;
+use xcore_engine::scheduler::{Scheduler, SchedulerConfig};
+use xcore_engine::services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
+use xcore_engine::services::Dispatcher;
 
 /// Key-value operations per plugin call in `kv/<db>/set|get`.
 const OPS_PER_CALL: u64 = 100;
@@ -108,7 +108,7 @@ struct Host {
 impl Host {
     fn start(db_url: &str, cache_cfg: &CacheConfig) -> Host {
         let dir = bookmarks_plugins_dir();
-        let supervisor = xcore_host::runtime::supervisor::runtime().expect("supervisor runtime");
+        let supervisor = xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime");
         let cache = supervisor.block_on(Cache::connect(cache_cfg)).expect("cache");
         let registry = PluginRegistry::new(
             RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),

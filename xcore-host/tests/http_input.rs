@@ -196,7 +196,7 @@ fn every_route_that_takes_a_plugin_name_refuses_one_that_is_not_a_name() {
         &[],
     );
     let routes: Vec<_> =
-        xcore_host::api::endpoints::ENDPOINTS.iter().filter(|e| e.path.contains("{name}")).collect();
+        xcore_api::endpoints::ENDPOINTS.iter().filter(|e| e.path.contains("{name}")).collect();
     assert!(routes.len() >= 9, "the route table changed: {}", routes.len());
     let mut refused = 0;
     for e in &routes {

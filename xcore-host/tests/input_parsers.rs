@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use xcore_host::api::plugin_routes::match_route;
-use xcore_host::runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
+use xcore_api::plugin_routes::match_route;
+use xcore_engine::runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
 use xcore_manifest::Route;
 
 const FRAME_LIMIT: usize = 1 << 20;
@@ -32,7 +32,7 @@ fn config(text: &str) {
             vars.insert(k.to_string(), v.to_string());
         }
     }
-    let _ = xcore_host::config::parse_with_vars("fuzz.yaml", yaml, &vars);
+    let _ = xcore_engine::config::parse_with_vars("fuzz.yaml", yaml, &vars);
 }
 
 fn frames(data: &[u8]) {

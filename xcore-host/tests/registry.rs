@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::{write_plugins, PluginSpec};
 use xcore_db::store::Store;
 use xcore_db::{migrate, DatabaseConfig, Databases};
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
-use xcore_host::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
-use xcore_host::services::Dispatcher;
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
+use xcore_engine::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
+use xcore_engine::services::Dispatcher;
 use xcore_security::RequireSignatures;
 
 struct Fixture {
@@ -42,7 +42,7 @@ impl Fixture {
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))
             },
             Arc::new(Metrics::new()),
-            xcore_host::runtime::supervisor::runtime().expect("supervisor runtime"),
+            xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
             Dispatcher::for_registry,
         );
         Fixture { rt, registry, dir }

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xcore_host::api::plugin_routes::match_route;
+use xcore_api::plugin_routes::match_route;
 use xcore_manifest::Route;
 
 fuzz_target!(|data: &[u8]| {

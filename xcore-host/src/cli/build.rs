@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use xcore_host::{config, plugin_build, runtime::registry::discover};
+use xcore_engine::{config, plugin_build, runtime::registry::discover};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
 use xcore_db::migrate::{self, Op};
-use xcore_host::config;
+use xcore_engine::config;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Action {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use xcore_host::config;
+use xcore_engine::config;
 
 /// XCore: loads Rust plugins, supervises them, and serves them over HTTP.
 #[derive(Debug, Parser)]
@@ -148,11 +148,11 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     if let Command::SandboxWorker { spec } = &cli.command {
         // No logger: the worker's stderr is a pipe the host reads into its own log.
-        return Ok(xcore_host::runtime::sandbox::worker::run(spec));
+        return Ok(xcore_engine::runtime::sandbox::worker::run(spec));
     }
     if !matches!(cli.command, Command::Serve(_)) {
         // `serve` sets up logging from the configuration; short commands log to stderr.
-        xcore_host::logging::init_cli(log::LevelFilter::Warn);
+        xcore_engine::logging::init_cli(log::LevelFilter::Warn);
     }
     match cli.command {
         Command::Serve(args) => serve::run(cli.config.as_deref(), args),
@@ -185,14 +185,14 @@ fn new_plugin(path: Option<&std::path::Path>, args: NewArgs) -> Result<ExitCode>
         None => config::load(path).context("invalid configuration")?.config.plugins.directory,
     };
     let dest = dir.join(&args.name);
-    let vars = xcore_host::template::TemplateVars {
+    let vars = xcore_engine::template::TemplateVars {
         name: args.name.clone(),
         description: args.description,
         author: args.author,
         execution_mode: if args.sandboxed { "sandboxed" } else { "trusted" }.into(),
         api_path: args.api_path,
     };
-    let files = xcore_host::template::render(&dest, &vars)?;
+    let files = xcore_engine::template::render(&dest, &vars)?;
     println!("created {} ({} files)", dest.display(), files.len());
     println!("next: xcore plugin build {}   (then it loads with `xcore serve`)", args.name);
     println!(
@@ -210,13 +210,13 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
         Some(d) => d,
         None => config::load(path).context("invalid configuration")?.config.plugins.directory,
     };
-    let input = xcore_host::docgen::DocgenInput {
+    let input = xcore_engine::docgen::DocgenInput {
         docs_dir: args.docs,
         plugins_dir,
-        openapi: xcore_host::api::openapi::document(),
+        openapi: xcore_api::openapi::document(),
         out_dir: args.out.clone(),
     };
-    match xcore_host::docgen::build(&input) {
+    match xcore_engine::docgen::build(&input) {
         Ok(r) => {
             println!(
                 "{} pages in {}: {} written, {} unchanged, {} removed",
@@ -228,7 +228,7 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(xcore_host::docgen::DocgenError::BrokenLinks(links)) => {
+        Err(xcore_engine::docgen::DocgenError::BrokenLinks(links)) => {
             for l in &links {
                 eprintln!("broken link: {l}");
             }

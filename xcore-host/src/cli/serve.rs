@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use xcore_api::{self as api, AdminToken, AppState, ServeOptions, Tokens};
 use xcore_db::store::Store;
 use xcore_db::{migrate, Databases};
-use xcore_host::api::{self, AdminToken, AppState, ServeOptions, Tokens};
-use xcore_host::metrics::Metrics;
-use xcore_host::runtime::registry::{RegistryOptions, SignaturePolicy};
-use xcore_host::runtime::PluginRegistry;
-use xcore_host::scheduler::runner::RegistryRunner;
-use xcore_host::scheduler::Scheduler;
-use xcore_host::services::Dispatcher;
-use xcore_host::watcher::{self, WatchOptions};
-use xcore_host::{config, logging};
+use xcore_engine::metrics::Metrics;
+use xcore_engine::runtime::registry::{RegistryOptions, SignaturePolicy};
+use xcore_engine::runtime::PluginRegistry;
+use xcore_engine::scheduler::runner::RegistryRunner;
+use xcore_engine::scheduler::Scheduler;
+use xcore_engine::services::Dispatcher;
+use xcore_engine::watcher::{self, WatchOptions};
+use xcore_engine::{config, logging};
 use xcore_security::keys;
 use xcore_security::RequireSignatures;
 
@@ -39,7 +39,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
-    xcore_host::runtime::sandbox::os::return_large_allocations_to_the_system();
+    xcore_engine::runtime::sandbox::os::return_large_allocations_to_the_system();
     let loaded = config::load(config_path).context("invalid configuration")?;
     let mut cfg = loaded.config;
     if let Some(h) = args.host {
@@ -122,10 +122,11 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
     // The cache connects on the supervisor runtime, where every cache call runs; the
     // registry owns that runtime from then on.
-    let supervisor = xcore_host::runtime::supervisor::runtime().context("starting the supervisor runtime")?;
+    let supervisor =
+        xcore_engine::runtime::supervisor::runtime().context("starting the supervisor runtime")?;
     let cache_cfg = cfg.cache.clone().from_env();
     let cache = supervisor
-        .block_on(xcore_host::services::cache::Cache::connect(&cache_cfg))
+        .block_on(xcore_engine::services::cache::Cache::connect(&cache_cfg))
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
     let metrics = Arc::new(Metrics::new());

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use xcore_host::api::Role;
-use xcore_host::config;
+use xcore_api::Role;
+use xcore_engine::config;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -56,20 +56,20 @@ pub fn run(config_path: Option<&Path>, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
         TokenCommand::Create { name, role, runtime_dir: given } => {
             let dir = runtime_dir(config_path, given)?;
-            let token = xcore_host::api::auth::create_token(&dir, &name, role)?;
+            let token = xcore_api::auth::create_token(&dir, &name, role)?;
             eprintln!(
                 "token '{name}' ({}) created in {}; it is shown this once:",
                 role.as_str(),
-                dir.join(xcore_host::api::auth::TOKENS_FILE).display()
+                dir.join(xcore_api::auth::TOKENS_FILE).display()
             );
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::List { runtime_dir: given } => {
             let dir = runtime_dir(config_path, given)?;
-            let tokens = xcore_host::api::auth::list_tokens(&dir)?;
+            let tokens = xcore_api::auth::list_tokens(&dir)?;
             if tokens.is_empty() {
-                eprintln!("no named tokens in {}", dir.join(xcore_host::api::auth::TOKENS_FILE).display());
+                eprintln!("no named tokens in {}", dir.join(xcore_api::auth::TOKENS_FILE).display());
             }
             for (name, role, created) in tokens {
                 println!("{name}\t{}\t{created}", role.as_str());
@@ -78,7 +78,7 @@ pub fn run(config_path: Option<&Path>, cmd: TokenCommand) -> Result<ExitCode> {
         }
         TokenCommand::Revoke { name, runtime_dir: given } => {
             let dir = runtime_dir(config_path, given)?;
-            let role = xcore_host::api::auth::revoke_token(&dir, &name)?;
+            let role = xcore_api::auth::revoke_token(&dir, &name)?;
             eprintln!("token '{name}' ({}) revoked", role.as_str());
             Ok(ExitCode::SUCCESS)
         }

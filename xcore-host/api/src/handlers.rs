@@ -12,7 +12,7 @@ use super::plugin_routes::match_route;
 use super::problem::ApiError;
 use super::view::{self, View};
 use super::{AppState, OpenApiJson, Principal, Role};
-use crate::runtime::CallInput;
+use xcore_engine::runtime::CallInput;
 
 type State = web::Data<AppState>;
 
@@ -106,7 +106,7 @@ pub(super) async fn list(state: State, req: HttpRequest) -> Result<HttpResponse,
 }
 
 /// A plugin's info as JSON, in the view given.
-fn info_json(info: crate::runtime::registry::PluginInfo, view: View) -> serde_json::Value {
+fn info_json(info: xcore_engine::runtime::registry::PluginInfo, view: View) -> serde_json::Value {
     let mut v = serde_json::to_value(info).unwrap_or_default();
     if view.is_public() {
         view::plugin_info(&mut v);
@@ -133,7 +133,7 @@ pub(super) async fn get(
 }
 
 /// A failed call as the client may see it (see [`view::call_failure`]).
-fn call_error(state: &AppState, req: &HttpRequest, f: crate::runtime::CallFailure) -> ApiError {
+fn call_error(state: &AppState, req: &HttpRequest, f: xcore_engine::runtime::CallFailure) -> ApiError {
     match View::of_call(state, req) {
         View::Public => view::call_failure(f).into(),
         View::Full => f.into(),
@@ -464,7 +464,7 @@ pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(json!({ "entries": entries, "next_before": next })))
 }
 
-fn scheduler(state: &AppState) -> Result<std::sync::Arc<crate::scheduler::Scheduler>, ApiError> {
+fn scheduler(state: &AppState) -> Result<std::sync::Arc<xcore_engine::scheduler::Scheduler>, ApiError> {
     state
         .registry
         .scheduler()
@@ -523,10 +523,12 @@ pub(super) async fn run_job(
     audit(&state, &who, &req, "job.run", &id, detail).await;
     match result {
         Ok(outcome) => Ok(HttpResponse::Ok().json(outcome)),
-        Err(e @ crate::scheduler::RunError::Unknown(_)) => {
+        Err(e @ xcore_engine::scheduler::RunError::Unknown(_)) => {
             Err(ApiError::new(404, "unknown_job", e.to_string()))
         }
-        Err(e @ crate::scheduler::RunError::Overlap(_)) => Err(ApiError::new(409, "conflict", e.to_string())),
+        Err(e @ xcore_engine::scheduler::RunError::Overlap(_)) => {
+            Err(ApiError::new(409, "conflict", e.to_string()))
+        }
     }
 }
 

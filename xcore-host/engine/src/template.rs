@@ -8,11 +8,11 @@ use thiserror::Error;
 
 /// The template's files: (path in the rendered crate, content with `{{placeholders}}`).
 const FILES: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../../plugin-template/Cargo.toml")),
-    ("plugin.yaml", include_str!("../../plugin-template/plugin.yaml")),
-    ("README.md", include_str!("../../plugin-template/README.md")),
-    (".gitignore", include_str!("../../plugin-template/.gitignore")),
-    ("src/lib.rs", include_str!("../../plugin-template/src/lib.rs")),
+    ("Cargo.toml", include_str!("../../../plugin-template/Cargo.toml")),
+    ("plugin.yaml", include_str!("../../../plugin-template/plugin.yaml")),
+    ("README.md", include_str!("../../../plugin-template/README.md")),
+    (".gitignore", include_str!("../../../plugin-template/.gitignore")),
+    ("src/lib.rs", include_str!("../../../plugin-template/src/lib.rs")),
 ];
 
 /// The placeholders' values.

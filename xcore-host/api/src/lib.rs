@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
-use crate::runtime::PluginRegistry;
 pub use auth::{AdminToken, Principal, Role, Tokens};
 pub use problem::ApiError;
+use xcore_engine::runtime::PluginRegistry;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -157,13 +157,13 @@ mod tests {
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), doc);
     }
 
-    /// The sibling modules of `api/` a source file names through `super::` or
-    /// `crate::api::` (comments skipped; `use super::{a, b::c}` names `a` and `b`).
+    /// The sibling modules of the api crate a source file names through `super::` or
+    /// `crate::` (comments skipped; `use super::{a, b::c}` names `a` and `b`).
     fn siblings_named(source: &str) -> BTreeSet<String> {
         let code: String =
             source.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
         let mut found = BTreeSet::new();
-        for prefix in ["super::", "crate::api::"] {
+        for prefix in ["super::", "crate::"] {
             for (at, _) in code.match_indices(prefix) {
                 let rest = &code[at + prefix.len()..];
                 let group = match rest.strip_prefix('{') {
@@ -196,7 +196,7 @@ mod tests {
         assert!(!openapi.contains("handlers"), "openapi.rs names handlers: {openapi:?}");
         // The scanner itself sees what it must.
         let probe =
-            siblings_named("use super::{a, b::C};\nlet x = super::c::f(); // super::d\ncrate::api::e::g();");
+            siblings_named("use super::{a, b::C};\nlet x = super::c::f(); // super::d\ncrate::e::g();");
         assert_eq!(probe, BTreeSet::from(["a", "b", "c", "e"].map(String::from)));
     }
 }
