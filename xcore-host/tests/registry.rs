@@ -36,7 +36,7 @@ impl Fixture {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let registry = PluginRegistry::new(
             RegistryOptions {
-                worker_exe: env!("CARGO_BIN_EXE_xcore").into(),
+                worker_exe: env!("CARGO_BIN_EXE_xcore-sandbox-worker").into(),
                 // Signatures have tests of their own (signatures.rs); here every plugin loads.
                 signatures: SignaturePolicy { require: RequireSignatures::None, ..Default::default() },
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))

@@ -120,6 +120,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
+    log::info!(target: "xcore", "sandbox worker: {}", reg_opts.worker_exe.display());
     // The cache connects on the supervisor runtime, where every cache call runs; the
     // registry owns that runtime from then on.
     let supervisor =

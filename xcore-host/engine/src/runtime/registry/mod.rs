@@ -65,7 +65,9 @@ pub struct RegistryOptions {
     pub runtime_dir: PathBuf,
     /// How long unload waits for in-flight calls.
     pub drain_timeout: Duration,
-    /// The `xcore` binary, re-executed as the sandbox worker.
+    /// The sandbox worker's program: [`WORKER_EXE`] beside the current executable, or,
+    /// where that is not installed, the `xcore` binary itself (its hidden
+    /// `__sandbox-worker` command runs the same worker).
     pub worker_exe: PathBuf,
     /// Largest host <-> worker frame in bytes.
     pub max_frame: usize,
@@ -105,15 +107,30 @@ pub use signatures::{SignaturePolicy, Signed};
 pub use slot::PluginSlot;
 pub use view::PluginInfo;
 
+/// The file name of the sandbox worker's own small binary.
+pub const WORKER_EXE: &str = "xcore-sandbox-worker";
+
+/// [`WORKER_EXE`] beside the current executable when it is there, else the current
+/// executable (the `xcore` binary answers `__sandbox-worker` too).
+pub fn default_worker_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xcore"));
+    let worker = exe.with_file_name(WORKER_EXE);
+    if worker.is_file() {
+        worker
+    } else {
+        exe
+    }
+}
+
 impl RegistryOptions {
-    /// Defaults for `plugins_dir` and `runtime_dir`, with the sandbox worker being the
-    /// current executable.
+    /// Defaults for `plugins_dir` and `runtime_dir`; the sandbox worker is
+    /// [`default_worker_exe`].
     pub fn new(plugins_dir: PathBuf, runtime_dir: PathBuf) -> Self {
         RegistryOptions {
             plugins_dir,
             runtime_dir,
             drain_timeout: Duration::from_secs(10),
-            worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xcore")),
+            worker_exe: default_worker_exe(),
             max_frame: 16 << 20,
             startup_timeout: Duration::from_secs(10),
             kill_grace: Duration::from_millis(200),
