@@ -23,7 +23,8 @@ declare -A ALLOWED=(
   [xcore-db]="xcore-deadline"
   [xcore-engine]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db"
   [xcore-api]="xcore-plugin-api xcore-manifest xcore-db xcore-engine"
-  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-engine xcore-api"
+  [xcore-tools]=""
+  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-engine xcore-api xcore-tools"
 )
 # Plugins and test fixtures see the contract only.
 plugin_rule="xcore-plugin-api"
@@ -54,14 +55,12 @@ done < <(jq -r '.packages[] | [.name, .manifest_path, ([.dependencies[].name] | 
 # Modules of xcore-engine: module (path under xcore-host/engine/src) -> modules it must
 # not name.
 declare -A FORBIDDEN=(
-  [runtime]="services config watcher plugin_build docgen logtools template"
-  [services]="config watcher plugin_build docgen logtools template"
-  [scheduler]="services config watcher docgen logtools template"
+  [runtime]="services config watcher plugin_build"
+  [services]="config watcher plugin_build"
+  [scheduler]="services config watcher"
   [metrics.rs]="services config watcher"
   [logging.rs]="config runtime services scheduler"
   [lenient.rs]="config"
-  [docgen]="runtime services scheduler config watcher"
-  [template.rs]="runtime services scheduler config watcher"
 )
 for module in "${!FORBIDDEN[@]}"; do
   path="xcore-host/engine/src/$module"

@@ -1,8 +1,7 @@
 //! The part of the XCore host not yet cut into crates of one job: the runtime
 //! ([`runtime`]: loader, both tiers, supervisor, registry), the host services
 //! ([`services`]), the scheduler, the configuration ([`config`] aggregates the sections
-//! their owners define), metrics, logging, hot reload, plugin builds and the tools
-//! (docgen, logtools, template).
+//! their owners define), metrics, logging, hot reload and plugin builds.
 //!
 //! Inside it the rules of ARCHITECTURE.md hold module by module (`make lint` checks
 //! them): the runtime names no service, and nothing names `config` but the `xcore` binary.
@@ -14,14 +13,11 @@
 compile_error!("XCore runs on Linux only: its sandboxed tier needs seccomp, landlock and /proc");
 
 pub mod config;
-pub mod docgen;
 mod lenient;
 pub mod logging;
-pub mod logtools;
 pub mod metrics;
 pub mod plugin_build;
 pub mod runtime;
 pub mod scheduler;
 pub mod services;
-pub mod template;
 pub mod watcher;

@@ -1,5 +1,5 @@
 //! `xcore logs tail|stats|health`: read the host's JSON log files (see
-//! `xcore_engine::logtools`).
+//! `xcore_tools::logtools`).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
-use xcore_engine::logtools::{self, Filter, Follower, Health, Level, Stats, Thresholds, Timestamp};
+use xcore_tools::logtools::{self, Filter, Follower, Health, Level, Stats, Thresholds, Timestamp};
 
 /// Exit code of `logs health` when the logs cannot be read (as monitoring checks
 /// expect: 0 ok, 1 warning, 2 critical, 3 unknown).

@@ -185,14 +185,14 @@ fn new_plugin(path: Option<&std::path::Path>, args: NewArgs) -> Result<ExitCode>
         None => config::load(path).context("invalid configuration")?.config.plugins.directory,
     };
     let dest = dir.join(&args.name);
-    let vars = xcore_engine::template::TemplateVars {
+    let vars = xcore_tools::template::TemplateVars {
         name: args.name.clone(),
         description: args.description,
         author: args.author,
         execution_mode: if args.sandboxed { "sandboxed" } else { "trusted" }.into(),
         api_path: args.api_path,
     };
-    let files = xcore_engine::template::render(&dest, &vars)?;
+    let files = xcore_tools::template::render(&dest, &vars)?;
     println!("created {} ({} files)", dest.display(), files.len());
     println!("next: xcore plugin build {}   (then it loads with `xcore serve`)", args.name);
     println!(
@@ -210,13 +210,13 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
         Some(d) => d,
         None => config::load(path).context("invalid configuration")?.config.plugins.directory,
     };
-    let input = xcore_engine::docgen::DocgenInput {
+    let input = xcore_tools::docgen::DocgenInput {
         docs_dir: args.docs,
         plugins_dir,
         openapi: xcore_api::openapi::document(),
         out_dir: args.out.clone(),
     };
-    match xcore_engine::docgen::build(&input) {
+    match xcore_tools::docgen::build(&input) {
         Ok(r) => {
             println!(
                 "{} pages in {}: {} written, {} unchanged, {} removed",
@@ -228,7 +228,7 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(xcore_engine::docgen::DocgenError::BrokenLinks(links)) => {
+        Err(xcore_tools::docgen::DocgenError::BrokenLinks(links)) => {
             for l in &links {
                 eprintln!("broken link: {l}");
             }

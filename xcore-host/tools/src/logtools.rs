@@ -1,6 +1,6 @@
 //! Reading the host's own log files: `xcore logs tail|stats|health`.
 //!
-//! The host writes JSON lines (log4rs's `JsonEncoder`, see [`crate::logging`]) to
+//! The host writes JSON lines (log4rs's `JsonEncoder`, see the engine's `logging`) to
 //! `xcore.log` in the logging directory; the `FixedWindowRoller` renames a full file to
 //! `xcore.0.log`, the previous `xcore.0.log` to `xcore.1.log`, and so on, so a higher
 //! number is an older file. A line that is not such a JSON object is skipped and counted,
