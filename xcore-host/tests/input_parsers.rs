@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use xcore_api::plugin_routes::match_route;
 use xcore_engine::runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
+use xcore_engine::runtime::LoadKind;
 use xcore_manifest::Route;
 
 const FRAME_LIMIT: usize = 1 << 20;
@@ -135,7 +136,7 @@ fn any_from_worker() -> impl Strategy<Value = FromWorker> {
             request_id,
             message
         }),
-        ".{0,64}".prop_map(|message| FromWorker::InitFailed { message }),
+        ".{0,64}".prop_map(|message| FromWorker::InitFailed { message, kind: LoadKind::Constructor }),
     ]
 }
 

@@ -358,7 +358,7 @@ fn signed_sources_install_with_make_add_plugin_under_the_default_policy() {
     std::fs::copy(common::lib("xcore-plugin-echo"), &tmp).unwrap();
     std::fs::rename(&tmp, &lib).unwrap();
     let r = s.admin("/api/v1/plugins/hello/reload");
-    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"), "{}", r.body);
+    assert_eq!((r.status, r.code().as_str()), (422, "signature_refused"), "{}", r.body);
     let err = s.info("hello")["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("libhello.so") && err.contains("not the library this host built"), "{err}");
     assert_eq!(

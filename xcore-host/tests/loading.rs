@@ -132,7 +132,7 @@ fn admin_operations_unload_load_reload_and_rescan() {
     let good = std::fs::read_to_string(&yaml).unwrap();
     std::fs::write(&yaml, good.replace("version: 0.1.0", "version: not-semver")).unwrap();
     let r = s.admin("/api/v1/plugins/echo/reload");
-    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"));
+    assert_eq!((r.status, r.code().as_str()), (422, "invalid_manifest"));
     assert_eq!(s.info("echo")["state"], "ready");
     assert!(s.info("echo")["last_error"].as_str().unwrap().contains("version"));
     assert_eq!(s.call("echo", "echo", "1").status, 200);
@@ -149,4 +149,45 @@ fn admin_operations_unload_load_reload_and_rescan() {
     assert_eq!(r.json()["removed"], serde_json::json!(["notes"]));
     assert_eq!(s.get("/api/v1/plugins/notes").status, 404);
     assert!(!s.get("/metrics").body.contains(r#"plugin="notes""#), "series of a removed plugin are dropped");
+}
+
+#[test]
+fn each_kind_of_load_failure_has_its_own_code_on_both_tiers() {
+    let sandboxed = "execution_mode: sandboxed";
+    let mut no_library = PluginSpec::new("nolib", "xcore-plugin-echo", &manifest("nolib", ""));
+    no_library.library = None;
+    let s = Server::start(&[
+        PluginSpec::new("layout", "xcore-fixture-abi-layout-mismatch", &manifest("layout", "")),
+        PluginSpec::new(
+            "layout-box",
+            "xcore-fixture-abi-layout-mismatch",
+            &manifest("layout-box", sandboxed),
+        ),
+        PluginSpec::new("init", "xcore-fixture-misbehave", &manifest("init", "config: {fail_init: true}")),
+        PluginSpec::new(
+            "init-box",
+            "xcore-fixture-misbehave",
+            &manifest("init-box", &format!("{sandboxed}\nconfig: {{fail_init: true}}")),
+        ),
+        no_library,
+        PluginSpec::new(
+            "needs-ghost",
+            "xcore-plugin-echo",
+            &manifest("needs-ghost", "requires: [{name: ghost, version: \"^1\"}]"),
+        ),
+    ]);
+    // Reset loads a failed plugin again and answers why it failed, by kind.
+    for (name, status, code, needle) in [
+        ("layout", 422, "abi_mismatch", "rebuild"),
+        ("layout-box", 422, "abi_mismatch", "rebuild"),
+        ("init", 422, "init_failed", "init refused by config"),
+        ("init-box", 422, "init_failed", "init refused by config"),
+        ("nolib", 422, "library_unavailable", "libnolib.so"),
+        ("needs-ghost", 409, "requirement_missing", "ghost"),
+    ] {
+        let r = s.admin(&format!("/api/v1/plugins/{name}/reset"));
+        assert_eq!((r.status, r.code().as_str()), (status, code), "{name}: {}", r.body);
+        assert!(r.json()["detail"].as_str().unwrap_or_default().contains(needle), "{name}: {}", r.body);
+        assert_eq!(s.info(name)["state"], "failed", "{name}");
+    }
 }

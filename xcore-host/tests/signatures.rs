@@ -115,7 +115,7 @@ fn sandboxed_plugins_need_no_signature_under_the_trusted_policy_and_verify_print
     assert!(text.contains("changed   plugin.yaml") && text.contains("REFUSED"), "{text}");
     // A sandboxed plugin that ships a signature is held to it: a reload now fails.
     let r = s.admin("/api/v1/plugins/boxed/reload");
-    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"), "{}", r.body);
+    assert_eq!((r.status, r.code().as_str()), (422, "signature_refused"), "{}", r.body);
     assert_eq!(s.info("boxed")["state"], "ready", "the old version keeps serving");
 }
 
@@ -255,7 +255,7 @@ fn a_signature_of_sources_needs_this_hosts_build_record() {
     std::fs::write(&tmp, &bytes).unwrap();
     std::fs::rename(&tmp, &lib).unwrap();
     let r = s.admin("/api/v1/plugins/recorded/reload");
-    assert_eq!((r.status, r.code().as_str()), (422, "load_failed"), "{}", r.body);
+    assert_eq!((r.status, r.code().as_str()), (422, "signature_refused"), "{}", r.body);
     refused(&s, "recorded", &["librecorded.so", "not the library this host built"]);
     assert_eq!(s.call("recorded", "echo", "1").status, 200, "the old version keeps serving");
     // Recording the new hash by hand breaks the record's signature.

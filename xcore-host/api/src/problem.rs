@@ -119,7 +119,7 @@ impl From<RegistryError> for ApiError {
         match &e {
             RegistryError::UnknownPlugin(_) => ApiError::new(404, "unknown_plugin", e.to_string()),
             RegistryError::Conflict { .. } => ApiError::new(409, "conflict", e.to_string()),
-            RegistryError::LoadFailed(_) => ApiError::new(422, "load_failed", e.to_string()),
+            RegistryError::LoadFailed(f) => ApiError::new(f.kind.status(), f.kind.code(), e.to_string()),
             RegistryError::Required { .. } => ApiError::new(409, "required_by_others", e.to_string()),
             RegistryError::Store(_) => ApiError::new(503, "store_unavailable", e.to_string()),
         }

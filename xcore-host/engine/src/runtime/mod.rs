@@ -11,6 +11,7 @@
 //!   process.
 //! - [`host_services`]: the [`xcore_plugin_api::ffi::HostObject`] the host hands to
 //!   every plugin instance.
+//! - [`load_failure`]: why a load failed, by kind, each with its own problem code.
 //! - [`rate_limit`]: the per-plugin sliding-window limiter.
 //! - the deadline of the call a thread serves, for host services that wait, is the
 //!   `xcore-deadline` crate (the runtime sets it, the database pool reads it).
@@ -18,6 +19,7 @@
 pub mod call;
 pub mod host_services;
 pub mod instance;
+pub mod load_failure;
 pub mod rate_limit;
 pub mod registry;
 pub mod sandbox;
@@ -26,5 +28,6 @@ pub mod supervisor;
 pub mod trusted;
 
 pub use call::{CallFailure, CallInput, CallOrigin};
+pub use load_failure::{LoadFailure, LoadKind};
 pub use registry::{PluginRegistry, RegistryError};
 pub use supervisor::PluginState;

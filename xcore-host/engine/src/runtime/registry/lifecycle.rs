@@ -110,14 +110,15 @@ impl PluginRegistry {
         if !replacing {
             slot.set_state(PluginState::Loading);
         }
-        let fail = |slot: &PluginSlot, msg: String| {
+        let fail = |slot: &PluginSlot, kind: LoadKind, msg: String| {
+            let code = kind.code();
             if replacing {
                 // The old instance keeps serving; the error is reported, not applied.
-                log::error!(target: "xcore::runtime", "reload of '{}' failed, old version keeps serving: {msg}", slot.name);
+                log::error!(target: "xcore::runtime", "reload of '{}' failed ({code}), old version keeps serving: {msg}", slot.name);
                 slot.inner.lock().last_error = Some(msg.clone());
                 self.emit_host_event(
                     "plugin.reload_failed",
-                    serde_json::json!({ "plugin": slot.name, "reason": msg }),
+                    serde_json::json!({ "plugin": slot.name, "reason": msg, "code": code }),
                 );
             } else {
                 slot.fail(msg.clone());
@@ -125,11 +126,11 @@ impl PluginRegistry {
                 if !restarting {
                     self.emit_host_event(
                         "plugin.failed",
-                        serde_json::json!({ "plugin": slot.name, "reason": msg }),
+                        serde_json::json!({ "plugin": slot.name, "reason": msg, "code": code }),
                     );
                 }
             }
-            RegistryError::LoadFailed(msg)
+            RegistryError::LoadFailed(LoadFailure::new(kind, msg))
         };
         let m = match parsed {
             Some(m) => m,
@@ -140,13 +141,13 @@ impl PluginRegistry {
                     }
                     Arc::new(loaded.manifest)
                 }
-                Err(e) => return Err(fail(&slot, e.to_string())),
+                Err(e) => return Err(fail(&slot, LoadKind::Manifest, e.to_string())),
             },
         };
         // Every load verifies again: reloads (hot ones included) and restarts.
         let signed_by = match self.opts.signatures.check(&m) {
             Ok(s) => s,
-            Err(e) => return Err(fail(&slot, e)),
+            Err(e) => return Err(fail(&slot, LoadKind::Signature, e)),
         };
         // What the manifest asks for and the operator allows: a trusted signature over the
         // manifest approves it whole; otherwise `plugins.grants.<name>` decides.
@@ -174,12 +175,13 @@ impl PluginRegistry {
             if !ok {
                 return Err(fail(
                     &slot,
+                    LoadKind::Requirement,
                     format!("plugin '{name}' requires '{}' {}, which is not loaded", req.name, req.version),
                 ));
             }
         }
         if let Err(e) = self.apply_plugin_migrations(&m).await {
-            return Err(fail(&slot, e));
+            return Err(fail(&slot, LoadKind::Migration, e));
         }
         let generation = slot.inner.lock().generation + 1;
         let started = Instant::now();
@@ -198,11 +200,11 @@ impl PluginRegistry {
             );
             // The signed hash travels to the loader, which checks the very copy it maps.
             let expected = signed_by.as_ref().map(|s| s.library_sha256.clone());
-            tokio::task::spawn_blocking(move || -> Result<Instance, String> {
+            tokio::task::spawn_blocking(move || -> Result<Instance, LoadFailure> {
+                let loading = |e: loader::LoadError| LoadFailure::new(e.kind(), e.to_string());
                 match m.execution_mode {
                     ExecutionMode::Trusted => {
-                        let lib =
-                            loader::load(&m, &runtime_dir, expected.as_deref()).map_err(|e| e.to_string())?;
+                        let lib = loader::load(&m, &runtime_dir, expected.as_deref()).map_err(loading)?;
                         TrustedInstance::start(
                             &m.name,
                             services,
@@ -213,17 +215,25 @@ impl PluginRegistry {
                             gauges,
                         )
                         .map(Instance::Trusted)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| {
+                            let kind = match e {
+                                InstantiateError::Init { .. } => LoadKind::Constructor,
+                                _ => LoadKind::Worker,
+                            };
+                            LoadFailure::new(kind, e.to_string())
+                        })
                     }
                     ExecutionMode::Sandboxed => {
-                        loader::check_manifest_api(&m).map_err(|e| e.to_string())?;
+                        loader::check_manifest_api(&m).map_err(loading)?;
                         SandboxInstance::start(&m, services, &sandbox, generation, expected, on_death)
                             .map(Instance::Sandboxed)
                     }
                 }
             })
             .await
-            .unwrap_or_else(|e| Err(format!("plugin '{name}': loader task failed: {e}")))
+            .unwrap_or_else(|e| {
+                Err(LoadFailure::new(LoadKind::Worker, format!("plugin '{name}': loader task failed: {e}")))
+            })
         };
         if let Ok(Instance::Sandboxed(i)) = &instance {
             if i.fs_isolation == "none" {
@@ -238,7 +248,7 @@ impl PluginRegistry {
             Err(e) => {
                 // Its constructor may have subscribed or scheduled before failing.
                 self.release_instance(name, generation);
-                return Err(fail(&slot, e));
+                return Err(fail(&slot, e.kind, e.message));
             }
         };
         let load_time = started.elapsed();

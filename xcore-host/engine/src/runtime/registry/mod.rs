@@ -28,10 +28,11 @@ use xcore_plugin_api::codes;
 use super::call::{CallFailure, CallInput, CallOrigin};
 use super::host_services::{HostCalls, HostServices};
 use super::instance::{Instance, InstanceError};
+use super::load_failure::{LoadFailure, LoadKind};
 use super::rate_limit::{ClientLimiter, RateLimiter};
 use super::sandbox::{self, SandboxInstance, SandboxOptions};
 use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_A_ROW_IS_A_CRASH};
-use super::trusted::instance::{InstanceGauges, TrustedInstance};
+use super::trusted::instance::{InstanceGauges, InstantiateError, TrustedInstance};
 use super::trusted::loader;
 use crate::metrics::{Metrics, PluginMetrics};
 use xcore_hooks::{
@@ -176,9 +177,10 @@ pub enum RegistryError {
         /// What to do instead.
         hint: &'static str,
     },
-    /// Loading failed; the message says why and where.
+    /// Loading failed: which step (its own problem code), and a message saying why and
+    /// where.
     #[error("{0}")]
-    LoadFailed(String),
+    LoadFailed(LoadFailure),
     /// The host's database could not record the change; nothing was changed.
     #[error("{0}")]
     Store(String),

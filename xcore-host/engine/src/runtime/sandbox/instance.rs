@@ -43,6 +43,7 @@ use super::{confine, os, spawner};
 use crate::runtime::call::CallInput;
 use crate::runtime::host_services::HostServices;
 use crate::runtime::instance::{InstanceError, PluginErrorReply, PluginOutcome};
+use crate::runtime::load_failure::{LoadFailure, LoadKind};
 use xcore_manifest::Manifest;
 
 /// How long a caller polls for the worker's reply before parking: a round trip is two
@@ -576,6 +577,22 @@ impl SandboxInstance {
         generation: u64,
         library_sha256: Option<String>,
         on_death: DeathHook,
+    ) -> Result<SandboxInstance, LoadFailure> {
+        // What the worker says went wrong (its loader, the plugin's constructor); anything
+        // else that fails here is the worker's start itself.
+        let mut kind = LoadKind::Worker;
+        Self::start_inner(manifest, services, opts, generation, library_sha256, on_death, &mut kind)
+            .map_err(|message| LoadFailure::new(kind, message))
+    }
+
+    fn start_inner(
+        manifest: &Manifest,
+        services: HostServices,
+        opts: &SandboxOptions,
+        generation: u64,
+        library_sha256: Option<String>,
+        on_death: DeathHook,
+        kind: &mut LoadKind,
     ) -> Result<SandboxInstance, String> {
         let started = Instant::now();
         let name = manifest.name.clone();
@@ -731,7 +748,10 @@ impl SandboxInstance {
                 }
                 (api_version, fs_isolation, seccomp)
             }
-            Ok(Handshake::Failed(message)) => return Err(failed_start(message)),
+            Ok(Handshake::Failed(failed_kind, message)) => {
+                *kind = failed_kind;
+                return Err(failed_start(message));
+            }
             Err(_) => {
                 return Err(failed_start(format!(
                     "plugin '{name}': the worker did not say hello within {} ms",
@@ -938,7 +958,7 @@ impl Drop for SandboxInstance {
 /// The outcome of a worker's start, from the reader to `start`.
 enum Handshake {
     Hello { protocol: u32, plugin: String, api_version: String, fs_isolation: String, seccomp: bool },
-    Failed(String),
+    Failed(LoadKind, String),
 }
 
 /// Writes `buf` to the non-blocking socket, waiting for room at most `timeout` at a
@@ -1037,9 +1057,9 @@ fn read_loop(
                 let _ =
                     hello.try_send(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp });
             }
-            Ok(FromWorker::InitFailed { message }) if !greeted => {
+            Ok(FromWorker::InitFailed { message, kind }) if !greeted => {
                 shared.greeted.store(true, Ordering::SeqCst);
-                let _ = hello.try_send(Handshake::Failed(message));
+                let _ = hello.try_send(Handshake::Failed(kind, message));
             }
             Ok(FromWorker::Reply { id, result }) => {
                 let waiting = shared.pending.lock().remove(&id);
@@ -1188,10 +1208,10 @@ fn reap(
     if !shared.greeted.load(Ordering::SeqCst) {
         // Died while starting: that is a failed load, told to `start`, not a crash.
         shared.retired.store(true, Ordering::SeqCst);
-        let _ = hello.try_send(Handshake::Failed(format!(
-            "plugin '{}': the worker {reason} before it was ready",
-            shared.name
-        )));
+        let _ = hello.try_send(Handshake::Failed(
+            LoadKind::Worker,
+            format!("plugin '{}': the worker {reason} before it was ready", shared.name),
+        ));
     }
     let unexpected = !shared.retired.load(Ordering::SeqCst);
     if unexpected {

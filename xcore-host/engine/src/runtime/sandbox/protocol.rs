@@ -87,6 +87,9 @@ pub enum FromWorker {
     InitFailed {
         /// Why, naming the plugin.
         message: String,
+        /// Which step failed (the loader's kinds, the constructor, the confinement).
+        #[serde(default = "worker_kind")]
+        kind: crate::runtime::load_failure::LoadKind,
     },
     /// The reply to a [`ToWorker::Call`].
     Reply {
@@ -200,6 +203,11 @@ pub fn read<T: for<'de> Deserialize<'de>>(r: &mut impl Read, limit: usize) -> Re
     let mut body = vec![0u8; size];
     r.read_exact(&mut body)?;
     postcard::from_bytes(&body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// The kind of an `InitFailed` that names none: the worker's own start.
+fn worker_kind() -> crate::runtime::load_failure::LoadKind {
+    crate::runtime::load_failure::LoadKind::Worker
 }
 
 #[cfg(test)]

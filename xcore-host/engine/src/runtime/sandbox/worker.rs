@@ -18,6 +18,8 @@ use std::sync::Arc;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use parking_lot::Mutex;
+
+use crate::runtime::load_failure::LoadKind;
 use serde::{Deserialize, Serialize};
 use xcore_plugin_api::codes;
 use xcore_plugin_api::ffi::{
@@ -182,10 +184,11 @@ pub fn run(spec_json: &str) -> ExitCode {
         }
     }
     let channel = Arc::new(Channel::new(replies, spec.max_frame));
-    let fail = |message: String| -> ExitCode {
-        let _ = channel.send(&FromWorker::InitFailed { message });
+    let fail_as = |kind: LoadKind, message: String| -> ExitCode {
+        let _ = channel.send(&FromWorker::InitFailed { message, kind });
         ExitCode::from(1)
     };
+    let fail = |message: String| fail_as(LoadKind::Worker, message);
     if let Some(e) = namespace {
         return fail(format!(
             "the `process` permission needs a pid namespace (so that nothing the plugin starts \
@@ -197,7 +200,7 @@ pub fn run(spec_json: &str) -> ExitCode {
         match loader::load_path(&spec.name, &spec.library, &spec.runtime_dir, spec.library_sha256.as_deref())
         {
             Ok(l) => l,
-            Err(e) => return fail(e.to_string()),
+            Err(e) => return fail_as(e.kind(), e.to_string()),
         };
     // Confine before any plugin code runs (its constructor included), and while this is
     // the only thread, so every later thread inherits the rules (capabilities are per
@@ -292,7 +295,10 @@ pub fn run(spec_json: &str) -> ExitCode {
             let _ = plugin_cell.set(p);
         }
         RResult::RErr(e) => {
-            return fail(format!("plugin '{}' failed to initialise: {}: {}", spec.name, e.code, e.message))
+            return fail_as(
+                LoadKind::Constructor,
+                format!("plugin '{}' failed to initialise: {}: {}", spec.name, e.code, e.message),
+            )
         }
     }
     if channel

@@ -67,6 +67,13 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// Copying or mapping failed.
+    /// The library is not the one whose hash the signature (or the host's build record)
+    /// vouches for.
+    #[error(
+        "plugin '{plugin}': cannot load {path}: the library changed after its signature was checked \
+         (sha256 {actual}, signed {expected}); not mapped"
+    )]
+    Changed { plugin: String, path: PathBuf, actual: String, expected: String },
     #[error("plugin '{plugin}': cannot load {path}: {reason}")]
     Io {
         /// Plugin name.
@@ -163,9 +170,12 @@ pub fn load_path(
             .map_err(|e| io(format!("hashing {}: {e}", copy.display())))?;
         if actual != expected {
             let _ = std::fs::remove_file(&copy);
-            return Err(io(format!(
-                "the library changed after its signature was checked (sha256 {actual}, signed {expected}); not mapped"
-            )));
+            return Err(LoadError::Changed {
+                plugin: plugin.to_string(),
+                path: src.clone(),
+                actual,
+                expected: expected.to_string(),
+            });
         }
     }
     let started = Instant::now();
