@@ -90,7 +90,7 @@ fn benches(c: &mut Criterion) {
             ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
     let registry = PluginRegistry::new(
         RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

@@ -50,7 +50,7 @@ fn main() {
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
         Dispatcher::for_registry,
     );
     let report = rt.block_on(registry.load_all());

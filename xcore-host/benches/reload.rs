@@ -33,7 +33,7 @@ fn main() {
     let registry = PluginRegistry::new(
         RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
+        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
         Dispatcher::for_registry,
     );
     rt.block_on(registry.load_all());

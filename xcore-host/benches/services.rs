@@ -15,7 +15,7 @@
 //!   operation (a loop inside one `block_on`).
 //! - `cache/<backend>/context_get`: one call of `bookmarks`' `get` action on a bookmark
 //!   already cached: the supervised call plus one `cache.get` through `Context`
-//!   (`cache_get_or_set`, a hit), which blocks on the supervisor runtime. Per call.
+//!   (`cache_get_or_set`, a hit), which blocks on the host-work runtime. Per call.
 //!
 //! `<db>` is `sqlite` (a file in a temporary folder, WAL, `synchronous = NORMAL`, as the
 //! host configures it) and `postgres` (`XCORE_TEST_POSTGRES_URL`, default
@@ -108,12 +108,12 @@ struct Host {
 impl Host {
     fn start(db_url: &str, cache_cfg: &CacheConfig) -> Host {
         let dir = bookmarks_plugins_dir();
-        let supervisor = xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime");
-        let cache = supervisor.block_on(Cache::connect(cache_cfg)).expect("cache");
+        let host_work = xcore_engine::runtime::host_work::runtime().expect("host-work runtime");
+        let cache = host_work.block_on(Cache::connect(cache_cfg)).expect("cache");
         let registry = PluginRegistry::new(
             RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
             Arc::new(Metrics::new()),
-            supervisor,
+            host_work,
             Dispatcher::with_cache(cache.clone()),
         );
         // Migrations, pools and the store block: a plain thread, outside any runtime.
@@ -134,7 +134,7 @@ impl Host {
             &SchedulerConfig { enabled: false, ..SchedulerConfig::default() },
             Arc::new(RegistryRunner::new(&registry)),
             registry.store().cloned(),
-            registry.supervisor_handle(),
+            registry.host_work(),
         )
         .expect("scheduler");
         registry.set_scheduler(Arc::new(scheduler)).expect("scheduler wired once");
@@ -248,7 +248,7 @@ fn bench_cache_context(c: &mut Criterion, backend: &str, host: &Host) {
     // Leaves nothing behind in a shared Redis.
     let ns = "bookmarks";
     let cache = host.cache.clone();
-    host.registry.supervisor_handle().block_on(cache.clear(ns)).expect("cache clear");
+    host.registry.host_work().block_on(cache.clear(ns)).expect("cache clear");
 }
 
 /// A fresh PostgreSQL database, dropped (with its connections) when this goes.

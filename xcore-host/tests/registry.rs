@@ -42,7 +42,7 @@ impl Fixture {
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))
             },
             Arc::new(Metrics::new()),
-            xcore_engine::runtime::supervisor::runtime().expect("supervisor runtime"),
+            xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
             Dispatcher::for_registry,
         );
         Fixture { rt, registry, dir }

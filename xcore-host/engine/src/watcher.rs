@@ -116,7 +116,7 @@ fn handle(registry: &Arc<PluginRegistry>, plugins_dir: &Path, touched: Vec<(Stri
     if touched.is_empty() {
         return;
     }
-    let handle = registry.supervisor_handle();
+    let handle = registry.host_work();
     log::debug!(target: "xcore::watcher", "changes in {:?}", touched.iter().map(|(n, _)| n).collect::<Vec<_>>());
     for (name, t) in touched {
         let dir = plugins_dir.join(&name);

@@ -121,18 +121,17 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
     log::info!(target: "xcore", "sandbox worker: {}", reg_opts.worker_exe.display());
-    // The cache connects on the supervisor runtime, where every cache call runs; the
+    // The cache connects on the host-work runtime, where every cache call runs; the
     // registry owns that runtime from then on.
-    let supervisor =
-        xcore_engine::runtime::supervisor::runtime().context("starting the supervisor runtime")?;
+    let host_work = xcore_engine::runtime::host_work::runtime().context("starting the host-work runtime")?;
     let cache_cfg = cfg.cache.clone().from_env();
-    let cache = supervisor
+    let cache = host_work
         .block_on(xcore_engine::services::cache::Cache::connect(&cache_cfg))
         .context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
     let metrics = Arc::new(Metrics::new());
     metrics.register_collectors(vec![cache.collector()]);
-    let registry = PluginRegistry::new(reg_opts, metrics, supervisor, Dispatcher::with_cache(cache));
+    let registry = PluginRegistry::new(reg_opts, metrics, host_work, Dispatcher::with_cache(cache));
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());
     {
@@ -142,12 +141,12 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             .expect("plugin state thread")
             .context("reading plugin state")?;
     }
-    // Jobs run on the supervisor runtime, like every call made by the host itself.
+    // Jobs run on the host-work runtime, like every call made by the host itself.
     let scheduler = Scheduler::start(
         &cfg.scheduler,
         Arc::new(RegistryRunner::new(&registry)),
         registry.store().cloned(),
-        registry.supervisor_handle(),
+        registry.host_work(),
     )
     .context("scheduler")?;
     log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),

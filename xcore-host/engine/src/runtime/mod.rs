@@ -9,6 +9,8 @@
 //!   threads that run calls under a deadline.
 //! - [`sandbox`]: the sandboxed tier: the same library in a supervised, confined child
 //!   process.
+//! - [`host_work`]: the runtime the host's own async work runs on (restarts, emits,
+//!   the host's calls into plugins, Redis I/O, watcher syncs), one thread on purpose.
 //! - [`host_services`]: the [`xcore_plugin_api::ffi::HostObject`] the host hands to
 //!   every plugin instance.
 //! - [`load_failure`]: why a load failed, by kind, each with its own problem code.
@@ -18,6 +20,7 @@
 
 pub mod call;
 pub mod host_services;
+pub mod host_work;
 pub mod instance;
 pub mod load_failure;
 pub mod rate_limit;

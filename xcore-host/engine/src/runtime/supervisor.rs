@@ -136,20 +136,6 @@ impl RestartTracker {
     }
 }
 
-/// Builds the runtime the registry runs the host's own async work on (restarts, emits,
-/// the host's calls into plugins: events, jobs, plugin-to-plugin calls, the cache's
-/// Redis I/O, watcher syncs). One worker thread: that work only waits (on plugins, on
-/// Redis, on timers) and must not compete with the HTTP workers for the cores; anything
-/// blocking goes to its blocking pool. The composition root builds it first, so that
-/// services which must live on it (the cache) exist before the registry.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("xcore-supervisor")
-        .enable_all()
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

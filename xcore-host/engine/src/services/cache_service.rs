@@ -81,7 +81,7 @@ pub fn serve(
         return Err(ServiceError::unavailable("this host has no cache configured"));
     };
     let ns = &*caller.plugin;
-    let handle = registry.supervisor_handle();
+    let handle = registry.host_work();
     let bad = |e| ServiceError::bad_request(service, e);
     match service {
         "cache.get" => {

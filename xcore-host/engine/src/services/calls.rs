@@ -44,7 +44,7 @@ pub fn call(
         request_id: registry.next_internal_request_id("call"),
         origin: Some(CallOrigin { depth, chain }),
     };
-    let reply = registry.supervisor_handle().block_on(registry.call(&req.plugin, input));
+    let reply = registry.host_work().block_on(registry.call(&req.plugin, input));
     match reply {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             ServiceError::new("internal", 502, format!("plugin '{}' answered invalid JSON: {e}", req.plugin))

@@ -155,7 +155,7 @@ pub fn emit(
         chain.push(caller.plugin.to_string());
     }
     let hooks = registry.hooks().clone();
-    let handle = registry.supervisor_handle();
+    let handle = registry.host_work();
     if req.wait {
         let report = handle
             .block_on(

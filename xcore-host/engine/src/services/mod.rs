@@ -107,7 +107,7 @@ impl Dispatcher {
     }
 
     /// What `PluginRegistry::new` takes to build the dispatcher with `cache` (connected
-    /// on the registry's supervisor runtime, where every cache call runs).
+    /// on the registry's host-work runtime, where every cache call runs).
     pub fn with_cache(cache: cache::Cache) -> impl FnOnce(Weak<PluginRegistry>) -> Arc<dyn HostCalls> {
         move |registry| Arc::new(Dispatcher { registry, cache: Some(cache) })
     }

@@ -20,17 +20,17 @@ impl PluginRegistry {
         format!("{kind}-{:016x}-{n}", self.event_tag)
     }
 
-    /// The runtime that runs restarts and detached emits; plugin threads block on it to
-    /// wait for an emit.
-    pub fn supervisor_handle(&self) -> tokio::runtime::Handle {
-        self.supervisor()
+    /// The host-work runtime ([`crate::runtime::host_work`]): restarts, detached emits,
+    /// the host's calls into plugins; plugin threads block on it to wait for an emit.
+    pub fn host_work(&self) -> tokio::runtime::Handle {
+        self.work()
     }
 
     /// Emits a host lifecycle event without waiting.
     pub fn emit_host_event(&self, event: &str, payload: serde_json::Value) {
         let hooks = self.hooks.clone();
         let event = event.to_string();
-        self.supervisor().spawn(async move {
+        self.work().spawn(async move {
             hooks.emit(&event, payload).await;
         });
     }

@@ -216,7 +216,7 @@ pub struct PluginRegistry {
     /// Runs restarts. A runtime of its own, because deaths are reported from plain
     /// threads (a sandbox worker's watcher) and restarts must not depend on which HTTP
     /// worker happened to notice a failure.
-    supervisor: Mutex<Option<tokio::runtime::Runtime>>,
+    host_work: Mutex<Option<tokio::runtime::Runtime>>,
     /// The one event system of the host and its plugins.
     hooks: HookManager,
     /// Event-chain position of calls made by event handlers, by request id.
@@ -238,7 +238,7 @@ pub struct PluginRegistry {
 impl Drop for PluginRegistry {
     fn drop(&mut self) {
         // May run inside an async context, where a blocking runtime drop would panic.
-        if let Some(rt) = self.supervisor.lock().take() {
+        if let Some(rt) = self.host_work.lock().take() {
             rt.shutdown_background();
         }
     }
@@ -287,16 +287,16 @@ pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 impl PluginRegistry {
-    /// An empty registry, running its async work on `supervisor` ([`super::supervisor::runtime`]),
+    /// An empty registry, running its async work on `host_work` ([`super::host_work::runtime`]),
     /// which it owns from now on. `host_calls` builds what serves its plugins' host calls
     /// (the host's is `services::Dispatcher`); it gets the registry, weakly.
     pub fn new(
         opts: RegistryOptions,
         metrics: Arc<Metrics>,
-        supervisor: tokio::runtime::Runtime,
+        host_work: tokio::runtime::Runtime,
         host_calls: impl FnOnce(Weak<PluginRegistry>) -> Arc<dyn HostCalls>,
     ) -> Arc<Self> {
-        let hooks = HookManager::builder().runtime(supervisor.handle().clone()).build();
+        let hooks = HookManager::builder().runtime(host_work.handle().clone()).build();
         metrics.register_collectors(hooks.prometheus_collectors());
         Arc::new_cyclic(|me| PluginRegistry {
             host_calls: host_calls(me.clone()),
@@ -304,7 +304,7 @@ impl PluginRegistry {
             slots: RwLock::new(BTreeMap::new()),
             metrics,
             ops: Default::default(),
-            supervisor: Mutex::new(Some(supervisor)),
+            host_work: Mutex::new(Some(host_work)),
             hooks,
             origins: Mutex::new(Default::default()),
             event_calls: AtomicU64::new(0),
@@ -395,8 +395,8 @@ impl PluginRegistry {
         &self.hooks
     }
 
-    pub(super) fn supervisor(&self) -> tokio::runtime::Handle {
-        match self.supervisor.lock().as_ref() {
+    pub(super) fn work(&self) -> tokio::runtime::Handle {
+        match self.host_work.lock().as_ref() {
             Some(rt) => rt.handle().clone(),
             // Only while the registry is being dropped.
             None => tokio::runtime::Handle::current(),

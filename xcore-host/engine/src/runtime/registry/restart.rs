@@ -102,7 +102,7 @@ impl PluginRegistry {
                 slot.set_state(PluginState::Restarting);
                 slot.metrics.restarts.inc();
                 let registry = self.clone();
-                self.supervisor().spawn(async move {
+                self.work().spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _guard = registry.ops.lock().await;
                     // An operator may have unloaded it meanwhile.
