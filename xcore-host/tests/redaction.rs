@@ -12,37 +12,40 @@ use std::time::Duration;
 use common::{write_plugins, PluginSpec, Server, TOKEN};
 use serde_json::Value;
 
-/// A GET with an optional bearer token: (status, body).
-fn get(s: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+/// A request with an optional bearer token: (status, body). A POST sends `{}`.
+fn send(s: &Server, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let mut r = agent.get(format!("{}{path}", s.base));
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    let mut resp = r.call().unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", s.output()));
+    let url = format!("{}{path}", s.base);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let resp = if method == "POST" {
+        let mut r = agent.post(&url).header("content-type", "application/json");
+        if let Some(a) = &auth {
+            r = r.header("authorization", a);
+        }
+        r.send(&b"{}"[..])
+    } else {
+        let mut r = agent.get(&url);
+        if let Some(a) = &auth {
+            r = r.header("authorization", a);
+        }
+        r.call()
+    };
+    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", s.output()));
     let mut body = String::new();
     resp.body_mut().as_reader().read_to_string(&mut body).ok();
     (resp.status().as_u16(), body)
 }
 
+fn get(s: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    send(s, "GET", path, token)
+}
+
 fn post(s: &Server, path: &str, token: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut r = agent.post(format!("{}{path}", s.base)).header("content-type", "application/json");
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    let mut resp = r.send(&b"{}"[..]).unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", s.output()));
-    let mut body = String::new();
-    resp.body_mut().as_reader().read_to_string(&mut body).ok();
-    (resp.status().as_u16(), body)
+    send(s, "POST", path, token)
 }
 
 fn json(body: &str) -> Value {

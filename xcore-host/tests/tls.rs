@@ -7,16 +7,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_plugins, PluginSpec, TOKEN};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{free_port, write_plugins, PluginSpec, TOKEN};
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert PEM, key PEM).
 fn self_signed() -> (String, String) {

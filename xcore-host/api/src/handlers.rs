@@ -94,7 +94,7 @@ pub(super) async fn metrics(state: State) -> HttpResponse {
 }
 
 pub(super) async fn list(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
+    let view = read_view(&state, &req)?;
     let infos: Vec<_> = state
         .registry
         .names()
@@ -127,9 +127,15 @@ pub(super) async fn get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
+    let view = read_view(&state, &req)?;
     plugin_name(&state, &path)?;
     info_or_404(&state, &path, view)
+}
+
+/// The view of a read route ([`View::of_read`]); a refused token counts in
+/// `xcore_http_rejected_total` like any other refusal.
+fn read_view(state: &AppState, req: &HttpRequest) -> Result<View, ApiError> {
+    View::of_read(state, req).map_err(|e| rejected(state.registry.metrics(), e))
 }
 
 /// A failed call as the client may see it (see [`view::call_failure`]).
@@ -403,7 +409,7 @@ pub(super) async fn hook_metrics(state: State) -> HttpResponse {
 /// `GET /api/v1/state/plugins`: what the host remembers of every plugin (enabled,
 /// version, tier, source, signer, times), including plugins not loaded now.
 pub(super) async fn plugin_records(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
+    let view = read_view(&state, &req)?;
     let store = state
         .registry
         .store()
@@ -474,7 +480,7 @@ fn scheduler(state: &AppState) -> Result<std::sync::Arc<xcore_engine::scheduler:
 
 /// `GET /api/v1/jobs`: every job with its next run and its last recorded run.
 pub(super) async fn jobs(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let view = View::of_read(&state, &req).map_err(|e| rejected(state.registry.metrics(), e))?;
+    let view = read_view(&state, &req)?;
     let scheduler = scheduler(&state)?;
     let jobs = scheduler.list();
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();

@@ -114,6 +114,20 @@ impl CustomizeConnection<PgConn, diesel::r2d2::Error> for PgHostSchema {
     }
 }
 
+/// A plugin's lazy pool on a server database: nothing kept idle past
+/// [`PLUGIN_POOL_IDLE`], no connection made before the first use.
+fn plugin_pool<C>(url: &str, size: u32, timeout: Duration) -> Pool<ConnectionManager<C>>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+{
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .idle_timeout(Some(PLUGIN_POOL_IDLE))
+        .connection_timeout(timeout)
+        .build_unchecked(ConnectionManager::new(url.to_string()))
+}
+
 impl Database {
     /// Connects: one connection is made first so a wrong URL or an unreachable server
     /// fails here with the driver's own reason, then the pool is built. Blocking; call it
@@ -223,25 +237,11 @@ impl Database {
         let pool = match backend {
             Backend::Postgres => {
                 PgConn::establish(url).map_err(|e| fail(e.to_string()))?;
-                AnyPool::Postgres(
-                    Pool::builder()
-                        .max_size(size)
-                        .min_idle(Some(0))
-                        .idle_timeout(Some(PLUGIN_POOL_IDLE))
-                        .connection_timeout(timeout)
-                        .build_unchecked(ConnectionManager::new(url.to_string())),
-                )
+                AnyPool::Postgres(plugin_pool(url, size, timeout))
             }
             Backend::Mysql => {
                 MysqlConn::establish(url).map_err(|e| fail(e.to_string()))?;
-                AnyPool::Mysql(
-                    Pool::builder()
-                        .max_size(size)
-                        .min_idle(Some(0))
-                        .idle_timeout(Some(PLUGIN_POOL_IDLE))
-                        .connection_timeout(timeout)
-                        .build_unchecked(ConnectionManager::new(url.to_string())),
-                )
+                AnyPool::Mysql(plugin_pool(url, size, timeout))
             }
             Backend::Sqlite => return Err(fail("not a server database".into())),
         };

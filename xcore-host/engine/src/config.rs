@@ -485,7 +485,8 @@ pub fn parse_with_vars(
 
     let mut unknown = Vec::new();
     let config: Config = {
-        let mut on_ignored = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
+        let mut on_ignored =
+            |path: serde_ignored::Path<'_>| unknown.push(xcore_manifest::ignored_path(&path));
         let de = serde_ignored::Deserializer::new(root, &mut on_ignored);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
@@ -694,26 +695,6 @@ fn set_override(root: &mut Value, segments: &[String], value: Value) -> Result<(
         node = map.entry(key).or_insert(Value::Null);
     }
     Ok(())
-}
-
-/// Formats a serde_ignored path like serde_path_to_error does (`a.b[0].c`).
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path as P;
-    match path {
-        P::Root => String::new(),
-        P::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
-        P::Map { parent, key } => {
-            let parent = ignored_path(parent);
-            if parent.is_empty() {
-                key.clone()
-            } else {
-                format!("{parent}.{key}")
-            }
-        }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
-    }
 }
 
 fn is_secret_key(key: &str) -> bool {

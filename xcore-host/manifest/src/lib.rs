@@ -333,8 +333,9 @@ pub fn parse_with_env(
     Ok(LoadedManifest { manifest, warnings })
 }
 
-/// Formats a serde_ignored path like serde_path_to_error does (`a.b[0].c`).
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+/// Formats a serde_ignored path like serde_path_to_error does (`a.b[0].c`); `xcore.yaml`'s
+/// unknown-key warnings use it too.
+pub fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path as P;
     match path {
         P::Root => String::new(),
