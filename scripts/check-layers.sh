@@ -4,8 +4,8 @@
 # 1. Crates: every workspace crate's dependencies on other workspace crates (normal,
 #    build and dev) come from `cargo metadata` and must be in the crate's allow-list
 #    below. A crate missing from the list fails too, so a new crate gets a rule.
-# 2. Modules of xcore-engine (not cut into crates yet): a module must not name
-#    (`crate::x`, outside comments) the modules it sits below.
+# 2. Names no crate may use although its dependencies would allow them (for example the
+#    services reach plugins through the PluginCalls trait, never the registry itself).
 #
 # Exit 1 with one line per broken rule; `make lint` runs it.
 set -euo pipefail
@@ -21,10 +21,13 @@ declare -A ALLOWED=(
   [xcore-manifest]="xcore-hooks xcore-security"
   [xcore-deadline]=""
   [xcore-db]="xcore-deadline"
-  [xcore-engine]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db"
-  [xcore-api]="xcore-plugin-api xcore-manifest xcore-db xcore-engine"
+  [xcore-runtime]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline"
+  [xcore-services]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-runtime"
+  [xcore-reload]="xcore-security xcore-manifest xcore-db xcore-runtime"
+  [xcore-config]="xcore-security xcore-manifest xcore-db xcore-runtime xcore-services"
+  [xcore-api]="xcore-plugin-api xcore-manifest xcore-db xcore-runtime xcore-services"
   [xcore-tools]=""
-  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-engine xcore-api xcore-tools"
+  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools"
 )
 # Plugins and test fixtures see the contract only.
 plugin_rule="xcore-plugin-api"
@@ -52,28 +55,23 @@ while IFS=$'\t' read -r crate manifest deps; do
   done
 done < <(jq -r '.packages[] | [.name, .manifest_path, ([.dependencies[].name] | unique | join(" "))] | @tsv' <<<"$edges")
 
-# Modules of xcore-engine: module (path under xcore-host/engine/src) -> modules it must
-# not name.
+# Crate (its folder) -> identifiers its code must not use (outside comments).
 declare -A FORBIDDEN=(
-  [runtime]="services config watcher plugin_build"
-  [services]="config watcher plugin_build"
-  [scheduler]="services config watcher"
-  [metrics.rs]="services config watcher"
-  [logging.rs]="config runtime services scheduler"
-  [lenient.rs]="config"
+  # Services reach plugins through PluginCalls; only the composition root and the API
+  # hold the registry.
+  [xcore-host/services]="PluginRegistry"
 )
-for module in "${!FORBIDDEN[@]}"; do
-  path="xcore-host/engine/src/$module"
-  if [[ ! -e "$path" ]]; then
-    echo "check-layers: $path named by a module rule does not exist"
+for folder in "${!FORBIDDEN[@]}"; do
+  if [[ ! -d "$folder" ]]; then
+    echo "check-layers: $folder named by a rule does not exist"
     fail=1
     continue
   fi
-  for other in ${FORBIDDEN[$module]}; do
-    # Code lines only: a doc comment may mention a module it does not use.
-    hits="$(grep -rnE "crate::$other\b" "$path" | grep -vE '^[^:]+:[0-9]+:\s*//' || true)"
+  for name in ${FORBIDDEN[$folder]}; do
+    # Code lines only: a doc comment may mention what it does not use.
+    hits="$(grep -rnE "\b$name\b" "$folder" --include=*.rs | grep -vE '^[^:]+:[0-9]+:\s*//' || true)"
     if [[ -n "$hits" ]]; then
-      echo "check-layers: xcore-engine's $module must not use crate::$other:"
+      echo "check-layers: $folder must not use $name:"
       sed 's/^/    /' <<<"$hits"
       fail=1
     fi
@@ -81,6 +79,6 @@ for module in "${!FORBIDDEN[@]}"; do
 done
 
 if [[ $fail -eq 0 ]]; then
-  echo "check-layers: ok ($(wc -l <<<"$members") crates, ${#FORBIDDEN[@]} module rules)"
+  echo "check-layers: ok ($(wc -l <<<"$members") crates, ${#FORBIDDEN[@]} name rules)"
 fi
 exit $fail

@@ -21,15 +21,15 @@ use std::time::Duration;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RSlice, RStr, RString};
 use criterion::{criterion_group, criterion_main, Criterion};
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::host_services::HostServices;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::trusted::instance::{InstanceGauges, TrustedInstance};
-use xcore_engine::runtime::trusted::loader;
-use xcore_engine::runtime::{CallInput, PluginRegistry};
-use xcore_engine::services::Dispatcher;
 use xcore_manifest as manifest;
 use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
+use xcore_runtime::host_services::HostServices;
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::trusted::instance::{InstanceGauges, TrustedInstance};
+use xcore_runtime::trusted::loader;
+use xcore_runtime::{CallInput, PluginRegistry};
+use xcore_services::ServiceParts;
 
 /// A plugins folder holding `echo` with the freshly built library.
 fn echo_plugins_dir() -> tempfile::TempDir {
@@ -84,14 +84,14 @@ fn benches(c: &mut Criterion) {
 
     // The full supervised path.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let registry = PluginRegistry::new(
+    let (registry, _services) = PluginRegistry::new(
         RegistryOptions {
             worker_exe: profile_dir().join("xcore"),
             ..RegistryOptions::new(plugins.clone(), runtime_dir.clone())
         },
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-        Dispatcher::for_registry,
+        xcore_runtime::host_work::runtime().expect("host-work runtime"),
+        ServiceParts::default().wire(),
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded, vec!["echo".to_string(), "echo-sandboxed".to_string()], "{:?}", report.failed);

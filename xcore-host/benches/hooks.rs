@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::PluginRegistry;
-use xcore_engine::services::Dispatcher;
 use xcore_hooks::{handler, HandlerOptions, HandlerOutcome, HookManager};
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::PluginRegistry;
+use xcore_services::ServiceParts;
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -52,11 +52,11 @@ fn benches(c: &mut Criterion) {
          hooks: [{ event: \"orders.*\", action: echo }]\n",
     )
     .unwrap();
-    let registry = PluginRegistry::new(
+    let (registry, _services) = PluginRegistry::new(
         RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-        Dispatcher::for_registry,
+        xcore_runtime::host_work::runtime().expect("host-work runtime"),
+        ServiceParts::default().wire(),
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded, vec!["echo".to_string()], "{:?}", report.failed);

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::{CallInput, PluginRegistry};
-use xcore_engine::services::Dispatcher;
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::{CallInput, PluginRegistry};
+use xcore_services::ServiceParts;
 
 const CALLS: usize = 50_000;
 
@@ -44,14 +44,14 @@ fn main() {
     write_plugin(&plugins, "trusted", "trusted", &lib);
     write_plugin(&plugins, "sandboxed", "sandboxed", &lib);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let registry = PluginRegistry::new(
+    let (registry, _services) = PluginRegistry::new(
         RegistryOptions {
             worker_exe: profile_dir().join("xcore"),
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-        Dispatcher::for_registry,
+        xcore_runtime::host_work::runtime().expect("host-work runtime"),
+        ServiceParts::default().wire(),
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded.len(), 2, "{:?}", report.failed);

@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::{CallFailure, CallInput, PluginRegistry};
-use xcore_engine::services::Dispatcher;
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::{CallFailure, CallInput, PluginRegistry};
+use xcore_services::ServiceParts;
 
 const SLEEP_MS: u64 = 10;
 const CONCURRENCY: u32 = 2;
@@ -66,14 +66,14 @@ fn main() {
         write_plugin(&plugins, &format!("{mode}-{q}"), mode, q, &lib);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let registry = PluginRegistry::new(
+    let (registry, _services) = PluginRegistry::new(
         RegistryOptions {
             worker_exe: profile_dir().join("xcore"),
             ..RegistryOptions::new(plugins, dir.path().join("runtime"))
         },
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-        Dispatcher::for_registry,
+        xcore_runtime::host_work::runtime().expect("host-work runtime"),
+        ServiceParts::default().wire(),
     );
     let report = rt.block_on(registry.load_all());
     assert_eq!(report.loaded.len(), runs.len(), "{:?}", report.failed);

@@ -11,11 +11,11 @@ use common::built_library;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::{CallInput, PluginRegistry};
-use xcore_engine::services::Dispatcher;
-use xcore_engine::watcher::{self, WatchOptions};
+use xcore_reload::watcher::{self, WatchOptions};
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::{CallInput, PluginRegistry};
+use xcore_services::ServiceParts;
 
 fn manifest(greeting: &str) -> String {
     format!("name: echo\nversion: 0.1.0\napi_version: \"^0.1\"\nentry_point: libecho.so\nconfig: {{ greeting: {greeting} }}\n")
@@ -30,15 +30,17 @@ fn main() {
     std::fs::copy(&lib, plugins.join("echo/libecho.so")).unwrap();
     std::fs::write(plugins.join("echo/plugin.yaml"), manifest("g0")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let registry = PluginRegistry::new(
+    let (registry, _services) = PluginRegistry::new(
         RegistryOptions::new(plugins.clone(), dir.path().join("runtime")),
         Arc::new(Metrics::new()),
-        xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-        Dispatcher::for_registry,
+        xcore_runtime::host_work::runtime().expect("host-work runtime"),
+        ServiceParts::default().wire(),
     );
     rt.block_on(registry.load_all());
     let debounce = Duration::from_millis(200);
-    let _watch = watcher::start(registry.clone(), &plugins, WatchOptions { debounce, dev: false }).unwrap();
+    let _watch =
+        watcher::start(registry.clone(), &plugins, WatchOptions { debounce, dev: false, audit: None })
+            .unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     let greet = |registry: &Arc<PluginRegistry>| -> String {

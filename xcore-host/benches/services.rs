@@ -52,13 +52,12 @@ use diesel_async::AsyncPgConnection;
 use serde_json::{json, Value};
 use xcore_db::store::Store;
 use xcore_db::{migrate, DatabaseConfig, Databases};
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::RegistryOptions;
-use xcore_engine::runtime::{CallInput, PluginRegistry};
-use xcore_engine::scheduler::runner::RegistryRunner;
-use xcore_engine::scheduler::{Scheduler, SchedulerConfig};
-use xcore_engine::services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
-use xcore_engine::services::Dispatcher;
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::RegistryOptions;
+use xcore_runtime::{CallInput, PluginRegistry};
+use xcore_services::cache::{Backend as CacheBackend, Cache, CacheConfig, OnUnreachable};
+use xcore_services::scheduler::{Scheduler, SchedulerConfig};
+use xcore_services::ServiceParts;
 
 /// Key-value operations per plugin call in `kv/<db>/set|get`.
 const OPS_PER_CALL: u64 = 100;
@@ -108,36 +107,35 @@ struct Host {
 impl Host {
     fn start(db_url: &str, cache_cfg: &CacheConfig) -> Host {
         let dir = bookmarks_plugins_dir();
-        let host_work = xcore_engine::runtime::host_work::runtime().expect("host-work runtime");
+        let host_work = xcore_runtime::host_work::runtime().expect("host-work runtime");
         let cache = host_work.block_on(Cache::connect(cache_cfg)).expect("cache");
-        let registry = PluginRegistry::new(
-            RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
-            Arc::new(Metrics::new()),
-            host_work,
-            Dispatcher::with_cache(cache.clone()),
-        );
         // Migrations, pools and the store block: a plain thread, outside any runtime.
         let url = db_url.to_string();
-        let reg = registry.clone();
-        std::thread::spawn(move || {
+        let (databases, store) = std::thread::spawn(move || {
             migrate::migrate("default", &url, migrate::Op::Run).expect("host migrations");
             let cfg = BTreeMap::from([("default".to_string(), DatabaseConfig { url, ..Default::default() })]);
             let databases = Databases::connect(&cfg).expect("databases");
             let store = Store::new(databases.get("default").unwrap().clone());
-            reg.set_databases(Arc::new(databases), store).expect("plugin state");
+            (Arc::new(databases), store)
         })
         .join()
         .expect("database thread");
         // bookmarks schedules a job when it starts: it needs a scheduler. This one does not
         // tick, so the job never runs during a measurement.
-        let scheduler = Scheduler::start(
-            &SchedulerConfig { enabled: false, ..SchedulerConfig::default() },
-            Arc::new(RegistryRunner::new(&registry)),
-            registry.store().cloned(),
-            registry.host_work(),
-        )
-        .expect("scheduler");
-        registry.set_scheduler(Arc::new(scheduler)).expect("scheduler wired once");
+        let plan = Scheduler::plan(&SchedulerConfig { enabled: false, ..SchedulerConfig::default() })
+            .expect("scheduler");
+        let parts = ServiceParts {
+            cache: Some(cache.clone()),
+            store: Some(store),
+            databases: Some(databases),
+            scheduler: Some(plan),
+        };
+        let (registry, _services) = PluginRegistry::new(
+            RegistryOptions::new(dir.path().join("plugins"), dir.path().join("runtime")),
+            Arc::new(Metrics::new()),
+            host_work,
+            parts.wire(),
+        );
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let report = rt.block_on(registry.load_all());
         assert_eq!(report.loaded, vec!["bookmarks".to_string()], "{:?}", report.failed);

@@ -1,4 +1,4 @@
-//! The `xcore` binary: the command line over the `xcore_engine` library. This is the
+//! The `xcore` binary: the command line and the composition root over the host's crates. This is the
 //! binary's edge, the one place where errors are `anyhow`.
 
 mod cli;

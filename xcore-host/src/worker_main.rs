@@ -3,7 +3,7 @@
 //! binary's hidden `__sandbox-worker` command takes) and talks to it over fds 3 and 4.
 //!
 //! It links only what the worker needs: the loader, the worker protocol, confinement and
-//! the worker loop (`xcore_engine::runtime::sandbox::worker`); the HTTP server, the
+//! the worker loop (`xcore_runtime::sandbox::worker`); the HTTP server, the
 //! command line and the TLS stack are not part of it.
 
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match args.as_slice() {
         [cmd, flag, spec] if cmd == "__sandbox-worker" && flag == "--spec" => {
             // No logger: the worker's stderr is a pipe the host reads into its own log.
-            xcore_engine::runtime::sandbox::worker::run(spec)
+            xcore_runtime::sandbox::worker::run(spec)
         }
         _ => {
             eprintln!(

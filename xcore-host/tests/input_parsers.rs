@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use xcore_api::plugin_routes::match_route;
-use xcore_engine::runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
-use xcore_engine::runtime::LoadKind;
 use xcore_manifest::Route;
+use xcore_runtime::sandbox::protocol::{self, FromWorker, ToWorker, WireResult};
+use xcore_runtime::LoadKind;
 
 const FRAME_LIMIT: usize = 1 << 20;
 
@@ -33,7 +33,7 @@ fn config(text: &str) {
             vars.insert(k.to_string(), v.to_string());
         }
     }
-    let _ = xcore_engine::config::parse_with_vars("fuzz.yaml", yaml, &vars);
+    let _ = xcore_config::parse_with_vars("fuzz.yaml", yaml, &vars);
 }
 
 fn frames(data: &[u8]) {

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use common::{write_plugins, PluginSpec};
 use xcore_db::store::Store;
 use xcore_db::{migrate, DatabaseConfig, Databases};
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy, WiringError};
-use xcore_engine::runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
-use xcore_engine::services::Dispatcher;
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::{PluginInfo, RegistryOptions, SignaturePolicy};
+use xcore_runtime::{CallFailure, CallInput, PluginRegistry, PluginState, RegistryError};
 use xcore_security::RequireSignatures;
+use xcore_services::ServiceParts;
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
     registry: Arc<PluginRegistry>,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -33,19 +33,31 @@ impl Fixture {
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();
         write_plugins(&plugins_dir, plugins);
+        Fixture::over(dir, plugins_dir, ServiceParts::default(), Vec::new())
+    }
+
+    /// A registry over `plugins_dir` with its runtime files in `dir`, `parts` as its
+    /// services and `disabled` as the plugins an operator disabled.
+    fn over(
+        dir: tempfile::TempDir,
+        plugins_dir: std::path::PathBuf,
+        parts: ServiceParts,
+        disabled: Vec<String>,
+    ) -> Fixture {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let registry = PluginRegistry::new(
+        let (registry, _services) = PluginRegistry::new(
             RegistryOptions {
                 worker_exe: env!("CARGO_BIN_EXE_xcore-sandbox-worker").into(),
                 // Signatures have tests of their own (signatures.rs); here every plugin loads.
                 signatures: SignaturePolicy { require: RequireSignatures::None, ..Default::default() },
+                disabled,
                 ..RegistryOptions::new(plugins_dir, dir.path().join("runtime"))
             },
             Arc::new(Metrics::new()),
-            xcore_engine::runtime::host_work::runtime().expect("host-work runtime"),
-            Dispatcher::for_registry,
+            xcore_runtime::host_work::runtime().expect("host-work runtime"),
+            parts.wire(),
         );
-        Fixture { rt, registry, dir }
+        Fixture { rt, registry, _dir: dir }
     }
 
     fn call(&self, plugin: &str, action: &str, payload: &str) -> Result<serde_json::Value, CallFailure> {
@@ -287,25 +299,51 @@ fn the_rate_limit_refuses_with_a_retry_hint() {
     assert_eq!(f.info("misbehave").counters["rate_limited"], 1);
 }
 
-#[test]
-fn its_databases_are_wired_once_a_second_set_is_refused_and_changes_nothing() {
-    let f = Fixture::new(&[PluginSpec::echo()]);
-    // The databases: the host's tables on an SQLite file, as `xcore serve` makes them.
-    let url = format!("sqlite://{}", f.dir.path().join("xcore.db").display());
-    let registry = f.registry.clone();
-    let second = std::thread::spawn(move || {
+/// The host's records on an SQLite file in `dir`, as `xcore serve` makes them (on a
+/// plain thread: the pools block).
+fn host_records(dir: &std::path::Path) -> (Arc<Databases>, Store) {
+    let url = format!("sqlite://{}", dir.join("xcore.db").display());
+    std::thread::spawn(move || {
         migrate::migrate("default", &url, migrate::Op::Run).expect("host migrations");
         let cfg = BTreeMap::from([("default".to_string(), DatabaseConfig { url, ..Default::default() })]);
-        let wire = || {
-            let databases = Databases::connect(&cfg).expect("databases");
-            let store = Store::new(databases.get("default").unwrap().clone());
-            registry.set_databases(Arc::new(databases), store)
-        };
-        wire().expect("the first set");
-        wire()
+        let databases = Databases::connect(&cfg).expect("databases");
+        let store = Store::new(databases.get("default").unwrap().clone());
+        (Arc::new(databases), store)
     })
     .join()
-    .unwrap();
-    assert!(matches!(second, Err(WiringError::AlreadySet("databases"))), "{second:?}");
-    assert!(f.registry.store().is_some() && f.registry.databases().is_some());
+    .unwrap()
+}
+
+#[test]
+fn a_disable_goes_through_the_services_records_and_keeps_the_plugin_unloaded_at_the_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins_dir = root.path().join("plugins");
+    write_plugins(&plugins_dir, &[PluginSpec::echo()]);
+    let (databases, store) = host_records(root.path());
+    let parts = || ServiceParts {
+        store: Some(store.clone()),
+        databases: Some(databases.clone()),
+        ..Default::default()
+    };
+    let f = Fixture::over(tempfile::tempdir().unwrap(), plugins_dir.clone(), parts(), Vec::new());
+    let report = f.rt.block_on(f.registry.load_all());
+    assert_eq!(report.loaded, vec!["echo".to_string()], "{:?}", report.failed);
+    f.rt.block_on(f.registry.disable("echo")).expect("disable");
+    let s = store.clone();
+    let recorded = std::thread::spawn(move || s.disabled_plugins()).join().unwrap().expect("plugin state");
+    assert_eq!(recorded, vec!["echo".to_string()]);
+
+    // The next start reads the record: the plugin is known, disabled, not loaded.
+    drop(f);
+    let f = Fixture::over(tempfile::tempdir().unwrap(), plugins_dir, parts(), recorded);
+    let report = f.rt.block_on(f.registry.load_all());
+    assert!(report.loaded.is_empty(), "{report:?}");
+    assert_eq!(f.info("echo").state, PluginState::Disabled);
+    assert!(matches!(f.call("echo", "echo", "{}"), Err(CallFailure::Unavailable { .. })));
+    // Enabling records it and loads the plugin.
+    f.rt.block_on(f.registry.enable("echo")).expect("enable");
+    assert_eq!(f.call("echo", "echo", "5").unwrap()["echo"], serde_json::json!(5));
+    let recorded =
+        std::thread::spawn(move || store.disabled_plugins()).join().unwrap().expect("plugin state");
+    assert!(recorded.is_empty(), "{recorded:?}");
 }

@@ -160,7 +160,7 @@ fn a_hot_reload_of_a_tampered_plugin_keeps_the_old_version_serving() {
 /// signature check (a race with whoever can write the plugin folder) is refused.
 #[test]
 fn the_mapped_copy_must_have_the_signed_hash() {
-    use xcore_engine::runtime::trusted::loader;
+    use xcore_runtime::trusted::loader;
     let lib = common::lib("xcore-plugin-echo");
     let runtime = tempfile::tempdir().unwrap();
     let before = loader::mapped_libraries();

@@ -9,7 +9,7 @@ use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
 use super::problem::ApiError;
-use xcore_engine::metrics::Metrics;
+use xcore_runtime::metrics::Metrics;
 
 /// The deepest nesting of arrays and objects a JSON body may have. serde_json refuses
 /// 128 levels when it builds a value, and the host wraps bodies one or two levels deeper

@@ -12,7 +12,7 @@ use super::plugin_routes::match_route;
 use super::problem::ApiError;
 use super::view::{self, View};
 use super::{AppState, OpenApiJson, Principal, Role};
-use xcore_engine::runtime::CallInput;
+use xcore_runtime::CallInput;
 
 type State = web::Data<AppState>;
 
@@ -106,7 +106,7 @@ pub(super) async fn list(state: State, req: HttpRequest) -> Result<HttpResponse,
 }
 
 /// A plugin's info as JSON, in the view given.
-fn info_json(info: xcore_engine::runtime::registry::PluginInfo, view: View) -> serde_json::Value {
+fn info_json(info: xcore_runtime::registry::PluginInfo, view: View) -> serde_json::Value {
     let mut v = serde_json::to_value(info).unwrap_or_default();
     if view.is_public() {
         view::plugin_info(&mut v);
@@ -139,7 +139,7 @@ fn read_view(state: &AppState, req: &HttpRequest) -> Result<View, ApiError> {
 }
 
 /// A failed call as the client may see it (see [`view::call_failure`]).
-fn call_error(state: &AppState, req: &HttpRequest, f: xcore_engine::runtime::CallFailure) -> ApiError {
+fn call_error(state: &AppState, req: &HttpRequest, f: xcore_runtime::CallFailure) -> ApiError {
     match View::of_call(state, req) {
         View::Public => view::call_failure(f).into(),
         View::Full => f.into(),
@@ -256,7 +256,7 @@ async fn audit(
     target: &str,
     error: Option<String>,
 ) {
-    let Some(store) = state.registry.store().cloned() else {
+    let Some(store) = state.services.store().cloned() else {
         return;
     };
     let (actor, action, target) = (actor(who, req), action.to_string(), target.to_string());
@@ -411,7 +411,7 @@ pub(super) async fn hook_metrics(state: State) -> HttpResponse {
 pub(super) async fn plugin_records(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let view = read_view(&state, &req)?;
     let store = state
-        .registry
+        .services
         .store()
         .cloned()
         .ok_or_else(|| ApiError::new(503, "store_unavailable", "this host has no database connected"))?;
@@ -447,7 +447,7 @@ pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResp
         .map_err(|e| ApiError::new(400, "bad_request", format!("query string: {e}")))?
         .into_inner();
     let store = state
-        .registry
+        .services
         .store()
         .cloned()
         .ok_or_else(|| ApiError::new(503, "store_unavailable", "this host has no database connected"))?;
@@ -470,9 +470,9 @@ pub(super) async fn audit_log(state: State, req: HttpRequest) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(json!({ "entries": entries, "next_before": next })))
 }
 
-fn scheduler(state: &AppState) -> Result<std::sync::Arc<xcore_engine::scheduler::Scheduler>, ApiError> {
+fn scheduler(state: &AppState) -> Result<std::sync::Arc<xcore_services::scheduler::Scheduler>, ApiError> {
     state
-        .registry
+        .services
         .scheduler()
         .cloned()
         .ok_or_else(|| ApiError::new(503, "unavailable", "this host runs no scheduler"))
@@ -529,10 +529,10 @@ pub(super) async fn run_job(
     audit(&state, &who, &req, "job.run", &id, detail).await;
     match result {
         Ok(outcome) => Ok(HttpResponse::Ok().json(outcome)),
-        Err(e @ xcore_engine::scheduler::RunError::Unknown(_)) => {
+        Err(e @ xcore_services::scheduler::RunError::Unknown(_)) => {
             Err(ApiError::new(404, "unknown_job", e.to_string()))
         }
-        Err(e @ xcore_engine::scheduler::RunError::Overlap(_)) => {
+        Err(e @ xcore_services::scheduler::RunError::Overlap(_)) => {
             Err(ApiError::new(409, "conflict", e.to_string()))
         }
     }

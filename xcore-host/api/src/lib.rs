@@ -36,13 +36,16 @@ use actix_web::{web, App, HttpServer};
 
 pub use auth::{AdminToken, Principal, Role, Tokens};
 pub use problem::ApiError;
-use xcore_engine::runtime::PluginRegistry;
+use xcore_runtime::PluginRegistry;
+use xcore_services::Services;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The plugins.
     pub registry: Arc<PluginRegistry>,
+    /// The host's services: its records (audit log, job runs), the scheduler.
+    pub services: Arc<Services>,
     /// The admin token and the named tokens.
     pub tokens: Arc<Tokens>,
     /// The body size limit in bytes.

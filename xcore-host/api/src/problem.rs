@@ -5,7 +5,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use xcore_engine::runtime::{CallFailure, RegistryError};
+use xcore_runtime::{CallFailure, RegistryError};
 
 /// An API error: status, stable code, human-readable detail.
 #[derive(Debug, Clone)]

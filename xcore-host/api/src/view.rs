@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::problem::ApiError;
 use super::{AppState, Role};
-use xcore_engine::runtime::CallFailure;
+use xcore_runtime::CallFailure;
 
 /// What a hidden error text is replaced with.
 pub const HIDDEN: &str = "hidden: a reader token shows it";

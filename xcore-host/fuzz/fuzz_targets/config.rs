@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
             vars.insert(k.to_string(), v.to_string());
         }
     }
-    let _ = xcore_engine::config::parse_with_vars("fuzz.yaml", yaml, &vars);
+    let _ = xcore_config::parse_with_vars("fuzz.yaml", yaml, &vars);
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xcore_engine::runtime::sandbox::protocol::{read, FromWorker, ToWorker};
+use xcore_runtime::sandbox::protocol::{read, FromWorker, ToWorker};
 
 const LIMIT: usize = 1 << 20;
 

@@ -6,6 +6,7 @@
 //! -> [`Manifest`] (tier defaults filled in, semantic checks). Nothing here panics on
 //! any input.
 
+pub mod lenient;
 pub mod permissions;
 pub mod plugin_order;
 

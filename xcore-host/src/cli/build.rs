@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use xcore_engine::{config, plugin_build, runtime::registry::discover};
+use xcore_config as config;
+use xcore_reload::plugin_build;
+use xcore_runtime::registry::discover;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use xcore_engine::config;
+use xcore_config as config;
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {

@@ -19,12 +19,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use xcore_config::{self as config, Config};
 use xcore_db::store::Store;
 use xcore_db::{migrate, Database};
-use xcore_engine::config::{self, Config};
-use xcore_engine::plugin_build;
-use xcore_engine::runtime::registry::SignaturePolicy;
 use xcore_manifest as manifest;
+use xcore_reload::plugin_build;
+use xcore_runtime::registry::SignaturePolicy;
 use xcore_security::RequireSignatures;
 use xcore_security::{build_record, host_key, keys, signing};
 

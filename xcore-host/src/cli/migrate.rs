@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};
+use xcore_config as config;
 use xcore_db::migrate::{self, Op};
-use xcore_engine::config;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Action {

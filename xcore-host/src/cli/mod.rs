@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use xcore_engine::config;
+use xcore_config as config;
 
 /// XCore: loads Rust plugins, supervises them, and serves them over HTTP.
 #[derive(Debug, Parser)]
@@ -148,11 +148,11 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     if let Command::SandboxWorker { spec } = &cli.command {
         // No logger: the worker's stderr is a pipe the host reads into its own log.
-        return Ok(xcore_engine::runtime::sandbox::worker::run(spec));
+        return Ok(xcore_runtime::sandbox::worker::run(spec));
     }
     if !matches!(cli.command, Command::Serve(_)) {
         // `serve` sets up logging from the configuration; short commands log to stderr.
-        xcore_engine::logging::init_cli(log::LevelFilter::Warn);
+        xcore_config::logging::init_cli(log::LevelFilter::Warn);
     }
     match cli.command {
         Command::Serve(args) => serve::run(cli.config.as_deref(), args),

@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use xcore_engine::config;
+use xcore_config as config;
 use xcore_manifest as manifest;
 use xcore_security::{build_record, host_key, keys, signing};
 

@@ -8,18 +8,18 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use xcore_api::{self as api, AdminToken, AppState, ServeOptions, Tokens};
+use xcore_config::{self as config, logging};
 use xcore_db::store::Store;
 use xcore_db::{migrate, Databases};
-use xcore_engine::metrics::Metrics;
-use xcore_engine::runtime::registry::{RegistryOptions, SignaturePolicy};
-use xcore_engine::runtime::PluginRegistry;
-use xcore_engine::scheduler::runner::RegistryRunner;
-use xcore_engine::scheduler::Scheduler;
-use xcore_engine::services::Dispatcher;
-use xcore_engine::watcher::{self, WatchOptions};
-use xcore_engine::{config, logging};
+use xcore_reload::watcher::{self, WatchOptions};
+use xcore_runtime::metrics::Metrics;
+use xcore_runtime::registry::{RegistryOptions, SignaturePolicy};
+use xcore_runtime::PluginRegistry;
 use xcore_security::keys;
 use xcore_security::RequireSignatures;
+use xcore_services::cache::Cache;
+use xcore_services::scheduler::Scheduler;
+use xcore_services::ServiceParts;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -39,7 +39,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
-    xcore_engine::runtime::sandbox::os::return_large_allocations_to_the_system();
+    xcore_runtime::sandbox::os::return_large_allocations_to_the_system();
     let loaded = config::load(config_path).context("invalid configuration")?;
     let mut cfg = loaded.config;
     if let Some(h) = args.host {
@@ -70,7 +70,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     // runtime (diesel-async's wrapper starts a small one per connection).
     let dbs = cfg.effective_databases();
     let kv_max_keys = cfg.kv.max_keys_per_plugin;
-    let (databases, store) = std::thread::spawn(move || -> Result<_> {
+    let (databases, store, disabled) = std::thread::spawn(move || -> Result<_> {
         let default = dbs.get("default").context("databases: no 'default' database is configured")?;
         let report = migrate::migrate("default", &default.url, migrate::Op::Run)
             .context("applying the host's migrations")?;
@@ -83,7 +83,9 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             log::info!(target: "xcore::db", "database '{name}': {:?} at {}", db.backend(), db.masked_url());
         }
         let store = Store::new(databases.get("default")?.clone()).with_kv_max_keys(kv_max_keys);
-        Ok((Arc::new(databases), store))
+        // Plugins an operator disabled stay unloaded.
+        let disabled = store.disabled_plugins().context("reading plugin state")?;
+        Ok((Arc::new(databases), store, disabled))
     })
     .join()
     .expect("database thread")?;
@@ -120,41 +122,33 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
+    reg_opts.disabled = disabled;
     log::info!(target: "xcore", "sandbox worker: {}", reg_opts.worker_exe.display());
-    // The cache connects on the host-work runtime, where every cache call runs; the
-    // registry owns that runtime from then on.
-    let host_work = xcore_engine::runtime::host_work::runtime().context("starting the host-work runtime")?;
+    // The host's own async work (the cache's I/O, emits, restarts, jobs) runs on the
+    // host-work runtime; the registry owns it from then on.
+    let host_work = xcore_runtime::host_work::runtime().context("starting the host-work runtime")?;
     let cache_cfg = cfg.cache.clone().from_env();
-    let cache = host_work
-        .block_on(xcore_engine::services::cache::Cache::connect(&cache_cfg))
-        .context("connecting the cache")?;
+    let cache = host_work.block_on(Cache::connect(&cache_cfg)).context("connecting the cache")?;
     log::info!(target: "xcore", "cache: {}", cache.backend());
     let metrics = Arc::new(Metrics::new());
     metrics.register_collectors(vec![cache.collector()]);
-    let registry = PluginRegistry::new(reg_opts, metrics, host_work, Dispatcher::with_cache(cache));
+    let parts = ServiceParts {
+        cache: Some(cache),
+        store: Some(store.clone()),
+        databases: Some(databases),
+        scheduler: Some(Scheduler::plan(&cfg.scheduler).context("scheduler")?),
+    };
+    // Built together: the services reach plugins through the registry (as PluginCalls),
+    // the registry's lifecycle uses the services' records, databases and jobs.
+    let (registry, services) = PluginRegistry::new(reg_opts, metrics.clone(), host_work, parts.wire());
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());
-    {
-        let registry = registry.clone();
-        std::thread::spawn(move || registry.set_databases(databases, store))
-            .join()
-            .expect("plugin state thread")
-            .context("reading plugin state")?;
-    }
-    // Jobs run on the host-work runtime, like every call made by the host itself.
-    let scheduler = Scheduler::start(
-        &cfg.scheduler,
-        Arc::new(RegistryRunner::new(&registry)),
-        registry.store().cloned(),
-        registry.host_work(),
-    )
-    .context("scheduler")?;
+    let scheduler = services.scheduler().cloned().context("the scheduler did not start")?;
     log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),
         if cfg.scheduler.enabled { "" } else { " (scheduler.enabled is false: jobs run only by hand)" });
-    registry.metrics().register_collectors(scheduler.prometheus_collectors());
-    registry.set_scheduler(Arc::new(scheduler))?;
     // Expired key-value entries are invisible at once; their rows go once a minute.
-    if let Some(store) = registry.store().cloned() {
+    {
+        let store = store.clone();
         std::thread::Builder::new().name("xcore-kv-sweeper".into()).spawn(move || loop {
             std::thread::sleep(Duration::from_secs(60));
             match store.kv_purge_expired() {
@@ -165,9 +159,10 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         })?;
     }
     // job_runs and audit_log are pruned at start, then every retention.interval_seconds.
-    if let Some(store) = registry.store().cloned() {
+    {
+        let store = store.clone();
         let retention = cfg.retention;
-        let metrics = registry.metrics().clone();
+        let metrics = metrics.clone();
         std::thread::Builder::new().name("xcore-retention".into()).spawn(move || loop {
             match store.prune_now(&retention) {
                 Ok(p) => {
@@ -192,6 +187,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     };
     let state = AppState {
         registry: registry.clone(),
+        services: services.clone(),
         tokens,
         body_limit: cfg.server.body_limit_bytes,
         client_ip_header: cfg.server.client_ip_header.clone(),
@@ -210,7 +206,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         );
         // Kept alive while serving; dropping it stops the watch.
         let _watcher = if watch.0 {
-            match watcher::start(registry.clone(), &plugins_dir, WatchOptions { debounce: watch.1, dev: args.dev }) {
+            let opts = WatchOptions { debounce: watch.1, dev: args.dev, audit: Some(store.clone()) };
+            match watcher::start(registry.clone(), &plugins_dir, opts) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     log::error!(target: "xcore", "cannot watch {}: {e}; hot reload is off", plugins_dir.display());
@@ -221,9 +218,7 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
             None
         };
         let served = api::serve(state, opts).await;
-        if let Some(scheduler) = registry.scheduler() {
-            scheduler.stop();
-        }
+        scheduler.stop();
         log::info!(target: "xcore", "shutting down: unloading plugins");
         // Subscribers hear of the shutdown while every plugin is still loaded.
         registry.hooks().emit("xcore.shutdown", serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })).await;

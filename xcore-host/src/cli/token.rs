@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use xcore_api::Role;
-use xcore_engine::config;
+use xcore_config as config;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
