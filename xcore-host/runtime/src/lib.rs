@@ -12,6 +12,7 @@
 //! - [`supervisor`]: the restart policy (exponential backoff, restart intensity) and
 //!   the plugin state machine.
 //! - [`instance`]: one running instance of either tier behind one interface.
+//! - [`outcome`]: what a call inside an instance yields (reply, plugin error, or why none).
 //! - [`trusted`]: the in-process tier: the library loader and the persistent worker
 //!   threads that run calls under a deadline.
 //! - [`sandbox`]: the sandboxed tier: the same library in a supervised, confined child
@@ -39,6 +40,7 @@ pub mod instance;
 pub mod load_failure;
 pub mod log_context;
 pub mod metrics;
+pub mod outcome;
 pub mod plugin_calls;
 pub mod rate_limit;
 pub mod registry;

@@ -42,8 +42,8 @@ use super::worker::WorkerSpec;
 use super::{confine, os, spawner};
 use crate::call::CallInput;
 use crate::host_services::HostServices;
-use crate::instance::{InstanceError, PluginErrorReply, PluginOutcome};
 use crate::load_failure::{LoadFailure, LoadKind};
+use crate::outcome::{InstanceError, PluginErrorReply, PluginOutcome};
 use xcore_manifest::Manifest;
 
 /// How long a caller polls for the worker's reply before parking: a round trip is two
@@ -872,6 +872,7 @@ impl SandboxInstance {
             }
         }
         let mut rx = rx;
+        let _in_flight = crate::spin::InFlight::enter();
         let reply = match crate::spin::poll_briefly(&mut rx, SPIN_BUDGET) {
             Some(r) => Ok(Ok(r)),
             None => tokio::time::timeout(wait, rx).await,

@@ -25,7 +25,7 @@ use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs, PluginBox}
 use super::loader::LoadedLibrary;
 use crate::call::CallInput;
 use crate::host_services::HostServices;
-use crate::instance::{InstanceError, PluginErrorReply, PluginOutcome};
+use crate::outcome::{InstanceError, PluginErrorReply, PluginOutcome};
 
 /// How long a caller polls for the reply before parking (see `runtime/spin.rs`).
 const SPIN_BUDGET: Duration = Duration::from_micros(50);
@@ -247,8 +247,10 @@ impl TrustedInstance {
             return Err(InstanceError::Overloaded(format!("its queue of {QUEUE_CAPACITY} calls is full")));
         }
         let _shed_on_drop = ShedOnDrop(state.clone());
-        // Most calls answer within microseconds: poll briefly before parking, because
-        // waking a parked runtime thread costs more than the call itself.
+        let _in_flight = crate::spin::InFlight::enter();
+        // Most calls answer within microseconds: poll briefly before parking (when a core
+        // is free for it), because waking a parked runtime thread costs more than the
+        // call itself.
         if let Some(outcome) = crate::spin::poll_briefly(&mut reply_rx, SPIN_BUDGET) {
             return Ok(outcome);
         }
