@@ -22,7 +22,7 @@ declare -A ALLOWED=(
   [xcore-deadline]=""
   [xcore-db]="xcore-deadline"
   [xcore-engine]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db"
-  [xcore-api]="xcore-plugin-api xcore-manifest xcore-db xcore-engine"
+  [xcore-api]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-engine"
   [xcore-tools]=""
   [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-engine xcore-api xcore-tools"
 )

@@ -11,6 +11,9 @@
 //! | `GET /api/v1/jobs` | anyone: cron jobs; `POST /api/v1/jobs/{id}/run`: operator |
 //! | `POST /api/v1/events/{event}` | admin: emit an event, answer every handler's result |
 //! | `GET /api/v1/hooks`, `GET /api/v1/hooks/metrics` | anyone: subscriptions, per-event metrics |
+//! | `GET /api/v1/stream` | reader: live events as server-sent events (see [`stream`]) |
+//! | `GET /api/v1/whoami` | reader: the token's actor and role |
+//! | `GET /ui/...`, `GET /` (redirects to `/ui/`) | anyone: the dashboard's static files (see [`ui`]); not in the OpenAPI document, which describes the API the dashboard uses |
 //! | `ANY /plugins/{name}/...` | routes the plugin declares |
 //!
 //! Roles (see [`auth`]): `admin` > `operator` > `reader`; a token of a lower role than a
@@ -26,11 +29,13 @@ mod handlers;
 pub mod openapi;
 pub mod plugin_routes;
 pub mod problem;
+pub mod stream;
 pub mod tls;
+pub mod ui;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 
@@ -52,6 +57,10 @@ pub struct AppState {
     pub client_ip_header: Option<String>,
     /// The time allowed to receive a whole body (`server.body_timeout_ms`).
     pub body_timeout: Duration,
+    /// The live events of `GET /api/v1/stream`.
+    pub stream: Arc<stream::StreamHub>,
+    /// When the host started (`uptime_seconds` of `GET /health`).
+    pub started: Instant,
 }
 
 impl AppState {
@@ -89,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, doc: web::Data<OpenApiJson>) {
     for e in endpoints::ENDPOINTS {
         cfg.route(&endpoints::actix_path(e.path), (e.route)());
     }
+    ui::configure(cfg);
     cfg.default_service(web::to(handlers::not_found));
 }
 
