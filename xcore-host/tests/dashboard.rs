@@ -18,6 +18,9 @@ use common::{PluginSpec, Server, TOKEN};
 use serde_json::{json, Value};
 use webdriver::{Driver, Session, SseReader};
 
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
+
 const JOBS: &str =
     "scheduler:\n  jobs:\n    - {id: ping, cron: '0 0 0 1 1 *', emit: dashboard.ping, payload: {n: 1}}\n";
 
@@ -203,6 +206,27 @@ fn the_dashboard_signs_in_shows_and_acts_in_a_real_browser() {
     assert!(audit.contains("token:ops") && audit.contains("disable") && audit.contains("enable"), "{audit}");
     shoot(&b, "audit");
 
+    // The keyboard: Enter on a link of the navigation opens its page, whose title takes
+    // the focus; Escape in a confirmation dialog cancels the action.
+    b.keys("a[data-page=plugins]", ENTER);
+    b.wait_text("#page-title", "Plugins");
+    b.wait("the focus on the page title", Duration::from_secs(10), || {
+        (b.script("return document.activeElement.id", json!([])) == "page-title").then_some(())
+    });
+    b.goto(&format!("{}/ui/#/plugin/echo", s.base));
+    b.wait_text("#p-generation", "2");
+    b.keys("#act-reload", ENTER);
+    b.wait("the confirmation dialog", Duration::from_secs(10), || {
+        b.script("return document.getElementById('confirm').open", json!([])).as_bool().filter(|o| *o)
+    });
+    b.keys("#confirm-cancel", ESCAPE);
+    b.wait("the dialog to close", Duration::from_secs(10), || {
+        b.script("return document.getElementById('confirm').open", json!([])).as_bool().filter(|o| !*o)
+    });
+    assert_eq!(b.script("return document.activeElement.id", json!([])), "act-reload", "the focus goes back");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.info("echo")["generation"], 2, "a cancelled reload does nothing");
+
     // A reader sees, but a reload is refused and the API's problem is shown.
     b.click("#signout");
     b.wait_text("#page-title", "Sign in");
@@ -228,26 +252,45 @@ fn the_dashboard_signs_in_shows_and_acts_in_a_real_browser() {
     assert!(overflow.as_i64().unwrap() <= 0, "the page is wider than the phone by {overflow} px");
     shoot(&b, "phone");
 
-    // Keyboard: each page puts the focus on its title.
-    assert_eq!(b.script("return document.activeElement.id", json!([])), "page-title");
-
     // No console error: no script error, no CSP violation. The one failed request the
     // browser reports is the refused reload (403), which the page showed.
+    no_console_errors(&b, "/api/v1/plugins/echo/reload", "403");
+}
+
+/// Fails on any warning or error in the browser's log except the one failed request
+/// expected (`path` answered `status`), which must be there: it proves the log is read.
+fn no_console_errors(b: &Session, path: &str, status: &str) {
     let log = b.browser_log();
+    let expected = |e: &Value| {
+        let m = e["message"].as_str().unwrap_or_default();
+        e["source"] == "network" && m.contains(path) && m.contains(status)
+    };
     let unexpected: Vec<&Value> = log
         .iter()
         .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
-        .filter(|e| {
-            let m = e["message"].as_str().unwrap_or_default();
-            !(e["source"] == "network" && m.contains("/api/v1/plugins/echo/reload") && m.contains("403"))
-        })
+        .filter(|e| !expected(e))
         .collect();
     assert!(unexpected.is_empty(), "browser console errors: {unexpected:#?}");
-    assert!(
-        log.iter()
-            .any(|e| e["source"] == "network" && e["message"].as_str().unwrap_or_default().contains("403")),
-        "the refused reload shows in the browser log, so the log is being read: {log:#?}"
-    );
+    assert!(log.iter().any(expected), "{path} {status} is not in the browser log: {log:#?}");
+}
+
+#[test]
+fn without_the_stream_the_dashboard_polls() {
+    let (chromium, chromedriver) = webdriver::browser_paths().unwrap_or_else(|why| panic!("{why}"));
+    // server.max_streams: 0 refuses every stream: the page must fall back to polling.
+    let (s, _, operator) = start(&[("XCORE__SERVER__MAX_STREAMS", "0")]);
+    let driver = Driver::start(chromium, chromedriver);
+    let b = driver.session(1280, 800);
+    sign_in(&b, &s.base, &operator);
+    let live = b.wait_text("#live", "Polling");
+    let title = b.script("return document.getElementById('live').title", json!([]));
+    assert!(title.as_str().unwrap().contains("too_many_streams"), "the badge says why: {live} {title}");
+    b.goto(&format!("{}/ui/#/plugins", s.base));
+    b.wait_text("tr[data-plugin=echo] td[data-col=generation]", "1");
+    // A change the page did not make shows up by polling alone.
+    assert_eq!(s.admin("/api/v1/plugins/echo/reload").status, 200);
+    b.wait_text("tr[data-plugin=echo] td[data-col=generation]", "2");
+    no_console_errors(&b, "/api/v1/stream", "503");
 }
 
 /// How often a stream checks its token again (`api::stream::RECHECK`).

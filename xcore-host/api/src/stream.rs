@@ -216,15 +216,18 @@ impl StreamHub {
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_streams).then_some(n + 1));
         if taken.is_err() {
-            let mut e = ApiError::new(
-                503,
-                "too_many_streams",
+            let detail = if self.max_streams == 0 {
+                "the event stream is off (server.max_streams is 0); poll the read routes, or raise \
+                 server.max_streams in xcore.yaml"
+                    .to_string()
+            } else {
                 format!(
                     "the host serves {} event streams already, the most server.max_streams allows; \
                      close one (a dashboard tab holds one), retry later, or raise server.max_streams in xcore.yaml",
                     self.max_streams
-                ),
-            );
+                )
+            };
+            let mut e = ApiError::new(503, "too_many_streams", detail);
             e.retry_after = Some(5);
             return Err(e);
         }
@@ -418,7 +421,8 @@ mod tests {
         drop(a);
         assert_eq!((hub.open_streams(), hub.metrics.subscribers.get()), (1, 1));
         hub.subscribe().expect("the place came back");
-        assert!(StreamHub::new(0, 8).subscribe().is_err(), "0 refuses every stream");
+        let off = StreamHub::new(0, 8).subscribe().err().expect("0 refuses every stream");
+        assert!(off.detail.contains("server.max_streams is 0"), "{}", off.detail);
     }
 
     #[tokio::test]

@@ -206,6 +206,13 @@ impl Session<'_> {
         self.must("POST", &format!("/element/{id}/value"), Some(json!({ "text": text })));
     }
 
+    /// Sends keys (WebDriver key codes: `\u{E007}` Enter, `\u{E00C}` Escape) to the
+    /// element matching `css`, which gets the focus.
+    pub fn keys(&self, css: &str, keys: &str) {
+        let id = self.element(css);
+        self.must("POST", &format!("/element/{id}/value"), Some(json!({ "text": keys })));
+    }
+
     /// Runs `script` (a function body) with `args` and returns its value.
     pub fn script(&self, script: &str, args: Value) -> Value {
         self.must("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
