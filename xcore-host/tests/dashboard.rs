@@ -329,7 +329,7 @@ fn until(events: &mut SseReader<impl Read>, kind: &str, pred: impl Fn(&Value) ->
 
 #[test]
 fn the_event_stream_is_authenticated_bounded_and_carries_state_emits_and_logs() {
-    let (s, reader, _) = start(&[("XCORE__SERVER__MAX_STREAMS", "1")]);
+    let (mut s, reader, _) = start(&[("XCORE__SERVER__MAX_STREAMS", "1")]);
 
     // No token, or a wrong one: 401 before anything streams.
     let r = agent().get(format!("{}/api/v1/stream", s.base)).call().unwrap();
@@ -388,5 +388,18 @@ fn the_event_stream_is_authenticated_bounded_and_carries_state_emits_and_logs() 
     }
     let metrics = s.get("/metrics").body;
     assert!(metrics.contains("xcore_stream_subscribers 0"), "{metrics}");
-    open_stream(&s, TOKEN).expect("a new stream fits again");
+    let mut last = open_stream(&s, TOKEN).expect("a new stream fits again");
+    assert_eq!(last.next_event().unwrap().0, "hello");
+
+    // SIGTERM ends the open stream at once: it does not hold the graceful stop for
+    // server.shutdown_timeout_seconds (5 s here).
+    let stopping = Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "{status}:\n{}", s.output());
+    assert!(last.next_event().is_none(), "the stream ended");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the open stream held the stop: {:?}",
+        stopping.elapsed()
+    );
 }

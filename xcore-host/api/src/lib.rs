@@ -120,6 +120,14 @@ pub struct ServeOptions {
 /// Runs the server until SIGINT/SIGTERM; actix stops accepting, drains open requests up to
 /// the shutdown timeout, and returns.
 pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
+    // Open event streams would hold the graceful stop for its whole timeout: they end
+    // as soon as the stop signal comes (tokio hands each signal to every listener, so
+    // actix gets it too).
+    let hub = state.stream.clone();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        hub.close();
+    });
     let data = web::Data::new(state);
     let doc = web::Data::new(OpenApiJson::new(&openapi::document()));
     let server = HttpServer::new(move || {
@@ -138,6 +146,21 @@ pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
         log::info!(target: "xcore::api", "listening on {scheme}://{addr}");
     }
     server.run().await
+}
+
+/// The first SIGTERM or SIGINT (the signals actix stops on); never, if neither can be
+/// listened for.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

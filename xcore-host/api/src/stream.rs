@@ -27,7 +27,9 @@
 //!   replaced by `{"truncated": true, "bytes": n}` (a message is cut at a char boundary).
 //!
 //! A comment line (`: keep-alive`) every [`KEEPALIVE`] keeps proxies from closing an idle
-//! stream and lets the server notice a client that went away.
+//! stream and lets the server notice a client that went away. Each stream checks its
+//! token again every [`RECHECK`] (a revoked token's stream ends), and every stream ends
+//! when the server stops ([`StreamHub::close`]), so none holds the graceful stop.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,6 +94,9 @@ struct StreamMetrics {
 /// The fan-out of live events to the open streams.
 pub struct StreamHub {
     tx: broadcast::Sender<Bytes>,
+    /// Set when the server stops: every stream ends at once instead of holding the
+    /// graceful stop for its whole timeout.
+    closing: tokio::sync::watch::Sender<bool>,
     max_streams: usize,
     open: Arc<AtomicUsize>,
     seq: AtomicU64,
@@ -132,7 +137,15 @@ impl StreamHub {
             .expect("valid metric"),
         };
         metrics.max.set(max_streams as i64);
-        Arc::new(StreamHub { tx, max_streams, open: Arc::default(), seq: AtomicU64::new(0), metrics })
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Arc::new(StreamHub {
+            tx,
+            closing,
+            max_streams,
+            open: Arc::default(),
+            seq: AtomicU64::new(0),
+            metrics,
+        })
     }
 
     /// The hub's Prometheus collectors, for [`xcore_engine::metrics::Metrics::register_collectors`].
@@ -144,6 +157,11 @@ impl StreamHub {
             Box::new(m.dropped.clone()),
             Box::new(m.published.clone()),
         ]
+    }
+
+    /// Ends every open stream and refuses new ones (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Streams open now.
@@ -215,6 +233,16 @@ impl StreamHub {
         let taken = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_streams).then_some(n + 1));
+        if *self.closing.borrow() {
+            if taken.is_ok() {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(ApiError::new(
+                503,
+                "shutting_down",
+                "the host is stopping; its event stream is closed",
+            ));
+        }
         if taken.is_err() {
             let detail = if self.max_streams == 0 {
                 "the event stream is off (server.max_streams is 0); poll the read routes, or raise \
@@ -237,6 +265,7 @@ impl StreamHub {
             _slot: Slot { hub: self.clone() },
             recheck: None,
             checked: tokio::time::Instant::now(),
+            closing: self.closing.subscribe(),
             hello: Some(frame(
                 "hello",
                 &json!({ "max_streams": self.max_streams, "buffer": BUFFER, "seq": self.seq.load(Ordering::Relaxed) }),
@@ -298,6 +327,7 @@ pub struct Subscription {
     /// Whether the client may still watch (its token is still valid).
     recheck: Option<Box<dyn Fn() -> bool>>,
     checked: tokio::time::Instant,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Subscription {
@@ -319,7 +349,14 @@ impl Subscription {
                 return None;
             }
         }
-        match tokio::time::timeout(KEEPALIVE, self.rx.recv()).await {
+        if *self.closing.borrow() {
+            return None;
+        }
+        let received = tokio::select! {
+            r = tokio::time::timeout(KEEPALIVE, self.rx.recv()) => r,
+            _ = self.closing.changed() => return None,
+        };
+        match received {
             Err(_) => Some(Bytes::from_static(b": keep-alive\n\n")),
             Ok(Ok(frame)) => Some(frame),
             Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
@@ -481,6 +518,22 @@ mod tests {
         hub.publish("emit", json!({ "event": "b" }));
         assert!(s.next_frame().await.is_none(), "the stream ends");
         drop(s);
+        assert_eq!(hub.open_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream_and_refuses_new_ones() {
+        let hub = StreamHub::new(4, 8);
+        let mut s = hub.subscribe().unwrap();
+        s.next_frame().await.unwrap();
+        let (ended, ()) = tokio::join!(async { s.next_frame().await.is_none() }, async {
+            tokio::task::yield_now().await;
+            hub.close();
+        });
+        assert!(ended, "the waiting stream ends");
+        drop(s);
+        let e = hub.subscribe().err().expect("no new stream while stopping");
+        assert_eq!((e.status.as_u16(), e.code.as_str()), (503, "shutting_down"));
         assert_eq!(hub.open_streams(), 0);
     }
 
