@@ -406,7 +406,17 @@ function onStreamEvent(type, data) {
     if (type === 'restart') pushBounded(S.restarts, data, MAX_EMITS);
     if (type === 'state' || type === 'restart') scheduleRefresh();
   }
-  if (S.route.page === 'events' || S.route.page === 'plugin' || S.route.page === 'overview') update();
+  if (S.route.page === 'events' || S.route.page === 'plugin' || S.route.page === 'overview') scheduleUpdate();
+}
+
+// A burst of events redraws the page once, not once per event.
+let updateTimer = null;
+function scheduleUpdate() {
+  if (updateTimer) return;
+  updateTimer = setTimeout(() => {
+    updateTimer = null;
+    update();
+  }, 200);
 }
 
 // ---- Confirmation and actions ------------------------------------------------------
