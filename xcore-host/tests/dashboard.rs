@@ -150,6 +150,7 @@ fn the_dashboard_signs_in_shows_and_acts_in_a_real_browser() {
     b.wait_text("tr[data-plugin=echo] td[data-col=state]", "ready");
     b.wait_text("tr[data-plugin=notes] td[data-col=state]", "ready");
     assert_eq!(rows(&b), ["echo", "notes"]);
+    b.wait_text("tr[data-plugin=echo] td[data-col=restarts]", "0 (0 of 3 in 60 s)");
     b.click("th[data-col=name] button");
     assert_eq!(rows(&b), ["notes", "echo"], "the second click sorts descending");
     b.type_into("#filter", "not");

@@ -608,9 +608,12 @@ const COLUMNS = [
   { key: 'uptime', label: 'Uptime', get: (p) => p.uptime_seconds, num: true, fmt: fmtDuration },
 ];
 
+// Restarts in all, and the failures in the policy's window against its intensity.
 function restartsText(p) {
   const pol = p.restart_policy;
-  return pol ? `${p.restarts} (max ${pol.max_restarts} in ${pol.within_seconds} s)` : String(p.restarts);
+  if (!pol) return String(p.restarts);
+  const now = p.restarts_in_window === null || p.restarts_in_window === undefined ? '?' : p.restarts_in_window;
+  return `${p.restarts} (${now} of ${pol.max_restarts} in ${pol.within_seconds} s)`;
 }
 
 function mountPlugins(main) {

@@ -193,24 +193,35 @@ impl Session<'_> {
         })
     }
 
+    /// Runs `cmd` on the element matching `css` (waiting for it), finding it again when
+    /// the page redrew it in between (a refresh replaces table rows).
+    fn on_element(&self, css: &str, cmd: &str, body: Value) {
+        for _ in 0..5 {
+            let id = self.element(css);
+            match self.cmd("POST", &format!("/element/{id}/{cmd}"), Some(body.clone())) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{css} was redrawn under every {cmd} of five");
+    }
+
     /// Clicks the element matching `css` (waiting for it).
     pub fn click(&self, css: &str) {
-        let id = self.element(css);
-        self.must("POST", &format!("/element/{id}/click"), Some(json!({})));
+        self.on_element(css, "click", json!({}));
     }
 
     /// Types `text` into the element matching `css`.
     pub fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css);
-        self.must("POST", &format!("/element/{id}/clear"), Some(json!({})));
-        self.must("POST", &format!("/element/{id}/value"), Some(json!({ "text": text })));
+        self.on_element(css, "clear", json!({}));
+        self.on_element(css, "value", json!({ "text": text }));
     }
 
     /// Sends keys (WebDriver key codes: `\u{E007}` Enter, `\u{E00C}` Escape) to the
     /// element matching `css`, which gets the focus.
     pub fn keys(&self, css: &str, keys: &str) {
-        let id = self.element(css);
-        self.must("POST", &format!("/element/{id}/value"), Some(json!({ "text": keys })));
+        self.on_element(css, "value", json!({ "text": keys }));
     }
 
     /// Runs `script` (a function body) with `args` and returns its value.
