@@ -25,7 +25,7 @@ declare -A ALLOWED=(
   [xcore-services]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-runtime"
   [xcore-reload]="xcore-security xcore-manifest xcore-db xcore-runtime"
   [xcore-config]="xcore-security xcore-manifest xcore-db xcore-runtime xcore-services"
-  [xcore-api]="xcore-plugin-api xcore-manifest xcore-db xcore-runtime xcore-services"
+  [xcore-api]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-runtime xcore-services"
   [xcore-tools]=""
   [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools"
 )

@@ -4,7 +4,10 @@
 use actix_web::{web, Route};
 
 use super::auth::Role;
-use super::handlers;
+use super::{handlers, stream};
+
+/// The path of the event stream, whose reply is `text/event-stream` (see [`stream`]).
+pub const EVENT_STREAM: &str = "/api/v1/stream";
 
 /// One HTTP endpoint.
 pub struct Endpoint {
@@ -183,6 +186,22 @@ pub const ENDPOINTS: &[Endpoint] = &[
         role: None,
         json_body: false,
         route: || web::get().to(handlers::hook_metrics),
+    },
+    Endpoint {
+        method: "GET",
+        path: EVENT_STREAM,
+        summary: "Live events as server-sent events: state, restart, emit, log (warn and above), lagged",
+        role: Some(Role::Reader),
+        json_body: false,
+        route: || web::get().to(stream::get),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/whoami",
+        summary: "Who the token is: its audit actor and its role",
+        role: Some(Role::Reader),
+        json_body: false,
+        route: || web::get().to(handlers::whoami),
     },
     Endpoint {
         method: "ANY",

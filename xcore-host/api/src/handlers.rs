@@ -83,7 +83,19 @@ fn json_reply(state: &AppState, name: &str, rid: &str, body: Vec<u8>) -> Result<
 pub(super) async fn health(state: State) -> HttpResponse {
     let counts = state.registry.counts_by_state();
     let total: usize = counts.values().sum();
-    HttpResponse::Ok().json(json!({"status": "ok", "plugins": {"total": total, "by_state": counts}}))
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "plugins": {"total": total, "by_state": counts},
+    }))
+}
+
+/// `GET /api/v1/whoami`: the token's audit actor and role (the dashboard's sign-in checks
+/// the token with it and shows who is signed in).
+pub(super) async fn whoami(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&state, &req, Role::Reader)?;
+    Ok(HttpResponse::Ok().json(json!({ "actor": who.actor(), "role": who.role().as_str() })))
 }
 
 pub(super) async fn metrics(state: State) -> HttpResponse {

@@ -11,6 +11,9 @@
 //! | `GET /api/v1/jobs` | anyone: cron jobs; `POST /api/v1/jobs/{id}/run`: operator |
 //! | `POST /api/v1/events/{event}` | admin: emit an event, answer every handler's result |
 //! | `GET /api/v1/hooks`, `GET /api/v1/hooks/metrics` | anyone: subscriptions, per-event metrics |
+//! | `GET /api/v1/stream` | reader: live events as server-sent events (see [`stream`]) |
+//! | `GET /api/v1/whoami` | reader: the token's actor and role |
+//! | `GET /ui/...`, `GET /` (redirects to `/ui/`) | anyone: the dashboard's static files (see [`ui`]); not in the OpenAPI document, which describes the API the dashboard uses |
 //! | `ANY /plugins/{name}/...` | routes the plugin declares |
 //!
 //! Roles (see [`auth`]): `admin` > `operator` > `reader`; a token of a lower role than a
@@ -26,11 +29,13 @@ mod handlers;
 pub mod openapi;
 pub mod plugin_routes;
 pub mod problem;
+pub mod stream;
 pub mod tls;
+pub mod ui;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 
@@ -55,6 +60,10 @@ pub struct AppState {
     pub client_ip_header: Option<String>,
     /// The time allowed to receive a whole body (`server.body_timeout_ms`).
     pub body_timeout: Duration,
+    /// The live events of `GET /api/v1/stream`.
+    pub stream: Arc<stream::StreamHub>,
+    /// When the host started (`uptime_seconds` of `GET /health`).
+    pub started: Instant,
 }
 
 impl AppState {
@@ -92,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, doc: web::Data<OpenApiJson>) {
     for e in endpoints::ENDPOINTS {
         cfg.route(&endpoints::actix_path(e.path), (e.route)());
     }
+    ui::configure(cfg);
     cfg.default_service(web::to(handlers::not_found));
 }
 
@@ -113,6 +123,14 @@ pub struct ServeOptions {
 /// Runs the server until SIGINT/SIGTERM; actix stops accepting, drains open requests up to
 /// the shutdown timeout, and returns.
 pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
+    // Open event streams would hold the graceful stop for its whole timeout: they end
+    // as soon as the stop signal comes (tokio hands each signal to every listener, so
+    // actix gets it too).
+    let hub = state.stream.clone();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        hub.close();
+    });
     let data = web::Data::new(state);
     let doc = web::Data::new(OpenApiJson::new(&openapi::document()));
     let server = HttpServer::new(move || {
@@ -131,6 +149,21 @@ pub async fn serve(state: AppState, opts: ServeOptions) -> std::io::Result<()> {
         log::info!(target: "xcore::api", "listening on {scheme}://{addr}");
     }
     server.run().await
+}
+
+/// The first SIGTERM or SIGINT (the signals actix stops on); never, if neither can be
+/// listened for.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::endpoints::ENDPOINTS;
+use super::endpoints::{ENDPOINTS, EVENT_STREAM};
 
 fn problem_response(description: &str) -> Value {
     json!({
@@ -37,6 +37,14 @@ pub fn document() -> Value {
             op["responses"]["401"] = problem_response("Missing or wrong token");
             op["responses"]["403"] =
                 problem_response("forbidden: the token's role is lower than this route needs");
+        }
+        if e.path == EVENT_STREAM {
+            op["responses"]["200"] = json!({
+                "description": "Server-sent events (`event:` state, restart, emit, log, lagged, hello; `data:` one JSON object)",
+                "content": { "text/event-stream": { "schema": { "type": "string" } } }
+            });
+            op["responses"]["503"] =
+                problem_response("too_many_streams: server.max_streams streams are open");
         }
         if e.json_body {
             op["requestBody"] =
@@ -103,5 +111,8 @@ mod tests {
             assert_eq!(item[&method]["security"].is_array(), e.role.is_some(), "{}", e.path);
             assert_eq!(item[&method]["x-xcore-role"].as_str(), e.role.map(|r| r.as_str()), "{}", e.path);
         }
+        let stream = &doc["paths"][EVENT_STREAM]["get"];
+        assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object(), "{stream}");
+        assert_eq!(stream["x-xcore-role"], "reader");
     }
 }

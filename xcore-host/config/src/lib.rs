@@ -169,6 +169,10 @@ pub struct ServerConfig {
     /// address. Used by the per-client rate limit (`resources.rate_limit.per_client`).
     #[serde(deserialize_with = "lenient::opt_string")]
     pub client_ip_header: Option<String>,
+    /// Event streams (`GET /api/v1/stream`) open at once (default 32); one more is 503
+    /// `too_many_streams`. 0 turns the stream off.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_streams: usize,
     /// TLS for the control API: both `server.tls.cert` and `server.tls.key`, or neither
     /// (plain HTTP).
     pub tls: TlsConfig,
@@ -208,6 +212,7 @@ impl Default for ServerConfig {
             admin_token: None,
             shutdown_timeout_seconds: 10,
             client_ip_header: None,
+            max_streams: 32,
             tls: TlsConfig::default(),
         }
     }
@@ -225,6 +230,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| MASK))
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
             .field("client_ip_header", &self.client_ip_header)
+            .field("max_streams", &self.max_streams)
             .field("tls", &self.tls)
             .finish()
     }

@@ -79,9 +79,24 @@ pub fn parse_level(level: &str) -> Result<LevelFilter, LoggingError> {
 
 /// Installs the global logger from the configuration.
 pub fn init(cfg: &LoggingConfig, base_dir: &Path) -> Result<(), LoggingError> {
+    init_with_tap(cfg, base_dir, None)
+}
+
+/// [`init`], plus `tap`: an appender that gets every line at `warn` and above (the
+/// control API's event stream).
+pub fn init_with_tap(
+    cfg: &LoggingConfig,
+    base_dir: &Path,
+    tap: Option<Box<dyn log4rs::append::Append>>,
+) -> Result<(), LoggingError> {
     let level = parse_level(&cfg.level)?;
     let mut builder = Config::builder();
     let mut root = Root::builder();
+    if let Some(tap) = tap {
+        let warn = Box::new(log4rs::filter::threshold::ThresholdFilter::new(LevelFilter::Warn));
+        builder = builder.appender(Appender::builder().filter(warn).build("tap", tap));
+        root = root.appender("tap");
+    }
     if cfg.console {
         let console = ConsoleAppender::builder()
             .target(Target::Stderr)

@@ -130,6 +130,12 @@ impl RestartTracker {
         self.total
     }
 
+    /// Failures recorded within the last `window` before `now`: what the intensity counts
+    /// against `max_restarts` (one more than it: the plugin was given up).
+    pub fn in_window(&self, window: Duration, now: Instant) -> usize {
+        self.recent.iter().filter(|&&t| now.duration_since(t) <= window).count()
+    }
+
     /// Forgets the window (an operator's reset).
     pub fn reset_window(&mut self) {
         self.recent.clear();
@@ -169,6 +175,24 @@ mod tests {
         assert_eq!(t.on_failure(&p, now), RestartDecision::GiveUp { restarts: 3 });
         t.reset_window();
         assert!(matches!(t.on_failure(&p, now), RestartDecision::After(_)));
+    }
+
+    #[test]
+    fn the_window_count_is_what_the_intensity_counts() {
+        let mut t = RestartTracker::default();
+        let p = policy(5);
+        let start = Instant::now();
+        t.on_failure(&p, start);
+        t.on_failure(&p, start + Duration::from_secs(30));
+        assert_eq!(t.in_window(Duration::from_secs(60), start + Duration::from_secs(40)), 2);
+        assert_eq!(
+            t.in_window(Duration::from_secs(60), start + Duration::from_secs(80)),
+            1,
+            "the first left"
+        );
+        t.reset_window();
+        assert_eq!(t.in_window(Duration::from_secs(60), start + Duration::from_secs(80)), 0);
+        assert_eq!(t.total(), 2, "the total stays");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     xcore_runtime::sandbox::os::return_large_allocations_to_the_system();
     let loaded = config::load(config_path).context("invalid configuration")?;
     let mut cfg = loaded.config;
@@ -51,7 +52,10 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     if let Some(d) = args.plugins_dir {
         cfg.plugins.directory = d;
     }
-    logging::init(&cfg.logging, Path::new(".")).context("setting up logging")?;
+    // The event stream (GET /api/v1/stream) exists before the logger, which feeds it.
+    let stream = api::stream::StreamHub::new(cfg.server.max_streams, api::stream::BUFFER);
+    logging::init_with_tap(&cfg.logging, Path::new("."), Some(Box::new(StreamAppender(stream.log_tap()))))
+        .context("setting up logging")?;
     // A TLS file that cannot be used stops the start before any plugin loads.
     let tls = match cfg.server.tls.files() {
         Some((cert, key)) => Some(api::tls::server_config(&cert, &key)?),
@@ -143,6 +147,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     let (registry, services) = PluginRegistry::new(reg_opts, metrics.clone(), host_work, parts.wire());
     // Before any plugin loads: its manifest hooks count against these.
     registry.hooks().set_limits(cfg.events.hook_limits());
+    stream.observe(registry.hooks()).context("observing events for the event stream")?;
+    registry.metrics().register_collectors(stream.collectors());
     let scheduler = services.scheduler().cloned().context("the scheduler did not start")?;
     log::info!(target: "xcore", "scheduler: {} job(s){}", scheduler.list().len(),
         if cfg.scheduler.enabled { "" } else { " (scheduler.enabled is false: jobs run only by hand)" });
@@ -192,6 +198,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
         body_limit: cfg.server.body_limit_bytes,
         client_ip_header: cfg.server.client_ip_header.clone(),
         body_timeout: Duration::from_millis(cfg.server.body_timeout_ms),
+        stream,
+        started,
     };
 
     actix_web::rt::System::new().block_on(async move {
@@ -227,6 +235,23 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     })?;
     log::info!(target: "xcore", "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands log lines at `warn` and above to the event stream. Here, not in the API crate:
+/// log4rs's `Append` returns `anyhow::Result`, and `anyhow` is the binary's alone.
+#[derive(Debug)]
+struct StreamAppender(api::stream::LogTap);
+
+impl log4rs::append::Append for StreamAppender {
+    fn append(&self, record: &log::Record) -> anyhow::Result<()> {
+        if self.0.wanted(record.level()) {
+            let plugin = log_mdc::get("plugin", |v| v.map(str::to_string));
+            self.0.line(record.level(), record.target(), &record.args().to_string(), plugin.as_deref());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
 }
 
 /// Loads the trusted keys and the host key; a key file that cannot be read stops the start.

@@ -36,6 +36,9 @@ pub struct PluginInfo {
     pub counters: serde_json::Value,
     /// Restarts performed.
     pub restarts: u64,
+    /// Failures within the restart policy's `within_seconds` now: what its
+    /// `max_restarts` is counted against.
+    pub restarts_in_window: Option<usize>,
     /// Worker threads stuck inside a call they started, past its deadline.
     pub abandoned_threads: u64,
     /// The last error, if any.
@@ -138,6 +141,9 @@ impl PluginRegistry {
                 "shed": slot.gauges.shed_calls.load(Ordering::Relaxed),
             }),
             restarts: inner.tracker.total(),
+            restarts_in_window: m.as_ref().map(|m| {
+                inner.tracker.in_window(std::time::Duration::from_secs(m.restart.within_seconds), Instant::now())
+            }),
             abandoned_threads: slot.gauges.abandoned_threads.load(Ordering::Relaxed),
             last_error: inner.last_error.clone(),
             uptime_seconds: inner.ready_since.map(|t| t.elapsed().as_secs_f64()),
