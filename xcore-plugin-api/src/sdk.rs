@@ -8,7 +8,9 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use abi_stable::sabi_trait::TD_Opaque;
@@ -73,6 +75,77 @@ struct ContextInner {
     name: String,
     config: serde_json::Value,
     host: HostBox,
+    /// Asked of the host once, on first use.
+    data_dir: OnceLock<PathBuf>,
+}
+
+/// The `log` crate's logger inside this library: it forwards every record to the host of
+/// the instance built last in it, under the plugin's name and the current request id.
+/// A library copy holds one instance at a time (the host maps a fresh copy for every
+/// load, reload and restart; a sandbox worker builds one), so one slot is enough; it is
+/// weak, so a line logged after the instance is gone is dropped rather than keeping the
+/// host object alive.
+struct LogBridge;
+
+static LOG_BRIDGE: LogBridge = LogBridge;
+static LOG_TARGET: RwLock<Weak<ContextInner>> = RwLock::new(Weak::new());
+/// Whether `log::set_logger` took the bridge (a plugin may install its own logger first;
+/// then the SDK leaves it, and its max level, alone).
+static LOG_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+impl log::Log for LogBridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let Some(inner) = LOG_TARGET.read().ok().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        let level = match record.level() {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Trace => LogLevel::Trace,
+        };
+        let message = record.args().to_string();
+        CURRENT_REQUEST.with(|rid| {
+            let rid = rid.borrow();
+            inner.host.log(level.to_ffi(), RStr::from_str(&rid), RStr::from_str(&message));
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Points the bridge at `ctx`'s host, installs it as the `log` logger if no logger is
+/// installed yet, and takes the host's log level (`host.info`), so that a disabled
+/// `debug!` costs the plugin a comparison, not a host call. A host without `host.info`
+/// (older than this SDK) gets every record and filters them itself.
+fn install_log_bridge(ctx: &Context) {
+    if let Ok(mut target) = LOG_TARGET.write() {
+        *target = Arc::downgrade(&ctx.inner);
+    }
+    if log::set_logger(&LOG_BRIDGE).is_ok() {
+        LOG_INSTALLED.store(true, Ordering::SeqCst);
+    }
+    if !LOG_INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
+    #[derive(Deserialize)]
+    struct Info {
+        log_level: String,
+    }
+    let level = ctx
+        .call_host_as::<Info, _>("host.info", &serde_json::json!({}))
+        .ok()
+        .and_then(|i| i.log_level.parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Trace);
+    log::set_max_level(level);
 }
 
 /// The plugin's handle on the host: its name, its configuration and the host services.
@@ -105,7 +178,33 @@ impl Context {
             .map_err(|e| PluginError::new("invalid_config", format!("plugin config: {e}")))
     }
 
+    /// The plugin's own folder for files: `data/` inside its plugin folder, as an
+    /// absolute path, the same in both tiers (a sandboxed plugin can write only there
+    /// and in its temporary folder; its quota is `resources.max_disk_mb`). The host
+    /// gives the path (`host.data_dir`, asked once) and creates the folder on first
+    /// use. A trusted plugin is trusted with the whole process: nothing stops it from
+    /// writing elsewhere, but this is where its files belong.
+    pub fn data_dir(&self) -> Result<&Path, PluginError> {
+        if let Some(dir) = self.inner.data_dir.get() {
+            return Ok(dir);
+        }
+        #[derive(Deserialize)]
+        struct Dir {
+            path: PathBuf,
+        }
+        let dir: Dir = self.call_host_as("host.data_dir", &serde_json::json!({}))?;
+        if !dir.path.is_absolute() {
+            return Err(PluginError::new(
+                codes::INVALID_HOST_REPLY,
+                format!("the host's reply to host.data_dir: '{}' is not absolute", dir.path.display()),
+            ));
+        }
+        Ok(self.inner.data_dir.get_or_init(|| dir.path))
+    }
+
     /// Writes a log line under the plugin's name, tagged with the current request id.
+    /// The `log` crate's macros (`log::info!`...) reach the same place: the SDK installs
+    /// a logger at instantiate.
     pub fn log(&self, level: LogLevel, message: &str) {
         CURRENT_REQUEST.with(|rid| {
             let rid = rid.borrow();
@@ -975,8 +1074,14 @@ pub fn instantiate<P: Plugin>(args: InitArgs) -> RResult<PluginBox, CallError> {
                 .map_err(|e| PluginError::new("invalid_config", format!("plugin config: {e}")))?
         };
         let ctx = Context {
-            inner: Arc::new(ContextInner { name: args.plugin_name.into_string(), config, host: args.host }),
+            inner: Arc::new(ContextInner {
+                name: args.plugin_name.into_string(),
+                config,
+                host: args.host,
+                data_dir: OnceLock::new(),
+            }),
         };
+        install_log_bridge(&ctx);
         let plugin = P::new(&ctx)?;
         Ok(PluginBox::from_value(Adapter { plugin: Some(plugin), ctx }, TD_Opaque))
     });
@@ -1146,6 +1251,7 @@ mod tests {
                 name: "drift".into(),
                 config: serde_json::json!({}),
                 host: ffi::HostBox::from_value(host, TD_Opaque),
+                data_dir: OnceLock::new(),
             }),
         }
     }
