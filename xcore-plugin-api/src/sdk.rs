@@ -379,6 +379,43 @@ impl Context {
         r.check("kv.set")
     }
 
+    /// Adds `by` (negative to subtract) to the integer under `key` and returns the sum,
+    /// atomically: concurrent increments from any number of calls are never lost. An
+    /// absent key counts from 0 (and is created without expiry; an existing key keeps
+    /// its own). A key holding anything but an integer is `kv_not_integer` (409), a sum
+    /// outside `i64` is `kv_overflow` (409), both leaving the key alone. Needs `kv`.
+    pub fn kv_incr(&self, key: &str, by: i64) -> Result<i64, PluginError> {
+        #[derive(Deserialize)]
+        struct Sum {
+            value: i64,
+        }
+        let r: Sum = self.call_host_as("kv.incr", &serde_json::json!({ "key": key, "by": by }))?;
+        Ok(r.value)
+    }
+
+    /// Compare-and-swap: stores `new` under `key` only if the key holds `expected` now
+    /// (`None`: only if the key is absent), atomically. `true` when it swapped; `false`
+    /// when the key holds something else, which the caller reads again and decides.
+    /// Values compare as JSON values (`{"a":1,"b":2}` equals `{"b":2,"a":1}`). An
+    /// existing key keeps its expiry; a key created here has none. Needs `kv`.
+    pub fn kv_cas<E: Serialize, N: Serialize>(
+        &self,
+        key: &str,
+        expected: Option<&E>,
+        new: &N,
+    ) -> Result<bool, PluginError> {
+        let mut body = serde_json::json!({ "key": key, "new": new });
+        if let Some(e) = expected {
+            body["expected"] = serde_json::to_value(e)?;
+        }
+        #[derive(Deserialize)]
+        struct Swap {
+            swapped: bool,
+        }
+        let r: Swap = self.call_host_as("kv.cas", &body)?;
+        Ok(r.swapped)
+    }
+
     /// Removes `key`; `true` if it was there.
     pub fn kv_delete(&self, key: &str) -> Result<bool, PluginError> {
         let r: Deleted = self.call_host_as("kv.delete", &serde_json::json!({ "key": key }))?;
