@@ -79,6 +79,9 @@ fn suite(store: &Store, db: &Database) {
     kv_concurrent_upserts(store);
     kv_bytes_for_the_disk_quota(store);
     kv_quota(store);
+    kv_cas(store);
+    kv_incr(store);
+    kv_concurrent_increments_are_never_lost(store);
     plugin_state(store);
     audit_log(store);
     job_runs(store);
@@ -741,4 +744,103 @@ fn plugin_migrations_and_dynamic_sql(db: &Database) {
     };
     assert!(matches!(refused, Err(SqlError::ReadOnly(_))), "{backend:?}: {refused:?}");
     assert_eq!(count(db, "SELECT COUNT(*) AS n FROM my_shelf_items", &[]), 2, "nothing deleted");
+}
+
+fn kv_cas(s: &Store) {
+    use xcore_db::store::kv::KvCas;
+    // Absent expected: creates, once.
+    assert_eq!(s.kv_cas("cas", "k", None, &json!({"v": 1}), 0).unwrap(), KvCas::Swapped);
+    assert_eq!(
+        s.kv_cas("cas", "k", None, &json!({"v": 9}), 0).unwrap(),
+        KvCas::Mismatch { current: Some(json!({"v": 1})) }
+    );
+    // The expected value swaps; a stale one does not and says what is there.
+    assert_eq!(s.kv_cas("cas", "k", Some(&json!({"v": 1})), &json!({"v": 2}), 0).unwrap(), KvCas::Swapped);
+    assert_eq!(
+        s.kv_cas("cas", "k", Some(&json!({"v": 1})), &json!({"v": 3}), 0).unwrap(),
+        KvCas::Mismatch { current: Some(json!({"v": 2})) }
+    );
+    assert_eq!(s.kv_get("cas", "k").unwrap(), Some(json!({"v": 2})));
+    // Equal old and new (MySQL counts no changed row): still a swap when it matches.
+    assert_eq!(s.kv_cas("cas", "k", Some(&json!({"v": 2})), &json!({"v": 2}), 0).unwrap(), KvCas::Swapped);
+    assert_eq!(
+        s.kv_cas("cas", "k", Some(&json!({"v": 7})), &json!({"v": 7}), 0).unwrap(),
+        KvCas::Mismatch { current: Some(json!({"v": 2})) }
+    );
+    // Case matters (MySQL's default collations would ignore it).
+    s.kv_set("cas", "s", &json!("abc"), None).unwrap();
+    assert!(matches!(
+        s.kv_cas("cas", "s", Some(&json!("ABC")), &json!("x"), 0).unwrap(),
+        KvCas::Mismatch { .. }
+    ));
+    // null is a value, not absence.
+    s.kv_set("cas", "n", &json!(null), None).unwrap();
+    assert_eq!(
+        s.kv_cas("cas", "n", None, &json!(1), 0).unwrap(),
+        KvCas::Mismatch { current: Some(json!(null)) }
+    );
+    assert_eq!(s.kv_cas("cas", "n", Some(&json!(null)), &json!(1), 0).unwrap(), KvCas::Swapped);
+    // Expecting a value of an absent key fails; an expired key is absent.
+    assert_eq!(
+        s.kv_cas("cas", "gone", Some(&json!(1)), &json!(2), 0).unwrap(),
+        KvCas::Mismatch { current: None }
+    );
+    s.kv_set("cas", "ttl", &json!(1), Some(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        s.kv_cas("cas", "ttl", Some(&json!(1)), &json!(2), 0).unwrap(),
+        KvCas::Mismatch { current: None }
+    );
+    assert_eq!(
+        s.kv_cas("cas", "ttl", None, &json!(3), 0).unwrap(),
+        KvCas::Swapped,
+        "over the expired remnant"
+    );
+    assert_eq!(s.kv_get("cas", "ttl").unwrap(), Some(json!(3)));
+    // The quota counts keys it would create, not swaps of existing ones.
+    s.kv_set("cas-quota", "a", &json!(1), None).unwrap();
+    assert_eq!(s.kv_cas("cas-quota", "b", None, &json!(1), 1).unwrap(), KvCas::QuotaExceeded { count: 1 });
+    assert_eq!(s.kv_cas("cas-quota", "a", Some(&json!(1)), &json!(2), 1).unwrap(), KvCas::Swapped);
+}
+
+fn kv_incr(s: &Store) {
+    use xcore_db::store::kv::KvIncr;
+    assert_eq!(s.kv_incr("incr", "c", 1, 0).unwrap(), KvIncr::Value(1), "an absent key counts from 0");
+    assert_eq!(s.kv_incr("incr", "c", 5, 0).unwrap(), KvIncr::Value(6));
+    assert_eq!(s.kv_incr("incr", "c", -10, 0).unwrap(), KvIncr::Value(-4));
+    assert_eq!(s.kv_get("incr", "c").unwrap(), Some(json!(-4)));
+    s.kv_set("incr", "text", &json!("7"), None).unwrap();
+    assert_eq!(s.kv_incr("incr", "text", 1, 0).unwrap(), KvIncr::NotInteger);
+    assert_eq!(s.kv_get("incr", "text").unwrap(), Some(json!("7")), "nothing written");
+    s.kv_set("incr", "big", &json!(i64::MAX), None).unwrap();
+    assert_eq!(s.kv_incr("incr", "big", 1, 0).unwrap(), KvIncr::Overflow);
+    assert_eq!(s.kv_incr("incr-quota", "a", 1, 1).unwrap(), KvIncr::Value(1));
+    assert_eq!(s.kv_incr("incr-quota", "b", 1, 1).unwrap(), KvIncr::QuotaExceeded { count: 1 });
+    assert_eq!(
+        s.kv_incr("incr-quota", "a", 1, 1).unwrap(),
+        KvIncr::Value(2),
+        "an existing key is no new key"
+    );
+}
+
+fn kv_concurrent_increments_are_never_lost(s: &Store) {
+    use xcore_db::store::kv::KvIncr;
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 25;
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let start = &start;
+            scope.spawn(move || {
+                start.wait();
+                for i in 0..ROUNDS {
+                    match s.kv_incr("conc-incr", "hits", 1, 0) {
+                        Ok(KvIncr::Value(_)) => {}
+                        other => panic!("thread {t} round {i}: {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(s.kv_get("conc-incr", "hits").unwrap(), Some(json!(THREADS * ROUNDS)));
 }

@@ -18,3 +18,8 @@ pub const UNSUPPORTED: &str = "unsupported";
 /// A plugin answered bytes that are not JSON; the host refuses to serve them as JSON
 /// (HTTP 502).
 pub const INVALID_REPLY: &str = "invalid_reply";
+/// A host service answered in a shape this SDK does not know: the host and the SDK speak
+/// different versions of a service (HTTP 502).
+pub const INVALID_HOST_REPLY: &str = "invalid_host_reply";
+/// An I/O operation of the plugin failed (HTTP 500).
+pub const IO_ERROR: &str = "io_error";

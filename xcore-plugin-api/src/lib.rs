@@ -59,7 +59,10 @@ pub mod codes;
 pub mod ffi;
 pub mod sdk;
 
-pub use sdk::{Context, LogLevel, Plugin, PluginError, Reply, Request, RequestMeta, Subscription};
+pub use sdk::{
+    Context, EmitReport, Event, Failure, HandlerResult, LogLevel, Outcome, Plugin, PluginError, Reply,
+    Request, RequestMeta, Subscription, SubscriptionId,
+};
 
 /// Re-exported so that plugin crates and the export macro use the exact same version.
 pub use abi_stable;

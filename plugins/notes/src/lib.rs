@@ -112,10 +112,7 @@ impl Notes {
     /// already, so an emit that fails is logged, not returned as the call's error.
     fn announce(&self, ctx: &Context, note: Note) -> Result<Value, PluginError> {
         let handled = match ctx.emit("notes.created", &note) {
-            Ok(report) => report["results"]
-                .as_array()
-                .map(|r| r.iter().filter(|r| r["outcome"].get("ok").is_some()).count())
-                .unwrap_or(0),
+            Ok(report) => report.handled(),
             Err(e) => {
                 ctx.warn(&format!("note {} stored, but notes.created was not emitted: {e}", note.id));
                 0

@@ -266,6 +266,15 @@ pub struct PluginsConfig {
     /// beyond it share one window.
     #[serde(deserialize_with = "lenient::parse")]
     pub rate_limit_max_clients: usize,
+    /// Log lines per second (burst as many) one trusted plugin instance may write to the
+    /// host's log (default 200, at least 1); the excess is dropped, counted and reported.
+    /// Sandboxed workers have `sandbox.log_lines_per_second`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub log_lines_per_second: u32,
+    /// Longest log line of a trusted plugin, in bytes (default 16384, at least 80); the
+    /// rest is cut and the cut counted.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub log_line_max_bytes: usize,
     /// What the operator allows each plugin (`plugins.grants.<name>: [kv, cache,
     /// "db:bookmarks"]`). An unsigned plugin's effective permissions are those its
     /// manifest asks for that are granted here; a plugin signed by a trusted key has the
@@ -283,6 +292,8 @@ impl Default for PluginsConfig {
             queue_timeout_ms: 1000,
             max_abandoned_threads: 3,
             rate_limit_max_clients: 10_000,
+            log_lines_per_second: 200,
+            log_line_max_bytes: 16 << 10,
             grants: Default::default(),
         }
     }

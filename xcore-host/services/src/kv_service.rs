@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{permissions, Caller, ServiceError};
 use crate::Services;
-use xcore_db::store::kv::{KvSet, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use xcore_db::store::kv::{KvCas, KvIncr, KvSet, MAX_INCR_ATTEMPTS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,61 @@ struct ListRequest {
     limit: Option<usize>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrRequest {
+    key: String,
+    /// Default 1; negative decrements.
+    #[serde(default = "one")]
+    by: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasRequest {
+    key: String,
+    /// Absent: the key must be absent; `null` is a value like any other.
+    #[serde(default, deserialize_with = "present")]
+    expected: Option<Value>,
+    new: Value,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn check_value(key: &str, value: &Value) -> Result<(), ServiceError> {
+    let size = value.to_string().len();
+    if size > MAX_VALUE_BYTES {
+        return Err(ServiceError::new(
+            "payload_too_large",
+            413,
+            format!("kv value for '{key}' is {size} bytes of JSON; the limit is {MAX_VALUE_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn quota_refused(host: &Services, ns: &str, key: &str, count: u64, max: u64) -> ServiceError {
+    host.metrics().limit_refused("kv_keys_per_plugin");
+    log::warn!(target: "xcore::kv", "plugin '{ns}': kv key refused, {count} keys of {max}");
+    ServiceError::new(
+        "kv_quota",
+        507,
+        format!(
+            "kv key '{}' refused: plugin '{ns}' has {count} keys in the key-value store, \
+             the most kv.max_keys_per_plugin ({max}) allows; delete some, or raise \
+             kv.max_keys_per_plugin in xcore.yaml",
+            key.chars().take(64).collect::<String>()
+        ),
+    )
+}
+
 fn check_key(key: &str) -> Result<(), ServiceError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(ServiceError::new(
@@ -47,7 +102,7 @@ fn check_key(key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Serves `kv.get|set|delete|list` for `caller`, in its namespace.
+/// Serves `kv.get|set|incr|cas|delete|list` for `caller`, in its namespace.
 pub fn serve(host: &Services, caller: &Caller, service: &str, payload: &[u8]) -> Result<Value, ServiceError> {
     permissions::require(caller, "kv", "use the key-value store")?;
     let Some(store) = host.store() else {
@@ -66,34 +121,62 @@ pub fn serve(host: &Services, caller: &Caller, service: &str, payload: &[u8]) ->
         "kv.set" => {
             let r: SetRequest = serde_json::from_slice(payload).map_err(bad)?;
             check_key(&r.key)?;
-            let size = r.value.to_string().len();
-            if size > MAX_VALUE_BYTES {
-                return Err(ServiceError::new(
-                    "payload_too_large",
-                    413,
-                    format!(
-                        "kv value for '{}' is {size} bytes of JSON; the limit is {MAX_VALUE_BYTES}",
-                        r.key
-                    ),
-                ));
-            }
+            check_value(&r.key, &r.value)?;
             let max = store.kv_max_keys();
             match store.kv_set_within(ns, &r.key, &r.value, r.ttl_ms, max).map_err(db_error)? {
                 KvSet::Stored => Ok(json!({ "stored": true })),
-                KvSet::QuotaExceeded { count } => {
-                    host.metrics().limit_refused("kv_keys_per_plugin");
-                    log::warn!(target: "xcore::kv", "plugin '{ns}': kv key refused, {count} keys of {max}");
+                KvSet::QuotaExceeded { count } => Err(quota_refused(host, ns, &r.key, count, max)),
+            }
+        }
+        "kv.incr" => {
+            let r: IncrRequest = serde_json::from_slice(payload).map_err(bad)?;
+            check_key(&r.key)?;
+            let max = store.kv_max_keys();
+            let shown = || r.key.chars().take(64).collect::<String>();
+            match store.kv_incr(ns, &r.key, r.by, max).map_err(db_error)? {
+                KvIncr::Value(n) => Ok(json!({ "value": n })),
+                KvIncr::NotInteger => Err(ServiceError::new(
+                    "kv_not_integer",
+                    409,
+                    format!(
+                        "kv key '{}' holds a value that is not an integer; kv.incr left it alone",
+                        shown()
+                    ),
+                )),
+                KvIncr::Overflow => Err(ServiceError::new(
+                    "kv_overflow",
+                    409,
+                    format!(
+                        "kv key '{}' plus {} does not fit a signed 64-bit integer; nothing written",
+                        shown(),
+                        r.by
+                    ),
+                )),
+                KvIncr::QuotaExceeded { count } => Err(quota_refused(host, ns, &r.key, count, max)),
+                KvIncr::Contended => {
+                    host.metrics().limit_refused("kv_incr_attempts");
                     Err(ServiceError::new(
-                        "kv_quota",
-                        507,
+                        "kv_contended",
+                        503,
                         format!(
-                            "kv key '{}' refused: plugin '{ns}' has {count} keys in the key-value store, \
-                             the most kv.max_keys_per_plugin ({max}) allows; delete some, or raise \
-                             kv.max_keys_per_plugin in xcore.yaml",
-                            r.key.chars().take(64).collect::<String>()
+                            "kv key '{}': other writers changed it during each of {MAX_INCR_ATTEMPTS} attempts; retry",
+                            shown()
                         ),
                     ))
                 }
+            }
+        }
+        "kv.cas" => {
+            let r: CasRequest = serde_json::from_slice(payload).map_err(bad)?;
+            check_key(&r.key)?;
+            check_value(&r.key, &r.new)?;
+            let max = store.kv_max_keys();
+            match store.kv_cas(ns, &r.key, r.expected.as_ref(), &r.new, max).map_err(db_error)? {
+                KvCas::Swapped => Ok(json!({ "swapped": true })),
+                KvCas::Mismatch { current } => {
+                    Ok(json!({ "swapped": false, "found": current.is_some(), "current": current }))
+                }
+                KvCas::QuotaExceeded { count } => Err(quota_refused(host, ns, &r.key, count, max)),
             }
         }
         "kv.delete" => {

@@ -124,6 +124,8 @@ pub fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<ExitCode> {
     reg_opts.signatures = signature_policy(&cfg.security, &cfg.plugins.runtime_dir)?;
     reg_opts.queue_timeout = Duration::from_millis(cfg.plugins.queue_timeout_ms);
     reg_opts.max_abandoned_threads = cfg.plugins.max_abandoned_threads;
+    reg_opts.log_lines_per_second = cfg.plugins.log_lines_per_second;
+    reg_opts.log_line_max_bytes = cfg.plugins.log_line_max_bytes;
     reg_opts.rate_limit_max_clients = cfg.plugins.rate_limit_max_clients;
     reg_opts.grants = Arc::new(cfg.plugins.grants.clone());
     reg_opts.disabled = disabled;

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{now_ms, upsert, Store};
+use super::{is_duplicate, now_ms, upsert, Store};
 use crate::schema::plugin_kv::dsl as kv;
 use crate::with_conn;
 use crate::DbError;
@@ -78,6 +78,47 @@ pub enum KvSet {
         count: u64,
     },
 }
+
+/// What [`Store::kv_cas`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvCas {
+    /// The key held the expected value (or was absent, as expected) and now holds the
+    /// new one (committed).
+    Swapped,
+    /// Nothing written: the key holds something else (`None`: it is absent).
+    Mismatch {
+        /// What it holds now.
+        current: Option<Value>,
+    },
+    /// Nothing written: the key is new and the plugin already has `count` live keys.
+    QuotaExceeded {
+        /// Its live keys.
+        count: u64,
+    },
+}
+
+/// What [`Store::kv_incr`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvIncr {
+    /// The new value (committed). An absent key counts from 0.
+    Value(i64),
+    /// The key holds something that is not an integer; nothing written.
+    NotInteger,
+    /// The sum does not fit a signed 64-bit integer; nothing written.
+    Overflow,
+    /// The key is new and the plugin already has `count` live keys.
+    QuotaExceeded {
+        /// Its live keys.
+        count: u64,
+    },
+    /// Other writers won every one of [`MAX_INCR_ATTEMPTS`] attempts.
+    Contended,
+}
+
+/// How often [`Store::kv_incr`] retries its compare-and-swap when other writers change
+/// the key in between. Each failed attempt means another write succeeded, so with a
+/// plugin's bounded concurrency this is only reached under pathological contention.
+pub const MAX_INCR_ATTEMPTS: u32 = 100;
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,6 +219,128 @@ impl Store {
             Some(count) => KvSet::QuotaExceeded { count },
             None => KvSet::Stored,
         })
+    }
+
+    /// Compare-and-swap: stores `new` under `key` only if the key holds `expected` now
+    /// (`None`: only if it is absent or expired), atomically on every back-end. Values
+    /// compare as the host's JSON text, which it always writes the same way for equal
+    /// values (object keys sorted). An existing key keeps its expiry; a key created here
+    /// has none. A new key counts against `max_keys` (0 = no limit).
+    ///
+    /// One statement decides: an `UPDATE ... WHERE value = expected` (or an `INSERT`,
+    /// which the primary key refuses when someone else created the key first). A read
+    /// then a write in a transaction would not do: PostgreSQL's default isolation and a
+    /// deferred SQLite transaction let two of them both read the old value.
+    pub fn kv_cas(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<&Value>,
+        new: &Value,
+        max_keys: u64,
+    ) -> Result<KvCas, DbError> {
+        let now = now_ms();
+        let new_text = new.to_string();
+        let mut conn = self.db.conn()?;
+        // A closure, so that `?` and `return` leave the statements, not the function.
+        let result: QueryResult<KvCas> = with_conn!(&mut conn, c => (|| -> QueryResult<KvCas> {
+            let live = |c: &mut _| {
+                kv::plugin_kv
+                    .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+                    .filter(kv::expires_at.is_null().or(kv::expires_at.gt(now)))
+                    .select(kv::value)
+                    .first::<String>(c)
+                    .optional()
+            };
+            match expected {
+                Some(expected) => {
+                    let expected_text = expected.to_string();
+                    // MySQL reports 0 rows for an update that changes nothing: with
+                    // equal values the swap is a comparison.
+                    let swapped = if expected_text == new_text {
+                        live(&mut *c)?.as_deref() == Some(expected_text.as_str())
+                    } else {
+                        diesel::update(
+                            kv::plugin_kv
+                                .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+                                .filter(kv::value.eq(&expected_text))
+                                .filter(kv::expires_at.is_null().or(kv::expires_at.gt(now))),
+                        )
+                        .set((kv::value.eq(&new_text), kv::updated_at.eq(now)))
+                        .execute(&mut *c)?
+                            > 0
+                    };
+                    if swapped {
+                        Ok(KvCas::Swapped)
+                    } else {
+                        live(&mut *c).map(|v| KvCas::Mismatch { current: v.as_deref().map(parse) })
+                    }
+                }
+                None => {
+                    if let Some(v) = live(&mut *c)? {
+                        return Ok(KvCas::Mismatch { current: Some(parse(&v)) });
+                    }
+                    if max_keys > 0 {
+                        let count = live_keys!(&mut *c, plugin, now)?;
+                        if count >= max_keys {
+                            return Ok(KvCas::QuotaExceeded { count });
+                        }
+                    }
+                    // An expired remnant would block the insert.
+                    diesel::delete(
+                        kv::plugin_kv
+                            .filter(kv::plugin.eq(plugin).and(kv::key.eq(key)))
+                            .filter(kv::expires_at.le(now)),
+                    )
+                    .execute(&mut *c)?;
+                    let inserted = diesel::insert_into(kv::plugin_kv)
+                        .values((
+                            kv::plugin.eq(plugin),
+                            kv::key.eq(key),
+                            kv::value.eq(&new_text),
+                            kv::expires_at.eq(None::<i64>),
+                            kv::updated_at.eq(now),
+                        ))
+                        .execute(&mut *c);
+                    match inserted {
+                        Ok(_) => Ok(KvCas::Swapped),
+                        Err(e) if is_duplicate(&e) => {
+                            live(&mut *c).map(|v| KvCas::Mismatch { current: v.as_deref().map(parse) })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        })());
+        result.map_err(|e| self.query_error(e))
+    }
+
+    /// Adds `by` to the integer under `key` (an absent or expired key counts from 0) and
+    /// returns the sum, atomically: concurrent increments are never lost. Built on
+    /// [`Store::kv_cas`], retried while other writers change the key in between (at most
+    /// [`MAX_INCR_ATTEMPTS`] times), which keeps one query path for the three back-ends
+    /// (a single `UPDATE ... SET value = value + n` would need each dialect's casts
+    /// between text and integers).
+    pub fn kv_incr(&self, plugin: &str, key: &str, by: i64, max_keys: u64) -> Result<KvIncr, DbError> {
+        let mut current = self.kv_get(plugin, key)?;
+        for _ in 0..MAX_INCR_ATTEMPTS {
+            let base = match &current {
+                None => 0,
+                Some(v) => match v.as_i64() {
+                    Some(n) => n,
+                    None => return Ok(KvIncr::NotInteger),
+                },
+            };
+            let Some(sum) = base.checked_add(by) else {
+                return Ok(KvIncr::Overflow);
+            };
+            match self.kv_cas(plugin, key, current.as_ref(), &Value::from(sum), max_keys)? {
+                KvCas::Swapped => return Ok(KvIncr::Value(sum)),
+                KvCas::QuotaExceeded { count } => return Ok(KvIncr::QuotaExceeded { count }),
+                KvCas::Mismatch { current: now } => current = now,
+            }
+        }
+        Ok(KvIncr::Contended)
     }
 
     /// Deletes `key`; whether it existed (and had not expired).

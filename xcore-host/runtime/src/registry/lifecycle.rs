@@ -191,13 +191,23 @@ impl PluginRegistry {
             let gauges = slot.gauges.clone();
             let sandbox = self.opts.sandbox();
             let on_death = self.death_hook(&slot, generation);
+            let data_dir = std::path::absolute(m.dir.join("data")).unwrap_or_else(|_| m.dir.join("data"));
             let services = HostServices::new(
                 &m.name,
                 generation,
                 &m.permissions,
                 self.host_calls.clone(),
                 self.metrics.clone(),
-            );
+            )
+            .with_data_dir(data_dir);
+            // A sandboxed worker's lines are gated where the host reads its socket.
+            let services = match m.execution_mode {
+                ExecutionMode::Trusted => services.with_log_gate(LogGate::new(
+                    self.opts.log_lines_per_second,
+                    self.opts.log_line_max_bytes,
+                )),
+                ExecutionMode::Sandboxed => services,
+            };
             // The signed hash travels to the loader, which checks the very copy it maps.
             let expected = signed_by.as_ref().map(|s| s.library_sha256.clone());
             tokio::task::spawn_blocking(move || -> Result<Instance, LoadFailure> {

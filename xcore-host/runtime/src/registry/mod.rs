@@ -26,7 +26,7 @@ use thiserror::Error;
 use xcore_plugin_api::codes;
 
 use super::call::{CallFailure, CallInput, CallOrigin};
-use super::host_services::{HostCalls, HostServices};
+use super::host_services::{HostCalls, HostServices, LogGate};
 use super::instance::{Instance, InstanceError};
 use super::load_failure::{LoadFailure, LoadKind};
 use super::plugin_calls::{ActionSubscription, PluginCalls};
@@ -92,6 +92,10 @@ pub struct RegistryOptions {
     pub max_abandoned_threads: u64,
     /// Clients tracked per plugin by the per-client rate limit.
     pub rate_limit_max_clients: usize,
+    /// Log lines per second one trusted instance may write (`plugins.log_lines_per_second`).
+    pub log_lines_per_second: u32,
+    /// Longest log line of a trusted instance (`plugins.log_line_max_bytes`).
+    pub log_line_max_bytes: usize,
     /// What the operator allows each plugin (`plugins.grants`); see
     /// [`xcore_manifest::permissions::effective`].
     pub grants: Arc<BTreeMap<String, Vec<String>>>,
@@ -148,6 +152,8 @@ impl RegistryOptions {
             queue_timeout: Duration::from_millis(1000),
             max_abandoned_threads: 3,
             rate_limit_max_clients: 10_000,
+            log_lines_per_second: 200,
+            log_line_max_bytes: 16 << 10,
             grants: Arc::default(),
             disabled: Vec::new(),
         }
