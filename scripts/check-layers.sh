@@ -16,6 +16,8 @@ cd "$ROOT"
 # crate -> the workspace crates it may use ("X may use Y, never the reverse").
 declare -A ALLOWED=(
   [xcore-plugin-api]=""
+  [xcore-plugin-macros]=""
+  [xcore-plugin-sdk]="xcore-plugin-api xcore-plugin-macros"
   [xcore-security]=""
   [xcore-hooks]=""
   [xcore-manifest]="xcore-hooks xcore-security"
@@ -29,16 +31,23 @@ declare -A ALLOWED=(
   [xcore-tools]=""
   [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools"
 )
-# Plugins and test fixtures see the contract only.
-plugin_rule="xcore-plugin-api"
+# Plugins see the SDK only; test fixtures may also take the ABI crate in hand (to forge a
+# root module, to panic past the SDK's guard).
+plugin_rule="xcore-plugin-sdk"
+fixture_rule="xcore-plugin-sdk xcore-plugin-api"
+# abi_stable stays behind the ABI crate (so that it could be replaced): only these may
+# name it directly.
+abi_stable_users="xcore-plugin-api xcore-fixture-legacy-abi xcore-fixture-abi-layout-mismatch xcore-fixture-api-version-mismatch xcore-fixture-unguarded-panic"
 
 fail=0
 edges="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null || cargo metadata --format-version 1 --no-deps)"
 members="$(jq -r '.packages[].name' <<<"$edges")"
 while IFS=$'\t' read -r crate manifest deps; do
   manifest="${manifest#"$ROOT"/}"
-  if [[ "$manifest" == plugins/* || "$manifest" == xcore-host/tests/fixtures/plugins/* ]]; then
+  if [[ "$manifest" == plugins/* ]]; then
     allowed="$plugin_rule"
+  elif [[ "$manifest" == xcore-host/tests/fixtures/plugins/* ]]; then
+    allowed="$fixture_rule"
   elif [[ -v "ALLOWED[$crate]" ]]; then
     allowed="${ALLOWED[$crate]}"
   else
@@ -47,6 +56,10 @@ while IFS=$'\t' read -r crate manifest deps; do
     continue
   fi
   for dep in $deps; do
+    if [[ "$dep" == abi_stable ]] && ! grep -qw -- "$crate" <<<"$abi_stable_users"; then
+      echo "check-layers: $crate must not depend on abi_stable directly (it is the ABI crate's: use xcore-plugin-sdk)"
+      fail=1
+    fi
     grep -qx -- "$dep" <<<"$members" || continue # not a workspace crate
     if ! grep -qw -- "$dep" <<<"$allowed"; then
       echo "check-layers: $crate must not depend on $dep (it may use: ${allowed:-no workspace crate})"

@@ -5,7 +5,7 @@
 //! - `route.greet`: the same behind the declared route `POST /plugins/{{project-name}}/greet`.
 
 use serde::{Deserialize, Serialize};
-use xcore_plugin_api::{export_plugin, Context, Plugin, PluginError, Reply, Request};
+use xcore_plugin_sdk::{export_plugin, Context, Plugin, PluginError, Reply, Request};
 
 /// The `greet` action's payload.
 #[derive(Debug, Deserialize)]

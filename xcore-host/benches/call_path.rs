@@ -18,11 +18,11 @@ use common::{built_library, profile_dir};
 use std::sync::Arc;
 use std::time::Duration;
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RSlice, RStr, RString};
 use criterion::{criterion_group, criterion_main, Criterion};
 use xcore_manifest as manifest;
-use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
+use xcore_plugin_abi::abi_stable::sabi_trait::TD_Opaque;
+use xcore_plugin_abi::abi_stable::std_types::{RSlice, RStr, RString};
+use xcore_plugin_abi::ffi::{CallMeta, CallRequest, HostBox, InitArgs};
 use xcore_runtime::host_services::HostServices;
 use xcore_runtime::metrics::Metrics;
 use xcore_runtime::registry::RegistryOptions;

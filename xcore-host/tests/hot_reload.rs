@@ -132,7 +132,7 @@ fn plugin_folders_that_appear_load_and_those_that_vanish_unload() {
 #[test]
 fn dev_mode_rebuilds_a_crate_whose_sources_change() {
     // A plugin crate of its own (its own workspace), built into the shared target dir.
-    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api").canonicalize().unwrap();
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api/sdk").canonicalize().unwrap();
     let target = common::target_dir().parent().unwrap().to_path_buf();
     let s_dir = tempfile::tempdir().unwrap();
     let crate_dir = s_dir.path().join("devplug");
@@ -141,7 +141,7 @@ fn dev_mode_rebuilds_a_crate_whose_sources_change() {
         crate_dir.join("Cargo.toml"),
         format!(
             "[package]\nname = \"devplug\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\nxcore-plugin-api = {{ path = {api:?} }}\nabi_stable = \"0.11.3\"\n\n[workspace]\n"
+             [dependencies]\nxcore-plugin-sdk = {{ path = {api:?} }}\n\n[workspace]\n"
         ),
     )
     .unwrap();
@@ -149,7 +149,7 @@ fn dev_mode_rebuilds_a_crate_whose_sources_change() {
         .unwrap();
     let source = |word: &str| {
         format!(
-            "use xcore_plugin_api::{{export_plugin, Context, Plugin, PluginError, Reply, Request}};\n\
+            "use xcore_plugin_sdk::{{export_plugin, Context, Plugin, PluginError, Reply, Request}};\n\
              struct Dev;\nimpl Plugin for Dev {{\n    fn new(_: &Context) -> Result<Self, PluginError> {{ Ok(Dev) }}\n    \
              fn call(&self, _: &Context, _: Request<'_>) -> Result<Reply, PluginError> {{ Reply::json(&\"{word}\") }}\n}}\n\
              export_plugin!(Dev);\n"

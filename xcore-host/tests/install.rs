@@ -29,12 +29,12 @@ fn run(cmd: &mut Command) -> std::process::Output {
 fn make_repo(root: &Path, name: &str, word: &str, broken: bool) -> PathBuf {
     let repo = root.join(format!("{name}-repo"));
     std::fs::create_dir_all(repo.join("src")).unwrap();
-    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api").canonicalize().unwrap();
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api/sdk").canonicalize().unwrap();
     std::fs::write(
         repo.join("Cargo.toml"),
         format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\nxcore-plugin-api = {{ path = {api:?} }}\nabi_stable = \"0.11.3\"\n\n[workspace]\n"
+             [dependencies]\nxcore-plugin-sdk = {{ path = {api:?} }}\n\n[workspace]\n"
         ),
     )
     .unwrap();
@@ -50,7 +50,7 @@ fn make_repo(root: &Path, name: &str, word: &str, broken: bool) -> PathBuf {
     .unwrap();
     let source = |w: &str| {
         format!(
-            "use xcore_plugin_api::{{export_plugin, Context, Plugin, PluginError, Reply, Request}};\n\
+            "use xcore_plugin_sdk::{{export_plugin, Context, Plugin, PluginError, Reply, Request}};\n\
              struct P;\nimpl Plugin for P {{\n    fn new(_: &Context) -> Result<Self, PluginError> {{ Ok(P) }}\n    \
              fn call(&self, _: &Context, _: Request<'_>) -> Result<Reply, PluginError> {{ Reply::json(&\"{w}\") }}\n}}\n\
              export_plugin!(P);\n"
@@ -216,7 +216,7 @@ fn author() -> tempfile::TempDir {
 /// when it runs (so a test sees whether anything of the plugin ran) and a Cargo.lock; the
 /// crate is a git repository with everything committed but nothing signed yet.
 fn new_crate(author: &Path, name: &str, marker: &Path) -> PathBuf {
-    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api").canonicalize().unwrap();
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api/sdk").canonicalize().unwrap();
     let out = ok(xcore_in(
         author,
         &[

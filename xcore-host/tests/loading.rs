@@ -101,14 +101,43 @@ fn incompatible_contracts_are_refused_with_both_versions() {
     };
     let layout = err("layout");
     assert!(
-        layout.contains("'layout'") && layout.contains("0.1.0") && layout.contains("rebuild"),
+        layout.contains("'layout'") && layout.contains(HOST_ABI) && layout.contains("rebuild"),
         "{layout}"
     );
     let future = err("future");
-    assert!(future.contains("0.9.0") && future.contains("0.1.0") && future.contains("rebuild"), "{future}");
+    assert!(future.contains("0.9.0") && future.contains(HOST_ABI) && future.contains("rebuild"), "{future}");
     let nine = err("wants-nine");
-    assert!(nine.contains("^9.0") && nine.contains("0.1.0") && nine.contains("api_version"), "{nine}");
+    assert!(nine.contains("^9.0") && nine.contains(HOST_ABI) && nine.contains("api_version"), "{nine}");
     assert_eq!(s.info("echo")["state"], "ready");
+}
+
+/// The ABI this host is built on (xcore-plugin-api/abi/Cargo.toml).
+const HOST_ABI: &str = "0.1.1";
+
+/// A library built on ABI 0.1.0 (a frozen copy of that ABI, before `describe` was
+/// appended to the root module) loads in both tiers, answers calls and reaches a host
+/// service through the old vtable.
+#[test]
+fn a_plugin_built_on_abi_0_1_0_loads_and_serves_in_both_tiers() {
+    let s = Server::start(&[
+        PluginSpec::new("legacy", "xcore-fixture-legacy-abi", &manifest("legacy", "")),
+        PluginSpec::new(
+            "legacy-sandboxed",
+            "xcore-fixture-legacy-abi",
+            &manifest("legacy-sandboxed", "execution_mode: sandboxed"),
+        ),
+    ]);
+    for name in ["legacy", "legacy-sandboxed"] {
+        let info = s.info(name);
+        assert_eq!(info["state"], "ready", "{name}: {info}");
+        assert_eq!(info["compiled_api_version"], "0.1.0", "{name}: {info}");
+        let r = s.call(name, "echo", r#"{"n": 1}"#);
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert_eq!(r.json(), serde_json::json!({"echo": {"n": 1}, "abi": "0.1.0"}), "{name}");
+        let r = s.call(name, "host_info", "{}");
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert_eq!(r.json()["plugin"], name, "{name}: {}", r.body);
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use xcore_plugin_api::{export_plugin, Context, Plugin, PluginError, Reply, Request};
+use xcore_plugin_sdk::{export_plugin, Context, Plugin, PluginError, Reply, Request};
 
 #[derive(Debug, Clone, Serialize)]
 struct Note {

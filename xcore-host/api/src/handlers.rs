@@ -67,10 +67,10 @@ fn plugin_name(state: &AppState, name: &str) -> Result<(), ApiError> {
 /// they do not have). The check reads the reply once without building anything.
 fn json_reply(state: &AppState, name: &str, rid: &str, body: Vec<u8>) -> Result<HttpResponse, ApiError> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-        state.registry.metrics().plugin(name).error(xcore_plugin_api::codes::INVALID_REPLY);
+        state.registry.metrics().plugin(name).error(xcore_plugin_abi::codes::INVALID_REPLY);
         return Err(ApiError::new(
             502,
-            xcore_plugin_api::codes::INVALID_REPLY,
+            xcore_plugin_abi::codes::INVALID_REPLY,
             format!("plugin '{name}' answered {} bytes that are not JSON: {e}", body.len()),
         ));
     }

@@ -50,6 +50,11 @@ impl fmt::Display for ExecutionMode {
     }
 }
 
+/// Action names starting with this belong to the host (the plugin ABI's reserved actions,
+/// `xcore_plugin_abi::describe::RESERVED_PREFIX`; a runtime test keeps the two equal):
+/// no route or hook may name one.
+pub const RESERVED_ACTION_PREFIX: &str = "__xcore";
+
 /// A validated plugin manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Manifest {
@@ -656,6 +661,14 @@ fn validate(
             Some(a) if !a.trim().is_empty() => a,
             _ => return err(format!("hooks[{i}].action"), "missing; the action to call"),
         };
+        if action.starts_with(RESERVED_ACTION_PREFIX) {
+            return err(
+                format!("hooks[{i}].action"),
+                format!(
+                    "'{action}': names starting with '{RESERVED_ACTION_PREFIX}' are reserved for the host"
+                ),
+            );
+        }
         hooks.push(HookSpec {
             event,
             action,
@@ -886,6 +899,14 @@ fn validate_routes(raw: Vec<RawRoute>) -> Result<Vec<Route>, Invalid> {
         let action = action.trim().to_string();
         if action.is_empty() {
             return err(key("action"), "must not be empty");
+        }
+        if action.starts_with(RESERVED_ACTION_PREFIX) {
+            return err(
+                key("action"),
+                format!(
+                    "'{action}': names starting with '{RESERVED_ACTION_PREFIX}' are reserved for the host"
+                ),
+            );
         }
         if !seen.insert((method_up.clone(), path.clone())) {
             return err(format!("routes[{i}]"), format!("duplicate route {method_up} {path}"));

@@ -25,9 +25,9 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
-use xcore_plugin_api::codes;
-use xcore_plugin_api::ffi::{level, CallError, CallResult, HostObject};
+use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use xcore_plugin_abi::codes;
+use xcore_plugin_abi::ffi::{level, CallError, CallResult, HostObject};
 
 use crate::metrics::Metrics;
 

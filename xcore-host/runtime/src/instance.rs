@@ -1,6 +1,9 @@
 //! One running instance of a plugin, in either tier, behind one interface.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use xcore_plugin_abi::describe::PluginDescription;
 
 use super::call::CallInput;
 use super::sandbox::SandboxInstance;
@@ -50,6 +53,14 @@ impl Instance {
         match self {
             Instance::Trusted(i) => i.api_version,
             Instance::Sandboxed(i) => &i.api_version,
+        }
+    }
+
+    /// What the plugin says about itself (its action table), when it says anything.
+    pub fn description(&self) -> Option<&Arc<PluginDescription>> {
+        match self {
+            Instance::Trusted(i) => i.description.as_ref(),
+            Instance::Sandboxed(i) => i.description.as_ref(),
         }
     }
 

@@ -19,7 +19,7 @@
 //!   process.
 //! - [`host_work`]: the runtime the host's own async work runs on (restarts, emits,
 //!   the host's calls into plugins, Redis I/O, watcher syncs), one thread on purpose.
-//! - [`host_services`]: the [`xcore_plugin_api::ffi::HostObject`] the host hands to
+//! - [`host_services`]: the [`xcore_plugin_abi::ffi::HostObject`] the host hands to
 //!   every plugin instance.
 //! - [`load_failure`]: why a load failed, by kind, each with its own problem code.
 //! - [`rate_limit`]: the per-plugin sliding-window limiter.
@@ -34,6 +34,7 @@
 compile_error!("XCore runs on Linux only: its sandboxed tier needs seccomp, landlock and /proc");
 
 pub mod call;
+pub mod contract;
 pub mod host_services;
 pub mod host_work;
 pub mod instance;

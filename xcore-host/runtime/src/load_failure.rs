@@ -22,6 +22,9 @@ pub enum LoadKind {
     /// Its library was built against an incompatible contract (abi_stable's layout
     /// check, the API version it was compiled against, or `api_version` in plugin.yaml).
     Abi,
+    /// Its manifest names an action the plugin does not have (its routes or hooks against
+    /// the action table the plugin answers).
+    Contract,
     /// Its constructor (`Plugin::new`) returned an error or panicked.
     Constructor,
     /// The sandbox worker could not be started, confined or greeted.
@@ -38,6 +41,7 @@ impl LoadKind {
             LoadKind::Migration => "migration_failed",
             LoadKind::Library => "library_unavailable",
             LoadKind::Abi => "abi_mismatch",
+            LoadKind::Contract => "action_missing",
             LoadKind::Constructor => "init_failed",
             LoadKind::Worker => "worker_failed",
         }
@@ -77,9 +81,10 @@ impl crate::trusted::loader::LoadError {
         use crate::trusted::loader::LoadError;
         match self {
             LoadError::Missing { .. } | LoadError::Io { .. } => LoadKind::Library,
-            LoadError::ManifestApiVersion { .. } | LoadError::Abi { .. } | LoadError::ApiVersion { .. } => {
-                LoadKind::Abi
-            }
+            LoadError::ManifestApiVersion { .. }
+            | LoadError::Abi { .. }
+            | LoadError::ApiVersion { .. }
+            | LoadError::Description { .. } => LoadKind::Abi,
             LoadError::Changed { .. } => LoadKind::Signature,
         }
     }

@@ -108,14 +108,14 @@ impl PluginMetrics {
     }
 }
 
-/// The error codes of the host and of `xcore_plugin_api::codes`: always their own label.
+/// The error codes of the host and of `xcore_plugin_abi::codes`: always their own label.
 pub const KNOWN_ERROR_CODES: &[&str] = &[
-    xcore_plugin_api::codes::UNKNOWN_ACTION,
-    xcore_plugin_api::codes::INVALID_PAYLOAD,
-    xcore_plugin_api::codes::PLUGIN_PANIC,
-    xcore_plugin_api::codes::INTERNAL,
-    xcore_plugin_api::codes::NOT_FOUND,
-    xcore_plugin_api::codes::UNSUPPORTED,
+    xcore_plugin_abi::codes::UNKNOWN_ACTION,
+    xcore_plugin_abi::codes::INVALID_PAYLOAD,
+    xcore_plugin_abi::codes::PLUGIN_PANIC,
+    xcore_plugin_abi::codes::INTERNAL,
+    xcore_plugin_abi::codes::NOT_FOUND,
+    xcore_plugin_abi::codes::UNSUPPORTED,
     "unknown_plugin",
     "unavailable",
     "overloaded",

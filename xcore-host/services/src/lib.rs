@@ -30,8 +30,8 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
-use abi_stable::std_types::RString;
-use xcore_plugin_api::ffi::CallError;
+use xcore_plugin_abi::abi_stable::std_types::RString;
+use xcore_plugin_abi::ffi::CallError;
 
 use tokio::runtime::Handle;
 use xcore_db::store::Store;
@@ -77,7 +77,7 @@ impl ServiceError {
     /// 501 for a service this host does not have.
     pub fn unsupported(service: &str) -> Self {
         Self::new(
-            xcore_plugin_api::codes::UNSUPPORTED,
+            xcore_plugin_abi::codes::UNSUPPORTED,
             501,
             format!("host service '{service}' is not available in this version of XCore"),
         )
@@ -306,7 +306,7 @@ fn dispatch(
     };
     // Labels stay bounded: unknown service names are counted together, and so are error
     // codes the host does not define (a callee's own codes, passed back by plugins.call).
-    let label = if result.as_ref().is_err_and(|e| e.code == xcore_plugin_api::codes::UNSUPPORTED) {
+    let label = if result.as_ref().is_err_and(|e| e.code == xcore_plugin_abi::codes::UNSUPPORTED) {
         "unknown"
     } else {
         service

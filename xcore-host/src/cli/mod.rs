@@ -111,8 +111,8 @@ struct NewArgs {
     /// Plugins folder (default: plugins.directory from the configuration).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
-    /// Path to the xcore-plugin-api crate, relative to the new crate or absolute.
-    #[arg(long, default_value = "../../xcore-plugin-api")]
+    /// Path to the SDK crate (xcore-plugin-api/sdk), relative to the new crate or absolute.
+    #[arg(long, default_value = "../../xcore-plugin-api/sdk")]
     api_path: String,
 }
 

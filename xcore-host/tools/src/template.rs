@@ -26,7 +26,7 @@ pub struct TemplateVars {
     pub author: String,
     /// `trusted` or `sandboxed`.
     pub execution_mode: String,
-    /// Where `xcore-plugin-api` is, relative to the rendered crate or absolute.
+    /// Where the SDK crate (`xcore-plugin-api/sdk`) is, relative to the rendered crate or absolute.
     pub api_path: String,
 }
 

@@ -2,6 +2,7 @@
 //! re-entrancy check, the instance call and what its outcome does to the slot.
 
 use super::*;
+use xcore_plugin_abi::describe::RESERVED_PREFIX;
 
 impl PluginRegistry {
     /// The plugin's quota check: the blocks of `data/` and of its private temporary
@@ -91,6 +92,18 @@ impl PluginRegistry {
         client: impl FnOnce() -> Option<String>,
     ) -> Result<Vec<u8>, CallFailure> {
         let slot = self.slot(name).ok_or_else(|| CallFailure::UnknownPlugin(name.to_string()))?;
+        // Reserved actions are the host's questions to the plugin (its description), asked
+        // at load; nobody calls them through here.
+        if input.action.starts_with(RESERVED_PREFIX) {
+            return Err(CallFailure::Plugin {
+                code: codes::UNKNOWN_ACTION.into(),
+                message: format!(
+                    "plugin '{name}' has no action '{}': names starting with '{RESERVED_PREFIX}' are reserved for the host",
+                    input.action
+                ),
+                status: 404,
+            });
+        }
         let instance = match (slot.state(), slot.instance.load_full()) {
             (PluginState::Ready, Some(i)) => i,
             (state, _) => {

@@ -83,6 +83,30 @@ impl PluginRegistry {
     }
 
     /// Subscribes the actions a manifest lists, for instance `generation`.
+    /// Subscribes the plugin's `#[on(...)]` handlers that no manifest hook names, as
+    /// hooks with the default options (a manifest hook sets priority, once, timeout).
+    pub(super) fn register_described_handlers(
+        self: &Arc<Self>,
+        m: &Manifest,
+        generation: u64,
+        handlers: &[(String, String)],
+    ) {
+        for (pattern, action) in handlers {
+            let sub = ActionSubscription {
+                plugin: m.name.clone(),
+                generation,
+                pattern: pattern.clone(),
+                action: action.clone(),
+                priority: xcore_hooks::DEFAULT_PRIORITY,
+                once: false,
+                timeout: None,
+            };
+            if let Err(e) = self.subscribe_action(&sub) {
+                log::error!(target: "xcore::hooks", "plugin '{}': #[on(\"{pattern}\")] on '{action}': {e}", m.name);
+            }
+        }
+    }
+
     pub(super) fn register_manifest_hooks(self: &Arc<Self>, m: &Manifest, generation: u64) {
         for h in &m.hooks {
             let sub = ActionSubscription {

@@ -228,6 +228,7 @@ impl PluginRegistry {
                         .map_err(|e| {
                             let kind = match e {
                                 InstantiateError::Init { .. } => LoadKind::Constructor,
+                                InstantiateError::Description(_) => LoadKind::Abi,
                                 _ => LoadKind::Worker,
                             };
                             LoadFailure::new(kind, e.to_string())
@@ -261,6 +262,20 @@ impl PluginRegistry {
                 return Err(fail(&slot, e.kind, e.message));
             }
         };
+        // The manifest against the plugin's own action table, when it has one.
+        let agreement = match instance.description().map(|d| contract::check(&m, d)) {
+            None => contract::Agreement::default(),
+            Some(Ok(agreement)) => agreement,
+            Some(Err(msg)) => {
+                // Dropping the instance shuts it down; what its constructor registered goes too.
+                drop(instance);
+                self.release_instance(name, generation);
+                return Err(fail(&slot, LoadKind::Contract, msg));
+            }
+        };
+        for w in &agreement.warnings {
+            log::warn!(target: "xcore::manifest", "{w}");
+        }
         let load_time = started.elapsed();
         let hash = content_hash(&dir, &m);
         let previous = {
@@ -282,6 +297,7 @@ impl PluginRegistry {
         slot.instance.store(Some(instance));
         slot.set_state(PluginState::Ready);
         self.register_manifest_hooks(&m, generation);
+        self.register_described_handlers(&m, generation, &agreement.subscriptions);
         self.release_instance(name, previous);
         let record =
             (m.name.clone(), m.version.to_string(), mode_name(&m), slot.inner.lock().signed_by.clone());

@@ -23,9 +23,10 @@ use arc_swap::ArcSwapOption;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use thiserror::Error;
-use xcore_plugin_api::codes;
+use xcore_plugin_abi::codes;
 
 use super::call::{CallFailure, CallInput, CallOrigin};
+use super::contract;
 use super::host_services::{HostCalls, HostServices, LogGate};
 use super::instance::{Instance, InstanceError};
 use super::load_failure::{LoadFailure, LoadKind};

@@ -30,12 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use abi_stable::std_types::RStr;
 use crossbeam_channel::TrySendError;
 use parking_lot::{Condvar, Mutex};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
-use xcore_plugin_api::ffi::HostObject;
+use xcore_plugin_abi::abi_stable::std_types::RStr;
+use xcore_plugin_abi::describe::PluginDescription;
+use xcore_plugin_abi::ffi::HostObject;
 
 use super::protocol::{self, FromWorker, ToWorker, WireResult, PROTOCOL_VERSION};
 use super::worker::WorkerSpec;
@@ -325,6 +326,8 @@ pub struct SandboxInstance {
     pub generation: u64,
     /// The contract version the library was compiled against.
     pub api_version: String,
+    /// What the plugin says about itself (its action table), when it says anything.
+    pub description: Option<Arc<PluginDescription>>,
     /// `landlock` or `none`.
     pub fs_isolation: String,
     /// Whether sockets are denied by seccomp.
@@ -738,15 +741,26 @@ impl SandboxInstance {
             let _ = std::fs::remove_dir_all(&tmp_dir);
             why
         };
-        let (api_version, fs_isolation, seccomp) = match hello_rx.recv_timeout(opts.startup_timeout) {
-            Ok(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp }) => {
+        let (api_version, fs_isolation, seccomp, description) = match hello_rx
+            .recv_timeout(opts.startup_timeout)
+        {
+            Ok(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp, description }) => {
                 if protocol != PROTOCOL_VERSION || plugin != name {
                     return Err(failed_start(format!(
                         "plugin '{name}': worker speaks protocol {protocol} for '{plugin}', \
                          expected protocol {PROTOCOL_VERSION} for '{name}'"
                     )));
                 }
-                (api_version, fs_isolation, seccomp)
+                match crate::trusted::loader::parse_description(
+                    &name,
+                    description.as_deref().map(str::as_bytes),
+                ) {
+                    Ok(description) => (api_version, fs_isolation, seccomp, description.map(Arc::new)),
+                    Err(e) => {
+                        *kind = LoadKind::Abi;
+                        return Err(failed_start(e.to_string()));
+                    }
+                }
             }
             Ok(Handshake::Failed(failed_kind, message)) => {
                 *kind = failed_kind;
@@ -792,6 +806,7 @@ impl SandboxInstance {
             drain_timeout: opts.drain_timeout,
             generation,
             api_version,
+            description,
             fs_isolation,
             seccomp,
             start_time: started.elapsed(),
@@ -958,7 +973,14 @@ impl Drop for SandboxInstance {
 
 /// The outcome of a worker's start, from the reader to `start`.
 enum Handshake {
-    Hello { protocol: u32, plugin: String, api_version: String, fs_isolation: String, seccomp: bool },
+    Hello {
+        protocol: u32,
+        plugin: String,
+        api_version: String,
+        fs_isolation: String,
+        seccomp: bool,
+        description: Option<String>,
+    },
     Failed(LoadKind, String),
 }
 
@@ -1053,10 +1075,18 @@ fn read_loop(
         }
         let greeted = shared.greeted.load(Ordering::SeqCst);
         match protocol::read::<FromWorker>(&mut sock, shared.max_frame) {
-            Ok(FromWorker::Hello { protocol, plugin, api_version, fs_isolation, seccomp }) if !greeted => {
+            Ok(FromWorker::Hello { protocol, plugin, api_version, fs_isolation, seccomp, description })
+                if !greeted =>
+            {
                 shared.greeted.store(true, Ordering::SeqCst);
-                let _ =
-                    hello.try_send(Handshake::Hello { protocol, plugin, api_version, fs_isolation, seccomp });
+                let _ = hello.try_send(Handshake::Hello {
+                    protocol,
+                    plugin,
+                    api_version,
+                    fs_isolation,
+                    seccomp,
+                    description,
+                });
             }
             Ok(FromWorker::InitFailed { message, kind }) if !greeted => {
                 shared.greeted.store(true, Ordering::SeqCst);

@@ -82,6 +82,11 @@ pub enum FromWorker {
         fs_isolation: String,
         /// Whether the seccomp filter is in force.
         seccomp: bool,
+        /// The plugin's self-description (the JSON its root module's `describe` answers),
+        /// `None` for a plugin built on ABI 0.1.0. The plugin wrote it: the host bounds and
+        /// parses it like any other input from the worker.
+        #[serde(default)]
+        description: Option<String>,
     },
     /// The worker could not load or start the plugin.
     InitFailed {
@@ -105,7 +110,7 @@ pub enum FromWorker {
     },
     /// A log line from the plugin.
     Log {
-        /// One of `xcore_plugin_api::ffi::level`.
+        /// One of `xcore_plugin_abi::ffi::level`.
         level: u8,
         /// The call's request id, if any.
         request_id: String,

@@ -15,14 +15,14 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use parking_lot::Mutex;
+use xcore_plugin_abi::abi_stable::sabi_trait::TD_Opaque;
+use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr, RString};
 
 use crate::load_failure::LoadKind;
 use serde::{Deserialize, Serialize};
-use xcore_plugin_api::codes;
-use xcore_plugin_api::ffi::{
+use xcore_plugin_abi::codes;
+use xcore_plugin_abi::ffi::{
     CallError, CallMeta, CallRequest, CallResult, HostBox, HostObject, InitArgs, PluginBox,
 };
 
@@ -290,9 +290,12 @@ pub fn run(spec_json: &str) -> ExitCode {
         config_json: RString::from(spec.config.to_string()),
         host,
     };
-    match lib.module.instantiate()(args) {
+    let description = match lib.module.instantiate()(args) {
         RResult::ROk(p) => {
+            // Asked here, before a call can arrive; the host bounds and parses the answer.
+            let description = loader::ask_description(&p).map(|b| String::from_utf8_lossy(&b).into_owned());
             let _ = plugin_cell.set(p);
+            description
         }
         RResult::RErr(e) => {
             return fail_as(
@@ -300,7 +303,7 @@ pub fn run(spec_json: &str) -> ExitCode {
                 format!("plugin '{}' failed to initialise: {}: {}", spec.name, e.code, e.message),
             )
         }
-    }
+    };
     if channel
         .send(&FromWorker::Hello {
             protocol: PROTOCOL_VERSION,
@@ -308,6 +311,7 @@ pub fn run(spec_json: &str) -> ExitCode {
             api_version: lib.api_version.to_string(),
             fs_isolation: fs_isolation.to_string(),
             seccomp,
+            description,
         })
         .is_err()
     {

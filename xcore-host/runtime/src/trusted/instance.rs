@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
-use xcore_plugin_api::ffi::{CallMeta, CallRequest, HostBox, InitArgs, PluginBox};
+use xcore_plugin_abi::abi_stable::sabi_trait::TD_Opaque;
+use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr, RString};
+use xcore_plugin_abi::describe::PluginDescription;
+use xcore_plugin_abi::ffi::{CallMeta, CallRequest, HostBox, InitArgs, PluginBox};
 
 use super::loader::LoadedLibrary;
 use crate::call::CallInput;
@@ -137,6 +138,8 @@ pub struct TrustedInstance {
     pub generation: u64,
     /// The contract version the library was compiled against.
     pub api_version: &'static str,
+    /// What the plugin says about itself (its action table), when it says anything.
+    pub description: Option<Arc<PluginDescription>>,
 }
 
 /// Why an instance could not be built.
@@ -152,6 +155,9 @@ pub enum InstantiateError {
         /// Message.
         message: String,
     },
+    /// The plugin's self-description is malformed (asked right after its constructor).
+    #[error("{0}")]
+    Description(String),
     /// A worker thread could not be spawned.
     #[error("plugin '{name}': cannot spawn worker thread: {reason}")]
     Spawn {
@@ -193,6 +199,10 @@ impl TrustedInstance {
                 })
             }
         };
+        let description =
+            super::loader::parse_description(name, super::loader::ask_description(&plugin).as_deref())
+                .map_err(|e| InstantiateError::Description(e.to_string()))?
+                .map(Arc::new);
         // Bounded: a flood of calls queues here instead of growing memory without limit;
         // a call that finds it full is answered `overloaded` at once.
         let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE_CAPACITY);
@@ -221,6 +231,7 @@ impl TrustedInstance {
             gauges,
             generation,
             api_version: library.api_version,
+            description,
         })
     }
 

@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use abi_stable::library::{lib_header_from_raw_library, RawLibrary};
 use thiserror::Error;
-use xcore_plugin_api::ffi::PluginModuleRef;
-use xcore_plugin_api::{api_compatible, API_VERSION};
+use xcore_plugin_abi::abi_stable::library::{lib_header_from_raw_library, RawLibrary};
+use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr};
+use xcore_plugin_abi::describe::{PluginDescription, DESCRIBE_ACTION};
+use xcore_plugin_abi::ffi::PluginModuleRef;
+use xcore_plugin_abi::ffi::{CallMeta, CallRequest, PluginBox};
+use xcore_plugin_abi::{api_compatible, ABI_VERSION};
 
 use xcore_manifest::Manifest;
 
@@ -35,8 +38,28 @@ pub fn mapped_libraries() -> u64 {
 pub struct LoadedLibrary {
     /// Its root module.
     pub module: PluginModuleRef,
-    /// The contract version it was compiled against.
+    /// The ABI version it was compiled against.
     pub api_version: &'static str,
+}
+
+/// The largest description the host reads (a sandboxed plugin sends it over its socket).
+pub const MAX_DESCRIPTION_BYTES: usize = 1 << 20;
+
+/// Parses a plugin's answer to [`DESCRIBE_ACTION`]: `None` (it does not know the action:
+/// built before ABI 0.1.1, or a hand-written `call`) means no description; anything else
+/// must be the JSON of a [`PluginDescription`] within [`MAX_DESCRIPTION_BYTES`].
+pub fn parse_description(plugin: &str, text: Option<&[u8]>) -> Result<Option<PluginDescription>, LoadError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| LoadError::Description { plugin: plugin.to_string(), reason };
+    if text.len() > MAX_DESCRIPTION_BYTES {
+        return Err(invalid(format!(
+            "{} bytes, more than the {MAX_DESCRIPTION_BYTES} the host reads",
+            text.len()
+        )));
+    }
+    serde_json::from_slice(text).map(Some).map_err(|e| invalid(format!("not the JSON of a description: {e}")))
 }
 
 /// Why a library was refused.
@@ -45,8 +68,8 @@ pub enum LoadError {
     /// The manifest's `api_version` range excludes this host's contract.
     #[error(
         "plugin '{plugin}' declares api_version '{declared}' in {manifest}, but this host provides \
-         xcore-plugin-api {host}; update the plugin's api_version and rebuild it against \
-         xcore-plugin-api {host}"
+         the plugin ABI {host} (crate xcore-plugin-api); update the plugin's api_version and \
+         rebuild it with an SDK on ABI {host}"
     )]
     ManifestApiVersion {
         /// Plugin name.
@@ -86,7 +109,7 @@ pub enum LoadError {
     /// abi_stable refused the library (version or layout of the contract types).
     #[error(
         "plugin '{plugin}' ({path}) was built against a contract incompatible with this host \
-         (xcore-plugin-api {host}); rebuild the plugin against xcore-plugin-api {host}. \
+         (plugin ABI {host}, crate xcore-plugin-api); rebuild the plugin with an SDK on ABI {host}. \
          abi_stable said: {reason}"
     )]
     Abi {
@@ -99,10 +122,18 @@ pub enum LoadError {
         /// abi_stable's explanation.
         reason: String,
     },
+    /// The plugin's self-description (its action table) is malformed.
+    #[error("plugin '{plugin}': its description (the action table its root module answers) is invalid: {reason}; rebuild it with the SDK")]
+    Description {
+        /// Plugin name.
+        plugin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The library reports a contract version this host cannot serve.
     #[error(
-        "plugin '{plugin}' was compiled against xcore-plugin-api {plugin_api}, but this host \
-         provides {host}; rebuild the plugin against xcore-plugin-api {host}"
+        "plugin '{plugin}' was compiled against the plugin ABI {plugin_api}, but this host \
+         provides {host}; rebuild the plugin with an SDK on ABI {host}"
     )]
     ApiVersion {
         /// Plugin name.
@@ -114,16 +145,35 @@ pub enum LoadError {
     },
 }
 
+/// Asks a fresh plugin instance for its description ([`DESCRIBE_ACTION`]): its answer,
+/// or `None` when it does not know the action (any error: a plugin built before ABI 0.1.1
+/// answers `unknown_action`).
+pub fn ask_description(plugin: &PluginBox) -> Option<Vec<u8>> {
+    let request = CallRequest {
+        action: RStr::from_str(DESCRIBE_ACTION),
+        payload: RSlice::from_slice(b"{}"),
+        meta: CallMeta {
+            caller: RStr::from_str("host"),
+            request_id: RStr::from_str(""),
+            deadline_unix_ms: 0,
+        },
+    };
+    match plugin.call(request) {
+        RResult::ROk(bytes) => Some(bytes.into_vec()),
+        RResult::RErr(_) => None,
+    }
+}
+
 /// Checks the manifest's range against this host before touching the library.
 pub fn check_manifest_api(manifest: &Manifest) -> Result<(), LoadError> {
-    let host = semver::Version::parse(API_VERSION).expect("API_VERSION is semver");
+    let host = semver::Version::parse(ABI_VERSION).expect("ABI_VERSION is semver");
     if manifest.api_version.matches(&host) {
         Ok(())
     } else {
         Err(LoadError::ManifestApiVersion {
             plugin: manifest.name.clone(),
             declared: manifest.api_version.to_string(),
-            host: API_VERSION,
+            host: ABI_VERSION,
             manifest: manifest.dir.join(xcore_manifest::MANIFEST_FILE),
         })
     }
@@ -192,7 +242,7 @@ pub fn load_path(
     let header = unsafe { lib_header_from_raw_library(raw) }.map_err(|e| LoadError::Abi {
         plugin: plugin.to_string(),
         path: src.clone(),
-        host: API_VERSION,
+        host: ABI_VERSION,
         reason: e.to_string(),
     })?;
     let module = header.init_root_module::<PluginModuleRef>().map_err(|e| {
@@ -201,16 +251,16 @@ pub fn load_path(
         LoadError::Abi {
             plugin: plugin.to_string(),
             path: src.clone(),
-            host: API_VERSION,
+            host: ABI_VERSION,
             reason: summarize_abi_error(&full),
         }
     })?;
     let api_version = module.api_version()().as_str();
-    if !api_compatible(API_VERSION, api_version) {
+    if !api_compatible(ABI_VERSION, api_version) {
         return Err(LoadError::ApiVersion {
             plugin: plugin.to_string(),
             plugin_api: api_version.to_string(),
-            host: API_VERSION,
+            host: ABI_VERSION,
         });
     }
     log::debug!(target: "xcore::loader", "mapped {} in {:?}", src.display(), started.elapsed());

@@ -13,13 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use xcore_plugin_abi::abi_stable::sabi_trait::TD_Opaque;
+use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 use crate::codes;
-use crate::ffi::{self, CallError, CallRequest, CallResult, HostBox, InitArgs, PluginBox, PluginObject};
+use xcore_plugin_abi::describe::{ActionDescription, PluginDescription, DESCRIBE_ACTION};
+use xcore_plugin_abi::ffi::{
+    self, CallError, CallRequest, CallResult, HostBox, InitArgs, PluginBox, PluginObject,
+};
 
 /// A plugin. One instance serves every call; with `resources.concurrency` above 1 the host
 /// calls it from several threads at once, hence `Sync`.
@@ -36,6 +39,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     /// Called once before the host drops the instance (unload, reload, restart).
     fn shutdown(&self, _ctx: &Context) {}
+
+    /// The plugin's action table: what the host checks the manifest against at load and
+    /// puts in the OpenAPI document. [`plugin`](crate::plugin) writes it from the
+    /// handlers; a plugin that writes its own `call` has none (`None`), and the host then
+    /// trusts its manifest.
+    fn actions() -> Option<Vec<ActionDescription>> {
+        None
+    }
 }
 
 /// A log level for [`Context::log`].
@@ -1063,6 +1074,9 @@ impl<P> Drop for Adapter<P> {
 
 impl<P: Plugin> PluginObject for Adapter<P> {
     fn call(&self, request: CallRequest<'_>) -> CallResult {
+        if request.action.as_str() == DESCRIBE_ACTION {
+            return RResult::ROk(RVec::from(describe::<P>()));
+        }
         CURRENT_REQUEST.with(|r| {
             let mut r = r.borrow_mut();
             r.clear();
@@ -1128,38 +1142,48 @@ pub fn instantiate<P: Plugin>(args: InitArgs) -> RResult<PluginBox, CallError> {
     }
 }
 
+/// What the plugin answers to the host's reserved [`DESCRIBE_ACTION`]: its
+/// [`PluginDescription`] as JSON.
+fn describe<P: Plugin>() -> Vec<u8> {
+    // A panic in a hand-written `actions` must not cross the boundary either; the host
+    // then sees no table and checks nothing.
+    let actions = catch_unwind(P::actions).unwrap_or(None);
+    let description = PluginDescription { sdk_version: crate::SDK_VERSION.to_string(), actions };
+    serde_json::to_vec(&description).unwrap_or_default()
+}
+
 /// Exports a [`Plugin`] type as the library's root module.
 ///
-/// The plugin crate must be a `cdylib` and depend on `abi_stable` (0.11) as well as on
-/// `xcore-plugin-api`: abi_stable's export attribute names `::abi_stable`.
+/// The plugin crate must be a `cdylib` (add `rlib` to test it with the test kit); it
+/// needs no dependency but this SDK.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        extern "C" fn __xcore_api_version() -> $crate::abi_stable::std_types::RStr<'static> {
-            $crate::abi_stable::std_types::RStr::from_str($crate::API_VERSION)
+        extern "C" fn __xcore_api_version() -> $crate::__abi::abi_stable::std_types::RStr<'static> {
+            $crate::__abi::abi_stable::std_types::RStr::from_str($crate::ABI_VERSION)
         }
 
         extern "C" fn __xcore_instantiate(
-            args: $crate::ffi::InitArgs,
-        ) -> $crate::abi_stable::std_types::RResult<$crate::ffi::PluginBox, $crate::ffi::CallError> {
+            args: $crate::__abi::ffi::InitArgs,
+        ) -> $crate::__abi::abi_stable::std_types::RResult<
+            $crate::__abi::ffi::PluginBox,
+            $crate::__abi::ffi::CallError,
+        > {
             $crate::sdk::instantiate::<$plugin>(args)
         }
 
-        /// The root module of this plugin library.
-        #[$crate::abi_stable::export_root_module]
-        pub fn __xcore_root_module() -> $crate::ffi::PluginModuleRef {
-            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
-            $crate::ffi::PluginModule { api_version: __xcore_api_version, instantiate: __xcore_instantiate }
-                .leak_into_prefix()
-        }
+        $crate::__abi::export_root_module!($crate::__abi::ffi::PluginModule {
+            api_version: __xcore_api_version,
+            instantiate: __xcore_instantiate,
+        });
     };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::{CallMeta, HostObject};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use xcore_plugin_abi::ffi::{CallMeta, HostObject};
 
     /// A panic payload whose `Drop` panics again.
     struct PanicsOnDrop(&'static AtomicUsize);

@@ -1,7 +1,7 @@
 //! Stable error codes shared by plugins, the host and HTTP clients.
 //!
 //! The host maps each code to an HTTP status; a plugin may also invent its own codes and
-//! pick their status through [`crate::PluginError::with_status`].
+//! pick their status through the SDK's `PluginError::with_status`.
 
 /// The plugin does not know the requested action (HTTP 404).
 pub const UNKNOWN_ACTION: &str = "unknown_action";
