@@ -1,14 +1,17 @@
 //! `{{project-name}}`: {{description}}
 //!
-//! Actions:
+//! Actions (typed with `#[plugin]`: each handler's input and reply are Rust types, their
+//! JSON Schemas go into the host's OpenAPI document, and the host refuses a plugin.yaml
+//! that routes to an action this code does not have):
 //! - `greet` `{"name": "Ada", "shout": false}` -> `{"message": "Hello, Ada!"}`;
 //! - `route.greet`: the same behind the declared route `POST /plugins/{{project-name}}/greet`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use xcore_plugin_sdk::{export_plugin, Context, Plugin, PluginError, Reply, Request};
+use xcore_plugin_sdk::{export_plugin, plugin, Context, Json, Plugin, PluginError};
 
 /// The `greet` action's payload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct GreetIn {
     /// Who to greet.
     pub name: String,
@@ -18,17 +21,10 @@ pub struct GreetIn {
 }
 
 /// The `greet` action's reply.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, JsonSchema)]
 pub struct GreetOut {
     /// The greeting.
     pub message: String,
-}
-
-/// What the host sends for a declared route.
-#[derive(Debug, Deserialize)]
-struct RouteCall {
-    #[serde(default)]
-    body: serde_json::Value,
 }
 
 /// The plugin's logic, kept apart from the host so that it is easy to test.
@@ -50,10 +46,11 @@ fn default_greeting() -> String {
     "Hello".into()
 }
 
-struct TemplatePlugin {
+pub struct TemplatePlugin {
     greeting: String,
 }
 
+#[plugin]
 impl Plugin for TemplatePlugin {
     fn new(ctx: &Context) -> Result<Self, PluginError> {
         let config: Config = ctx.config_as()?;
@@ -61,17 +58,16 @@ impl Plugin for TemplatePlugin {
         Ok(TemplatePlugin { greeting: config.greeting })
     }
 
-    fn call(&self, _ctx: &Context, req: Request<'_>) -> Result<Reply, PluginError> {
-        match req.action() {
-            "greet" => Reply::json(&greet(&self.greeting, req.json()?)?),
-            "route.greet" => {
-                let call: RouteCall = req.json()?;
-                let input = serde_json::from_value(call.body)
-                    .map_err(|e| PluginError::invalid_payload(format!("body: {e}")))?;
-                Reply::json(&greet(&self.greeting, input)?)
-            }
-            other => Err(PluginError::unknown_action(other)),
-        }
+    /// Greets someone with the manifest's `config.greeting`.
+    #[action(example(input = r#"{"name": "Ada"}"#, output = r#"{"message": "Hello, Ada!"}"#))]
+    fn greet(&self, Json(input): Json<GreetIn>) -> Result<Json<GreetOut>, PluginError> {
+        greet(&self.greeting, input).map(Json)
+    }
+
+    /// The same behind the route plugin.yaml declares.
+    #[route(POST, "/greet", name = "route.greet")]
+    fn route_greet(&self, Json(input): Json<GreetIn>) -> Result<Json<GreetOut>, PluginError> {
+        greet(&self.greeting, input).map(Json)
     }
 }
 

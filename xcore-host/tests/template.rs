@@ -19,7 +19,7 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn a_new_plugin_renders_tests_builds_loads_and_answers() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let api = repo.join("xcore-plugin-api/sdk");
+    let api = repo.join("xcore-plugin-api");
     let target = common::target_dir().parent().unwrap().to_path_buf();
     let s = Server::start_custom(
         |plugins| {
@@ -98,7 +98,7 @@ fn cargo_generate_renders_the_same_files() {
             "--define",
             "execution_mode=trusted",
         ])
-        .args(["--define", "api_path=../../xcore-plugin-api/sdk"]));
+        .args(["--define", r#"sdk_source=path = "../../xcore-plugin-api/sdk""#]));
     run(Command::new(env!("CARGO_BIN_EXE_xcore"))
         .args(["plugin", "new", "twin", "--description", "Twins", "--author", "CI", "--plugins-dir"])
         .arg(out.path().join("ours")));

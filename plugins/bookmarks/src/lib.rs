@@ -20,9 +20,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use xcore_plugin_sdk::{export_plugin, Context, Plugin, PluginError, Reply, Request};
+use xcore_plugin_sdk::{export_plugin, plugin, Context, Json, Path, Plugin, PluginError, Query};
 
 const DB: &str = "default";
 
@@ -30,57 +31,108 @@ const DB: &str = "default";
 const MAX_PAGE: u32 = 200;
 const DEFAULT_PAGE: u32 = 50;
 
-#[derive(Deserialize, Default)]
-struct Page {
-    /// Bookmarks with an id above this one.
+/// Which page of the list.
+#[derive(Deserialize, Default, JsonSchema)]
+pub struct Page {
+    /// Bookmarks with an id above this one (the previous page's `next_after`).
     #[serde(default)]
-    after: Option<i64>,
+    pub after: Option<i64>,
+    /// How many, 1 to 200 (default 50).
     #[serde(default)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Bookmark {
-    id: i64,
-    url: String,
-    title: String,
-    created_at: i64,
+/// A bookmark.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Bookmark {
+    /// Its id.
+    pub id: i64,
+    /// The http(s) URL.
+    pub url: String,
+    /// Its title (the URL when none was given).
+    pub title: String,
+    /// When it was added, in ms since the Unix epoch.
+    pub created_at: i64,
 }
 
-#[derive(Deserialize)]
-struct NewBookmark {
-    url: String,
+/// A bookmark to add.
+#[derive(Deserialize, JsonSchema)]
+pub struct NewBookmark {
+    /// An http(s) URL.
+    pub url: String,
+    /// Its title.
     #[serde(default)]
-    title: String,
+    pub title: String,
 }
 
-#[derive(Deserialize)]
-struct ById {
-    id: i64,
+/// A bookmark's id.
+#[derive(Deserialize, JsonSchema)]
+pub struct ById {
+    /// The id.
+    pub id: i64,
 }
 
-#[derive(Deserialize)]
-struct KvOp {
-    key: String,
+/// A bookmark and its visits.
+#[derive(Serialize, JsonSchema)]
+pub struct Visited {
+    /// The bookmark.
+    pub bookmark: Bookmark,
+    /// Visits so far, this one included.
+    pub visits: u64,
+}
+
+/// A bookmark in a list, with its visits.
+#[derive(Serialize, JsonSchema)]
+pub struct Listed {
+    /// The bookmark.
+    #[serde(flatten)]
+    pub bookmark: Bookmark,
+    /// Its visits.
+    pub visits: u64,
+}
+
+/// One page of bookmarks.
+#[derive(Serialize, JsonSchema)]
+pub struct Listing {
+    /// How many on this page.
+    pub count: usize,
+    /// The bookmarks, by id.
+    pub bookmarks: Vec<Listed>,
+    /// Where the next page starts (`after`), or null on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// The answer to a delete.
+#[derive(Serialize, JsonSchema)]
+pub struct Deleted {
+    /// The id of the bookmark deleted.
+    pub deleted: i64,
+}
+
+/// A key-value operation repeated `n` times (benchmarks).
+#[derive(Deserialize, JsonSchema)]
+pub struct KvOp {
+    /// The key.
+    pub key: String,
+    /// The value to set.
     #[serde(default)]
-    value: Value,
+    pub value: Value,
+    /// How many times (default 1).
     #[serde(default = "one")]
-    n: u32,
+    pub n: u32,
 }
 
 fn one() -> u32 {
     1
 }
 
-/// What the host sends for a declared route.
-#[derive(Deserialize)]
-struct RouteCall {
-    #[serde(default)]
-    params: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    query: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    body: Value,
+/// What a key-value benchmark did.
+#[derive(Serialize, JsonSchema)]
+pub struct KvDone {
+    /// How many operations.
+    pub n: u32,
+    /// The last value read (null for sets).
+    pub value: Value,
 }
 
 #[derive(Deserialize)]
@@ -93,14 +145,14 @@ fn default_cron() -> String {
     "0 * * * * *".into()
 }
 
-struct Bookmarks;
+pub struct Bookmarks;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Bookmarks {
-    fn add(&self, ctx: &Context, new: NewBookmark) -> Result<Bookmark, PluginError> {
+    fn insert(&self, ctx: &Context, new: NewBookmark) -> Result<Bookmark, PluginError> {
         if !(new.url.starts_with("http://") || new.url.starts_with("https://")) {
             return Err(PluginError::invalid_payload(format!("'{}' is not an http(s) URL", new.url)));
         }
@@ -138,7 +190,7 @@ impl Bookmarks {
         Ok(rows.into_iter().next())
     }
 
-    fn get(&self, ctx: &Context, id: i64) -> Result<Bookmark, PluginError> {
+    fn find(&self, ctx: &Context, id: i64) -> Result<Bookmark, PluginError> {
         let key = format!("bookmark:{id}");
         if let Some(hit) = ctx.cache_get::<Bookmark>(&key)? {
             return Ok(hit);
@@ -155,14 +207,14 @@ impl Bookmarks {
         Ok(found)
     }
 
-    fn visit(&self, ctx: &Context, id: i64) -> Result<Value, PluginError> {
-        let bookmark = self.get(ctx, id)?;
+    fn count_visit(&self, ctx: &Context, id: i64) -> Result<Visited, PluginError> {
+        let bookmark = self.find(ctx, id)?;
         // One atomic increment: a read then a write would lose visits made meanwhile.
         let visits = ctx.kv_incr(&format!("visits:{id}"), 1)?;
-        Ok(json!({ "bookmark": bookmark, "visits": visits }))
+        Ok(Visited { bookmark, visits: u64::try_from(visits).unwrap_or(0) })
     }
 
-    fn list(&self, ctx: &Context, page: Page) -> Result<Value, PluginError> {
+    fn page(&self, ctx: &Context, page: Page) -> Result<Listing, PluginError> {
         let limit = page.limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
             return Err(PluginError::invalid_payload(format!(
@@ -178,24 +230,22 @@ impl Bookmarks {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let mut items = Vec::with_capacity(rows.len());
-        for b in rows {
-            let visits = ctx.kv_get::<u64>(&format!("visits:{}", b.id))?.unwrap_or(0);
-            let mut item = serde_json::to_value(&b)?;
-            item["visits"] = json!(visits);
-            items.push(item);
+        for bookmark in rows {
+            let visits = ctx.kv_get::<u64>(&format!("visits:{}", bookmark.id))?.unwrap_or(0);
+            items.push(Listed { bookmark, visits });
         }
-        let next_after = if more { items.last().map(|i| i["id"].clone()) } else { None };
-        Ok(json!({ "count": items.len(), "bookmarks": items, "next_after": next_after }))
+        let next_after = if more { items.last().map(|i| i.bookmark.id) } else { None };
+        Ok(Listing { count: items.len(), bookmarks: items, next_after })
     }
 
-    fn delete(&self, ctx: &Context, id: i64) -> Result<Value, PluginError> {
+    fn remove(&self, ctx: &Context, id: i64) -> Result<Deleted, PluginError> {
         let n = ctx.db_execute(DB, "DELETE FROM bookmarks_items WHERE id = ?", &[json!(id)])?;
         if n == 0 {
             return Err(PluginError::not_found(format!("no bookmark {id}")));
         }
         ctx.cache_delete(&format!("bookmark:{id}"))?;
         ctx.kv_delete(&format!("visits:{id}"))?;
-        Ok(json!({ "deleted": id }))
+        Ok(Deleted { deleted: id })
     }
 
     /// The cron job: counts bookmarks and visits, keeps the result under `summary`.
@@ -218,23 +268,20 @@ impl Bookmarks {
         Ok(summary)
     }
 
-    fn kv_bench(&self, ctx: &Context, op: &str, req: KvOp) -> Result<Value, PluginError> {
+    fn kv_bench(&self, ctx: &Context, set: bool, req: KvOp) -> Result<KvDone, PluginError> {
         let mut last = Value::Null;
         for _ in 0..req.n {
-            match op {
-                "kv.set" => ctx.kv_set(&req.key, &req.value, None)?,
-                _ => last = ctx.kv_get::<Value>(&req.key)?.unwrap_or(Value::Null),
+            if set {
+                ctx.kv_set(&req.key, &req.value, None)?;
+            } else {
+                last = ctx.kv_get::<Value>(&req.key)?.unwrap_or(Value::Null);
             }
         }
-        Ok(json!({ "n": req.n, "value": last }))
+        Ok(KvDone { n: req.n, value: last })
     }
 }
 
-fn route_id(call: &RouteCall) -> Result<i64, PluginError> {
-    let raw = call.params.get("id").ok_or_else(|| PluginError::invalid_payload("missing {id}"))?;
-    raw.parse().map_err(|_| PluginError::invalid_payload(format!("bookmark id '{raw}' is not a number")))
-}
-
+#[plugin]
 impl Plugin for Bookmarks {
     fn new(ctx: &Context) -> Result<Self, PluginError> {
         let cfg: Config = ctx.config_as()?;
@@ -242,36 +289,76 @@ impl Plugin for Bookmarks {
         Ok(Bookmarks)
     }
 
-    fn call(&self, ctx: &Context, req: Request<'_>) -> Result<Reply, PluginError> {
-        match req.action() {
-            "add" => Reply::json(&self.add(ctx, req.json()?)?),
-            "get" => Reply::json(&self.get(ctx, req.json::<ById>()?.id)?),
-            "visit" => Reply::json(&self.visit(ctx, req.json::<ById>()?.id)?),
-            "list" => {
-                let page = if req.payload() == b"null" { Page::default() } else { req.json()? };
-                Reply::json(&self.list(ctx, page)?)
-            }
-            "delete" => Reply::json(&self.delete(ctx, req.json::<ById>()?.id)?),
-            "summary" => Reply::json(&self.summarize(ctx)?),
-            "last_summary" => Reply::json(&ctx.kv_get::<Value>("summary")?),
-            op @ ("kv.set" | "kv.get") => Reply::json(&self.kv_bench(ctx, op, req.json()?)?),
-            "route.list" => {
-                let call: RouteCall = req.json()?;
-                let page = Page {
-                    after: call.query.get("after").map(|a| a.parse()).transpose()?,
-                    limit: call.query.get("limit").map(|l| l.parse()).transpose()?,
-                };
-                Reply::json(&self.list(ctx, page)?)
-            }
-            "route.add" => {
-                let call: RouteCall = req.json()?;
-                let new: NewBookmark = serde_json::from_value(call.body)
-                    .map_err(|e| PluginError::invalid_payload(format!("body: {e}")))?;
-                Reply::json(&self.add(ctx, new)?)
-            }
-            "route.visit" => Reply::json(&self.visit(ctx, route_id(&req.json()?)?)?),
-            other => Err(PluginError::unknown_action(other)),
-        }
+    /// Adds a bookmark; 409 `conflict` when the URL is bookmarked already.
+    #[action]
+    fn add(&self, ctx: &Context, Json(new): Json<NewBookmark>) -> Result<Json<Bookmark>, PluginError> {
+        self.insert(ctx, new).map(Json)
+    }
+
+    /// One bookmark by id (cached for 60 s).
+    #[action]
+    fn get(&self, ctx: &Context, Json(by): Json<ById>) -> Result<Json<Bookmark>, PluginError> {
+        self.find(ctx, by.id).map(Json)
+    }
+
+    /// Counts a visit and answers the bookmark with its visits.
+    #[action]
+    fn visit(&self, ctx: &Context, Json(by): Json<ById>) -> Result<Json<Visited>, PluginError> {
+        self.count_visit(ctx, by.id).map(Json)
+    }
+
+    /// One page of bookmarks (`null` for the first page of 50).
+    #[action]
+    fn list(&self, ctx: &Context, Json(page): Json<Option<Page>>) -> Result<Json<Listing>, PluginError> {
+        self.page(ctx, page.unwrap_or_default()).map(Json)
+    }
+
+    /// Deletes a bookmark, its cached copy and its visits.
+    #[action]
+    fn delete(&self, ctx: &Context, Json(by): Json<ById>) -> Result<Json<Deleted>, PluginError> {
+        self.remove(ctx, by.id).map(Json)
+    }
+
+    /// The cron job: counts bookmarks and visits, keeps the result under `summary`.
+    #[action]
+    fn summary(&self, ctx: &Context) -> Result<Value, PluginError> {
+        self.summarize(ctx)
+    }
+
+    /// The summary the job kept last (null before its first run).
+    #[action]
+    fn last_summary(&self, ctx: &Context) -> Result<Json<Option<Value>>, PluginError> {
+        ctx.kv_get::<Value>("summary").map(Json)
+    }
+
+    /// Sets one key `n` times (benchmarks).
+    #[action(name = "kv.set")]
+    fn kv_set(&self, ctx: &Context, Json(op): Json<KvOp>) -> Result<Json<KvDone>, PluginError> {
+        self.kv_bench(ctx, true, op).map(Json)
+    }
+
+    /// Reads one key `n` times (benchmarks).
+    #[action(name = "kv.get")]
+    fn kv_get(&self, ctx: &Context, Json(op): Json<KvOp>) -> Result<Json<KvDone>, PluginError> {
+        self.kv_bench(ctx, false, op).map(Json)
+    }
+
+    /// One page of bookmarks: `?after=&limit=`.
+    #[route(GET, "/bookmarks", name = "route.list")]
+    fn route_list(&self, ctx: &Context, Query(page): Query<Page>) -> Result<Json<Listing>, PluginError> {
+        self.page(ctx, page).map(Json)
+    }
+
+    /// Adds a bookmark from the request body.
+    #[route(POST, "/bookmarks", name = "route.add")]
+    fn route_add(&self, ctx: &Context, Json(new): Json<NewBookmark>) -> Result<Json<Bookmark>, PluginError> {
+        self.insert(ctx, new).map(Json)
+    }
+
+    /// Counts a visit of a bookmark and answers it with its visits.
+    #[route(GET, "/bookmarks/{id}", name = "route.visit")]
+    fn route_visit(&self, ctx: &Context, Path(id): Path<i64>) -> Result<Json<Visited>, PluginError> {
+        self.count_visit(ctx, id).map(Json)
     }
 }
 

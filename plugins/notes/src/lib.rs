@@ -4,8 +4,9 @@
 //! - `create` `{"title": "...", "body": "..."}` -> the note with its `id`;
 //! - `get` `{"id": 1}`, `delete` `{"id": 1}`, `list` (no payload).
 //!
-//! Routes declared in plugin.yaml map REST calls to `route.*` actions, which receive
-//! `{"params": {...}, "query": {...}, "body": ...}` from the host and delegate.
+//! Routes declared in plugin.yaml (`GET /plugins/notes/notes/{id}`...) reach the
+//! `#[route]` handlers, which read typed path parameters and bodies; the host checks at
+//! load that every route of plugin.yaml names one of them.
 //!
 //! Creating a note emits `notes.created` with the note (the `echo` example subscribes
 //! to it); the reply's `notified` counts the subscribers that handled it.
@@ -13,36 +14,62 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use xcore_plugin_sdk::{export_plugin, Context, Plugin, PluginError, Reply, Request};
+use xcore_plugin_sdk::{export_plugin, plugin, Context, Json, Path, Plugin, PluginError};
 
-#[derive(Debug, Clone, Serialize)]
-struct Note {
-    id: u64,
-    title: String,
-    body: String,
+/// A note.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Note {
+    /// Its id, from 1.
+    pub id: u64,
+    /// Its title (never empty).
+    pub title: String,
+    /// Its text.
+    pub body: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct NewNote {
-    title: String,
-    #[serde(default)]
-    body: String,
+/// A note just created, and how many subscribers handled its `notes.created`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Created {
+    /// The note.
+    #[serde(flatten)]
+    pub note: Note,
+    /// Subscribers of `notes.created` that handled the event.
+    pub notified: usize,
 }
 
-#[derive(Debug, Deserialize)]
-struct ById {
-    id: u64,
+/// A note to create.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NewNote {
+    /// Its title (not empty).
+    pub title: String,
+    /// Its text.
+    #[serde(default)]
+    pub body: String,
 }
 
-/// What the host sends for a declared route.
-#[derive(Debug, Deserialize)]
-struct RouteCall {
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    #[serde(default)]
-    body: Value,
+/// A note's id.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ById {
+    /// The id.
+    pub id: u64,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Deleted {
+    /// The id of the note deleted.
+    pub deleted: u64,
+}
+
+/// Every note.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Listing {
+    /// How many.
+    pub count: usize,
+    /// The notes, by id.
+    pub notes: Vec<Note>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,7 +88,7 @@ struct Store {
     notes: BTreeMap<u64, Note>,
 }
 
-struct Notes {
+pub struct Notes {
     max_notes: usize,
     store: Mutex<Store>,
 }
@@ -73,7 +100,7 @@ impl Notes {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn create(&self, new: NewNote) -> Result<Note, PluginError> {
+    fn insert(&self, new: NewNote) -> Result<Note, PluginError> {
         if new.title.trim().is_empty() {
             return Err(PluginError::invalid_payload("a note needs a non-empty title"));
         }
@@ -89,74 +116,93 @@ impl Notes {
         Ok(note)
     }
 
-    fn get(&self, id: u64) -> Result<Note, PluginError> {
+    fn find(&self, id: u64) -> Result<Note, PluginError> {
         self.store().notes.get(&id).cloned().ok_or_else(|| PluginError::not_found(format!("no note {id}")))
     }
 
-    fn delete(&self, id: u64) -> Result<Value, PluginError> {
+    fn remove(&self, id: u64) -> Result<Deleted, PluginError> {
         match self.store().notes.remove(&id) {
-            Some(_) => Ok(json!({ "deleted": id })),
+            Some(_) => Ok(Deleted { deleted: id }),
             None => Err(PluginError::not_found(format!("no note {id}"))),
         }
     }
 
-    fn list(&self) -> Value {
+    fn listing(&self) -> Listing {
         let notes: Vec<Note> = self.store().notes.values().cloned().collect();
-        json!({ "count": notes.len(), "notes": notes })
+        Listing { count: notes.len(), notes }
     }
-}
 
-impl Notes {
     /// Emits `notes.created` and waits for the subscribers (plugin.yaml grants
     /// `events.emit:notes.*`); the reply says how many handled it. The note is stored
     /// already, so an emit that fails is logged, not returned as the call's error.
-    fn announce(&self, ctx: &Context, note: Note) -> Result<Value, PluginError> {
-        let handled = match ctx.emit("notes.created", &note) {
+    fn announce(&self, ctx: &Context, note: Note) -> Created {
+        let notified = match ctx.emit("notes.created", &note) {
             Ok(report) => report.handled(),
             Err(e) => {
                 ctx.warn(&format!("note {} stored, but notes.created was not emitted: {e}", note.id));
                 0
             }
         };
-        let mut reply = serde_json::to_value(&note).map_err(|e| PluginError::internal(e.to_string()))?;
-        reply["notified"] = json!(handled);
-        Ok(reply)
+        Created { note, notified }
     }
 }
 
-fn param_id(call: &RouteCall) -> Result<u64, PluginError> {
-    let raw = call.params.get("id").ok_or_else(|| PluginError::invalid_payload("missing {id}"))?;
-    raw.parse().map_err(|_| PluginError::invalid_payload(format!("note id '{raw}' is not a number")))
-}
-
+#[plugin]
 impl Plugin for Notes {
     fn new(ctx: &Context) -> Result<Self, PluginError> {
         let cfg: Config = ctx.config_as()?;
         Ok(Notes { max_notes: cfg.max_notes, store: Mutex::new(Store::default()) })
     }
 
-    fn call(&self, ctx: &Context, req: Request<'_>) -> Result<Reply, PluginError> {
-        match req.action() {
-            "create" => {
-                let note = self.create(req.json()?)?;
-                ctx.info(&format!("created note {}", note.id));
-                Reply::json(&self.announce(ctx, note)?)
-            }
-            "get" => Reply::json(&self.get(req.json::<ById>()?.id)?),
-            "delete" => Reply::json(&self.delete(req.json::<ById>()?.id)?),
-            "list" => Reply::json(&self.list()),
-            "route.list" => Reply::json(&self.list()),
-            "route.create" => {
-                let call: RouteCall = req.json()?;
-                let new: NewNote = serde_json::from_value(call.body)
-                    .map_err(|e| PluginError::invalid_payload(format!("body: {e}")))?;
-                let note = self.create(new)?;
-                Reply::json(&self.announce(ctx, note)?)
-            }
-            "route.get" => Reply::json(&self.get(param_id(&req.json()?)?)?),
-            "route.delete" => Reply::json(&self.delete(param_id(&req.json()?)?)?),
-            other => Err(PluginError::unknown_action(other)),
-        }
+    /// Creates a note and announces it (`notes.created`).
+    #[action]
+    fn create(&self, ctx: &Context, Json(new): Json<NewNote>) -> Result<Json<Created>, PluginError> {
+        let note = self.insert(new)?;
+        ctx.info(&format!("created note {}", note.id));
+        Ok(Json(self.announce(ctx, note)))
+    }
+
+    /// One note by id.
+    #[action]
+    fn get(&self, Json(by): Json<ById>) -> Result<Json<Note>, PluginError> {
+        self.find(by.id).map(Json)
+    }
+
+    /// Deletes a note by id.
+    #[action]
+    fn delete(&self, Json(by): Json<ById>) -> Result<Json<Deleted>, PluginError> {
+        self.remove(by.id).map(Json)
+    }
+
+    /// Every note.
+    #[action(example(name = "no notes yet", input = "null", output = r#"{"count": 0, "notes": []}"#))]
+    fn list(&self) -> Json<Listing> {
+        Json(self.listing())
+    }
+
+    /// Every note.
+    #[route(GET, "/notes", name = "route.list")]
+    fn route_list(&self) -> Json<Listing> {
+        Json(self.listing())
+    }
+
+    /// Creates a note from the request body and announces it.
+    #[route(POST, "/notes", name = "route.create")]
+    fn route_create(&self, ctx: &Context, Json(new): Json<NewNote>) -> Result<Json<Created>, PluginError> {
+        let note = self.insert(new)?;
+        Ok(Json(self.announce(ctx, note)))
+    }
+
+    /// One note by id.
+    #[route(GET, "/notes/{id}", name = "route.get")]
+    fn route_get(&self, Path(id): Path<u64>) -> Result<Json<Note>, PluginError> {
+        self.find(id).map(Json)
+    }
+
+    /// Deletes a note by id.
+    #[route(DELETE, "/notes/{id}", name = "route.delete")]
+    fn route_delete(&self, Path(id): Path<u64>) -> Result<Json<Deleted>, PluginError> {
+        self.remove(id).map(Json)
     }
 
     fn shutdown(&self, ctx: &Context) {

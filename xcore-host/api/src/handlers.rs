@@ -550,9 +550,12 @@ pub(super) async fn run_job(
     }
 }
 
-/// The document [`super::serve`] built once at start (the handlers never build it).
-pub(super) async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
-    HttpResponse::Ok().content_type(header::ContentType::json()).body(doc.bytes())
+/// The document [`super::serve`] built once at start, with the serving plugins' actions
+/// and routes added (they change while the server runs).
+pub(super) async fn openapi(doc: web::Data<OpenApiJson>, state: web::Data<AppState>) -> HttpResponse {
+    let mut doc = doc.base().clone();
+    super::plugin_docs::add(&mut doc, &state.registry.described());
+    HttpResponse::Ok().content_type(header::ContentType::json()).body(doc.to_string())
 }
 
 pub(super) async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

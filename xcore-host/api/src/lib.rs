@@ -27,6 +27,7 @@ pub mod body;
 pub mod endpoints;
 mod handlers;
 pub mod openapi;
+pub mod plugin_docs;
 pub mod plugin_routes;
 pub mod problem;
 pub mod stream;
@@ -73,23 +74,24 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document ([`openapi::document`]) serialized once, when the server starts;
-/// `GET /api/v1/openapi.json` answers these bytes as they are. It lives here, not in
-/// [`openapi`], so that the handlers need not import the module that reads the route table
-/// that names them: inside `api/` the dependencies run one way (`openapi` -> `endpoints`
-/// -> `handlers`, and this module joins them).
+/// The control API's OpenAPI document ([`openapi::document`]), built once when the
+/// server starts; `GET /api/v1/openapi.json` answers it with the serving plugins'
+/// operations added ([`plugin_docs`]). It lives here, not in [`openapi`], so that the
+/// handlers need not import the module that reads the route table that names them:
+/// inside `api/` the dependencies run one way (`openapi` -> `endpoints` -> `handlers`,
+/// and this module joins them).
 #[derive(Clone)]
-pub struct OpenApiJson(web::Bytes);
+pub struct OpenApiJson(std::sync::Arc<serde_json::Value>);
 
 impl OpenApiJson {
-    /// Serializes `doc` (compact JSON, as `HttpResponse::json` writes it).
+    /// Keeps `doc`.
     pub fn new(doc: &serde_json::Value) -> Self {
-        OpenApiJson(web::Bytes::from(doc.to_string()))
+        OpenApiJson(std::sync::Arc::new(doc.clone()))
     }
 
-    /// The serialized document (a cheap, shared handle).
-    pub fn bytes(&self) -> web::Bytes {
-        self.0.clone()
+    /// The control API's part of the document.
+    pub fn base(&self) -> &serde_json::Value {
+        &self.0
     }
 }
 
@@ -169,29 +171,6 @@ async fn stop_signal() {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-
-    use actix_web::{http::header, test as actix_test, App};
-
-    use super::*;
-
-    #[actix_web::test]
-    async fn the_openapi_route_answers_the_document_built_at_start() {
-        let doc = openapi::document();
-        let built = web::Data::new(OpenApiJson::new(&doc));
-        let app = actix_test::init_service(App::new().configure(move |cfg| configure(cfg, built))).await;
-        let resp = actix_test::call_service(
-            &app,
-            actix_test::TestRequest::get().uri("/api/v1/openapi.json").to_request(),
-        )
-        .await;
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
-        let body = actix_test::read_body(resp).await;
-        // The bytes `HttpResponse::json(openapi::document())` wrote when it was built per
-        // request.
-        assert_eq!(body, serde_json::to_vec(&doc).unwrap());
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), doc);
-    }
 
     /// The sibling modules of the api crate a source file names through `super::` or
     /// `crate::` (comments skipped; `use super::{a, b::c}` names `a` and `b`).

@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::endpoints::{ENDPOINTS, EVENT_STREAM};
+use super::plugin_docs::operation_id;
 
 fn problem_response(description: &str) -> Value {
     json!({
@@ -24,7 +25,7 @@ pub fn document() -> Value {
             .collect();
         let mut op = json!({
             "summary": e.summary,
-            "operationId": format!("{} {}", e.method.to_lowercase(), e.path),
+            "operationId": operation_id(&[&e.method.to_lowercase(), e.path.trim_start_matches('/')]),
             "parameters": params,
             "responses": {
                 "200": { "description": "Success", "content": { "application/json": {} } },
@@ -64,7 +65,9 @@ pub fn document() -> Value {
             item[e.method.to_lowercase()] = op;
         } else {
             for m in methods {
-                item[*m] = op.clone();
+                let mut op = op.clone();
+                op["operationId"] = json!(operation_id(&[m, e.path.trim_start_matches('/')]));
+                item[*m] = op;
             }
         }
     }

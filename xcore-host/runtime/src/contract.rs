@@ -14,8 +14,8 @@ use xcore_plugin_abi::describe::{ActionKind, PluginDescription};
 pub struct Agreement {
     /// Things that work but are probably not what the author meant (logged at load).
     pub warnings: Vec<String>,
-    /// `#[on(...)]` handlers that no manifest hook names, as (pattern, action): the host
-    /// subscribes them like hooks.
+    /// `#[on(...)]` handlers that no manifest hook names and the plugin may subscribe
+    /// (`events.subscribe`), as (pattern, action): the host subscribes them like hooks.
     pub subscriptions: Vec<(String, String)>,
 }
 
@@ -101,8 +101,20 @@ pub fn check(manifest: &Manifest, description: &PluginDescription) -> Result<Agr
                 return Err(format!("plugin '{name}': #[on(\"{pattern}\")] on '{}': {e}", a.name));
             }
             let hooked = manifest.hooks.iter().any(|h| h.action == a.name && &h.event == pattern);
-            if !hooked {
+            if hooked {
+                continue;
+            }
+            // A handler the code declares is a runtime subscription, not an operator's
+            // hook: it needs the same permission as `Context::subscribe` (a sandboxed
+            // plugin must not read every event by declaring `#[on("**")]`).
+            if xcore_manifest::permissions::allowed(&manifest.permissions, "events.subscribe", pattern) {
                 agreement.subscriptions.push((pattern.clone(), a.name.clone()));
+            } else {
+                agreement.warnings.push(format!(
+                    "plugin '{name}': #[on(\"{pattern}\")] on '{}' is not subscribed: it needs the \
+                     permission events.subscribe:{pattern} (granted), or a hook in plugin.yaml",
+                    a.name
+                ));
             }
         }
     }
@@ -162,10 +174,19 @@ mod tests {
 
     #[test]
     fn a_matching_manifest_passes_and_unhooked_handlers_are_subscribed() {
-        let m = manifest("routes:\n  - { method: GET, path: \"/notes/{id}\", action: get }\n");
+        let routes = "routes:\n  - { method: GET, path: \"/notes/{id}\", action: get }\n";
+        let m = manifest(&format!("{routes}permissions: [\"events.subscribe:notes.*\"]\n"));
         let a = check(&m, &table()).unwrap();
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
         assert_eq!(a.subscriptions, vec![("notes.*".to_string(), "audit".to_string())]);
+        // Without the permission, the handler is not subscribed, and the log says why.
+        let a = check(&manifest(routes), &table()).unwrap();
+        assert!(a.subscriptions.is_empty());
+        assert!(
+            a.warnings.iter().any(|w| w.contains("needs the permission events.subscribe:notes.*")),
+            "{:?}",
+            a.warnings
+        );
         // A hook in the manifest for the same handler and pattern is not subscribed twice.
         let m = manifest(
             "routes:\n  - { method: GET, path: \"/notes/{id}\", action: get }\nhooks:\n  - { event: 'notes.*', action: audit }\n",

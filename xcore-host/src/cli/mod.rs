@@ -111,9 +111,17 @@ struct NewArgs {
     /// Plugins folder (default: plugins.directory from the configuration).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
-    /// Path to the SDK crate (xcore-plugin-api/sdk), relative to the new crate or absolute.
-    #[arg(long, default_value = "../../xcore-plugin-api/sdk")]
+    /// The `xcore-plugin-api/` folder of an XCore checkout (holding sdk/ and testkit/),
+    /// relative to the new crate or absolute; for a plugin inside the repository.
+    #[arg(long, default_value = "../../xcore-plugin-api", conflicts_with = "api_git")]
     api_path: String,
+    /// Take the SDK from this git repository of XCore instead (a plugin outside the
+    /// repository); needs --api-tag.
+    #[arg(long, requires = "api_tag")]
+    api_git: Option<String>,
+    /// The tag of --api-git to build against.
+    #[arg(long, requires = "api_git")]
+    api_tag: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,7 +198,10 @@ fn new_plugin(path: Option<&std::path::Path>, args: NewArgs) -> Result<ExitCode>
         description: args.description,
         author: args.author,
         execution_mode: if args.sandboxed { "sandboxed" } else { "trusted" }.into(),
-        api_path: args.api_path,
+        api: match (args.api_git, args.api_tag) {
+            (Some(url), Some(tag)) => xcore_tools::template::ApiSource::Git { url, tag },
+            _ => xcore_tools::template::ApiSource::Path(args.api_path),
+        },
     };
     let files = xcore_tools::template::render(&dest, &vars)?;
     println!("created {} ({} files)", dest.display(), files.len());

@@ -26,8 +26,34 @@ pub struct TemplateVars {
     pub author: String,
     /// `trusted` or `sandboxed`.
     pub execution_mode: String,
-    /// Where the SDK crate (`xcore-plugin-api/sdk`) is, relative to the rendered crate or absolute.
-    pub api_path: String,
+    /// Where the SDK (and the test kit) come from.
+    pub api: ApiSource,
+}
+
+/// Where a rendered plugin gets `xcore-plugin-sdk` and `xcore-plugin-testkit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiSource {
+    /// The `xcore-plugin-api/` folder of an XCore checkout, relative to the rendered crate
+    /// or absolute (inside the repository: `../../xcore-plugin-api`).
+    Path(String),
+    /// A git repository of XCore and the tag to build against (outside the repository).
+    Git {
+        /// The repository URL.
+        url: String,
+        /// The tag (a release of the SDK).
+        tag: String,
+    },
+}
+
+impl ApiSource {
+    /// The body of the TOML inline table that locates crate `dir` (`sdk`, `testkit`).
+    pub fn toml(&self, dir: &str) -> String {
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        match self {
+            ApiSource::Path(p) => format!("path = \"{}/{dir}\"", quote(p.trim_end_matches('/'))),
+            ApiSource::Git { url, tag } => format!("git = \"{}\", tag = \"{}\"", quote(url), quote(tag)),
+        }
+    }
 }
 
 /// Why a plugin could not be created.
@@ -59,7 +85,8 @@ pub fn render_text(text: &str, v: &TemplateVars) -> String {
         ("{{description}}", v.description.as_str()),
         ("{{author}}", v.author.as_str()),
         ("{{execution_mode}}", v.execution_mode.as_str()),
-        ("{{api_path}}", v.api_path.as_str()),
+        ("{{sdk_source}}", &v.api.toml("sdk")),
+        ("{{testkit_source}}", &v.api.toml("testkit")),
     ]
     .iter()
     .fold(text.to_string(), |acc, (k, val)| acc.replace(k, val))
@@ -98,7 +125,7 @@ mod tests {
             description: "A test".into(),
             author: "me".into(),
             execution_mode: "sandboxed".into(),
-            api_path: "../api".into(),
+            api: ApiSource::Path("../api".into()),
         }
     }
 
@@ -114,6 +141,27 @@ mod tests {
         let yaml = std::fs::read_to_string(d.path().join("my-plugin/plugin.yaml")).unwrap();
         assert!(yaml.contains("name: my-plugin") && yaml.contains("entry_point: libmy_plugin.so"));
         assert!(yaml.contains("execution_mode: sandboxed"));
+    }
+
+    #[test]
+    fn the_sdk_comes_from_a_path_or_from_git_and_a_tag() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = vars("by-git");
+        v.api = ApiSource::Git { url: "https://example.org/xcore.git".into(), tag: "sdk-v0.2.0".into() };
+        render(&d.path().join("by-git"), &v).unwrap();
+        let toml = std::fs::read_to_string(d.path().join("by-git/Cargo.toml")).unwrap();
+        assert!(
+            toml.contains(
+                r#"xcore-plugin-sdk = { git = "https://example.org/xcore.git", tag = "sdk-v0.2.0" }"#
+            ),
+            "{toml}"
+        );
+        render(&d.path().join("by-path"), &vars("by-path")).unwrap();
+        let toml = std::fs::read_to_string(d.path().join("by-path/Cargo.toml")).unwrap();
+        assert!(toml.contains(r#"xcore-plugin-sdk = { path = "../api/sdk" }"#), "{toml}");
+        // A quote in a value cannot break out of the TOML string.
+        let odd = ApiSource::Path(r#"a"b\c"#.into()).toml("sdk");
+        assert_eq!(odd, r#"path = "a\"b\\c/sdk""#);
     }
 
     #[test]

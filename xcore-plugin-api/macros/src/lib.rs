@@ -108,6 +108,8 @@ fn expand(mut item: ItemImpl) -> syn::Result<Tokens> {
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     item.items = kept;
     item.items.push(syn::parse_quote! {
+        // `PluginError::from(e)` is the identity when a handler already returns PluginError.
+        #[allow(clippy::useless_conversion)]
         fn call(
             &self,
             ctx: &::xcore_plugin_sdk::Context,

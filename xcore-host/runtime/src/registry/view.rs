@@ -2,6 +2,7 @@
 //! counts by state, and the gauges refreshed before a scrape.
 
 use super::*;
+use xcore_plugin_abi::describe::PluginDescription;
 
 /// A snapshot of one plugin for the API.
 #[derive(Debug, Serialize)]
@@ -72,6 +73,21 @@ impl PluginRegistry {
             *counts.entry(s.state().as_str()).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// The serving plugins that describe their actions (`#[plugin]`), with the manifest
+    /// they were loaded with, in name order: what the OpenAPI document lists of them.
+    pub fn described(&self) -> Vec<(Arc<Manifest>, Arc<PluginDescription>)> {
+        let slots: Vec<Arc<PluginSlot>> = self.slots.read().values().cloned().collect();
+        slots
+            .iter()
+            .filter(|s| s.state() == PluginState::Ready)
+            .filter_map(|s| {
+                let manifest = s.manifest.load_full()?;
+                let description = s.instance.load_full()?.description()?.clone();
+                description.actions.is_some().then_some((manifest, description))
+            })
+            .collect()
     }
 
     /// A snapshot of one plugin.
