@@ -21,9 +21,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::line_budget::LineBudget;
 
 use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr, RString};
 use xcore_plugin_abi::codes;
@@ -60,52 +59,28 @@ pub trait HostCalls: Send + Sync {
 /// many; `plugins.log_line_max_bytes`): a plugin in a logging loop cannot flood the
 /// host's log. The excess is dropped, counted (`xcore_limit_refusals_total{limit=
 /// "log_lines_per_second"}`) and reported with the next line let through.
-pub struct LogGate {
-    max_line: usize,
-    rate: f64,
-    state: Mutex<GateState>,
-}
-
-struct GateState {
-    tokens: f64,
-    last: Instant,
-    dropped: u64,
-}
+pub struct LogGate(LineBudget);
 
 impl LogGate {
     /// At most `lines_per_second` lines (at least 1), each cut to `max_line` bytes (at
     /// least 80).
     pub fn new(lines_per_second: u32, max_line: usize) -> Self {
-        let rate = f64::from(lines_per_second.max(1));
-        LogGate {
-            max_line: max_line.max(80),
-            rate,
-            state: Mutex::new(GateState { tokens: rate, last: Instant::now(), dropped: 0 }),
-        }
+        LogGate(LineBudget::new(lines_per_second, max_line))
     }
 
     /// `Some(lines dropped since the last admitted one)` when one more line may go.
     fn admit(&self) -> Option<u64> {
-        let mut s = self.state.lock();
-        let now = Instant::now();
-        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * self.rate).min(self.rate);
-        s.last = now;
-        if s.tokens >= 1.0 {
-            s.tokens -= 1.0;
-            Some(std::mem::take(&mut s.dropped))
-        } else {
-            s.dropped += 1;
-            None
-        }
+        self.0.admit()
     }
 
     /// `line` cut to the longest line (on a character boundary) and the bytes cut.
     fn cut<'a>(&self, line: &'a str) -> (&'a str, usize) {
-        let mut end = line.len().min(self.max_line);
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        (&line[..end], line.len() - end)
+        self.0.cut(line)
+    }
+
+    /// The lines per second it lets through.
+    fn rate(&self) -> f64 {
+        self.0.rate()
     }
 }
 
@@ -273,7 +248,7 @@ impl HostObject for HostServices {
                     target: "xcore::plugins",
                     "plugin '{}': dropped {dropped} log lines over the limit of {} lines per second (plugins.log_lines_per_second)",
                     self.caller.plugin,
-                    gate.rate
+                    gate.rate()
                 );
             }
             let (request_id, _) = gate.cut(request_id);
@@ -285,7 +260,7 @@ impl HostObject for HostServices {
                     }
                     let text = format!(
                         "{text} [{cut} more bytes dropped: plugins.log_line_max_bytes is {}]",
-                        gate.max_line
+                        gate.0.max_line()
                     );
                     self.write_log(level, request_id, &text)
                 }

@@ -38,6 +38,7 @@ pub mod contract;
 pub mod host_services;
 pub mod host_work;
 pub mod instance;
+pub mod line_budget;
 pub mod load_failure;
 pub mod log_context;
 pub mod metrics;

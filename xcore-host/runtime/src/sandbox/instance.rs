@@ -43,6 +43,7 @@ use super::worker::WorkerSpec;
 use super::{confine, os, spawner};
 use crate::call::CallInput;
 use crate::host_services::HostServices;
+use crate::line_budget::LineBudget;
 use crate::load_failure::{LoadFailure, LoadKind};
 use crate::outcome::{InstanceError, PluginErrorReply, PluginOutcome};
 use xcore_manifest::Manifest;
@@ -352,25 +353,15 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
 /// logged with the next line it lets through.
 struct OutputGate {
     plugin: String,
-    max_line: usize,
-    state: Mutex<GateState>,
+    budget: LineBudget,
     counters: Counters,
-}
-
-struct GateState {
-    tokens: f64,
-    rate: f64,
-    last: Instant,
-    dropped: u64,
 }
 
 impl OutputGate {
     fn new(plugin: &str, limits: &SandboxLimits, counters: Counters) -> Self {
-        let rate = f64::from(limits.log_lines_per_second.max(1));
         OutputGate {
             plugin: plugin.to_string(),
-            max_line: limits.log_line_max_bytes.max(80),
-            state: Mutex::new(GateState { tokens: rate, rate, last: Instant::now(), dropped: 0 }),
+            budget: LineBudget::new(limits.log_lines_per_second, limits.log_line_max_bytes),
             counters,
         }
     }
@@ -378,19 +369,12 @@ impl OutputGate {
     /// Whether one more line may go to the log; `Some(n)` with the lines dropped since
     /// the last one that did.
     fn admit(&self, bytes: usize) -> Option<u64> {
-        let mut s = self.state.lock();
-        let now = Instant::now();
-        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * s.rate).min(s.rate);
-        s.last = now;
-        if s.tokens >= 1.0 {
-            s.tokens -= 1.0;
-            Some(std::mem::take(&mut s.dropped))
-        } else {
-            s.dropped += 1;
+        let admitted = self.budget.admit();
+        if admitted.is_none() {
             self.counters.lines_dropped.inc();
             self.counters.dropped_bytes.inc_by(bytes as u64);
-            None
         }
+        admitted
     }
 
     fn note_dropped(&self, dropped: u64) {
@@ -399,23 +383,20 @@ impl OutputGate {
                 target: "xcore::sandbox",
                 "plugin '{}': dropped {dropped} lines of output over the limit of {} lines per second (sandbox.log_lines_per_second)",
                 self.plugin,
-                self.state.lock().rate
+                self.budget.rate()
             );
         }
     }
 
     /// Cuts `line` to the line limit (on a character boundary), counting what is cut.
     fn cut<'a>(&self, line: &'a str, already_cut: usize) -> (&'a str, usize) {
-        let mut end = line.len().min(self.max_line);
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        let cut = already_cut + (line.len() - end);
+        let (kept, cut_here) = self.budget.cut(line);
+        let cut = already_cut + cut_here;
         if cut > 0 {
             self.counters.lines_truncated.inc();
             self.counters.dropped_bytes.inc_by(cut as u64);
         }
-        (&line[..end], cut)
+        (kept, cut)
     }
 }
 
@@ -431,7 +412,7 @@ fn forward_output(gate: Arc<OutputGate>, stream: impl Read + Send + 'static, wha
             line.clear();
             // std's read_until finds the newline with an optimised memchr; `take` keeps
             // the line within the limit.
-            let room = (gate.max_line + 1) as u64;
+            let room = (gate.budget.max_line() + 1) as u64;
             match (&mut reader).take(room).read_until(b'\n', &mut line) {
                 Ok(0) => return,
                 Ok(_) => {}
@@ -444,9 +425,9 @@ fn forward_output(gate: Arc<OutputGate>, stream: impl Read + Send + 'static, wha
             }
             // Over the limit: skip to the end of the line, counting, never holding it.
             let mut cut = 0usize;
-            if !complete && line.len() > gate.max_line {
-                cut += line.len() - gate.max_line;
-                line.truncate(gate.max_line);
+            if !complete && line.len() > gate.budget.max_line() {
+                cut += line.len() - gate.budget.max_line();
+                line.truncate(gate.budget.max_line());
                 loop {
                     scratch.clear();
                     match (&mut reader).take(64 * 1024).read_until(b'\n', &mut scratch) {
@@ -468,7 +449,10 @@ fn forward_output(gate: Arc<OutputGate>, stream: impl Read + Send + 'static, wha
             let text = String::from_utf8_lossy(&line);
             let (text, cut) = gate.cut(&text, cut);
             let suffix = if cut > 0 {
-                format!(" [{cut} more bytes dropped: sandbox.log_line_max_bytes is {}]", gate.max_line)
+                format!(
+                    " [{cut} more bytes dropped: sandbox.log_line_max_bytes is {}]",
+                    gate.budget.max_line()
+                )
             } else {
                 String::new()
             };
@@ -1121,7 +1105,7 @@ fn read_loop(
                     } else {
                         let text = format!(
                             "{text} [{cut} more bytes dropped: sandbox.log_line_max_bytes is {}]",
-                            gate.max_line
+                            gate.budget.max_line()
                         );
                         services.log(level, RStr::from_str(request_id), RStr::from_str(&text));
                     }
