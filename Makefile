@@ -81,10 +81,11 @@ fuzz: ## Run each fuzz target for FUZZ_SECONDS (default 12) from its committed c
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) || exit 1; \
 	done
 
-lint: ## cargo fmt --check, clippy with warnings as errors, and the layering rules (scripts/check-layers.sh)
+lint: ## cargo fmt --check, clippy with warnings as errors, the layering rules (scripts/check-layers.sh), cargo deny (scripts/deny.sh)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(ROOT)scripts/check-layers.sh
+	$(ROOT)scripts/deny.sh
 
 lint-fix: ## cargo fmt, then clippy --fix
 	$(CARGO) fmt --all
