@@ -28,7 +28,7 @@ declare -A ALLOWED=(
   [xcore-reload]="xcore-security xcore-manifest xcore-db xcore-runtime"
   [xcore-config]="xcore-security xcore-manifest xcore-db xcore-runtime xcore-services"
   [xcore-api]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-runtime xcore-services"
-  [xcore-tools]=""
+  [xcore-tools]="xcore-plugin-api"
   [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools"
 )
 # Plugins see the SDK only; test fixtures may also take the ABI crate in hand (to forge a

@@ -225,6 +225,7 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
         docs_dir: args.docs,
         plugins_dir,
         openapi: xcore_api::openapi::document(),
+        descriptions: Default::default(),
         out_dir: args.out.clone(),
     };
     match xcore_tools::docgen::build(&input) {

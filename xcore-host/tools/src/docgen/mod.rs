@@ -38,6 +38,9 @@ pub struct DocgenInput {
     pub plugins_dir: PathBuf,
     /// OpenAPI 3.x document; `Null` for a site without an `api.html`.
     pub openapi: serde_json::Value,
+    /// What each plugin (by name) says about its actions, for those that could be asked:
+    /// rendered on its page with the schemas of every input and reply.
+    pub descriptions: std::collections::BTreeMap<String, xcore_plugin_abi::describe::PluginDescription>,
     /// Output folder (created if needed).
     pub out_dir: PathBuf,
 }
@@ -136,7 +139,7 @@ pub(crate) struct Page {
 /// been written so that authors can look at it.
 pub fn build(input: &DocgenInput) -> Result<DocgenReport, DocgenError> {
     let mut pages = doc_pages(&input.docs_dir)?;
-    pages.extend(plugins::pages(&input.plugins_dir)?);
+    pages.extend(plugins::pages(&input.plugins_dir, &input.descriptions)?);
     if let Some(page) = openapi::page(&input.openapi)? {
         pages.push(page);
     }

@@ -8,6 +8,7 @@ use std::io;
 use std::path::Path;
 
 use serde_yaml_ng::Value;
+use xcore_plugin_abi::describe::{ActionDescription, ActionKind, PluginDescription};
 
 use super::markdown::{self, LinkMode, Slugger};
 use super::{escape, io_err, DocgenError, Page, Section};
@@ -21,7 +22,10 @@ struct Plugin {
 
 /// One page per plugin folder (with a `plugin.yaml`, name not starting with `_` or `.`).
 /// A missing `plugins_dir` means no plugins.
-pub(crate) fn pages(plugins_dir: &Path) -> Result<Vec<Page>, DocgenError> {
+pub(crate) fn pages(
+    plugins_dir: &Path,
+    descriptions: &BTreeMap<String, PluginDescription>,
+) -> Result<Vec<Page>, DocgenError> {
     let entries = match fs::read_dir(plugins_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -58,7 +62,7 @@ pub(crate) fn pages(plugins_dir: &Path) -> Result<Vec<Page>, DocgenError> {
     plugins.sort_by(|a, b| a.folder.cmp(&b.folder));
     let by_name: BTreeMap<&str, &str> =
         plugins.iter().map(|p| (p.name.as_str(), p.folder.as_str())).collect();
-    Ok(plugins.iter().map(|p| page(p, &by_name)).collect())
+    Ok(plugins.iter().map(|p| page(p, &by_name, descriptions.get(&p.name))).collect())
 }
 
 /// The `//!` block at the top of a Rust file (blank lines, `#![...]` attributes and
@@ -120,7 +124,7 @@ fn h2(out: &mut String, slugger: &mut Slugger, title: &str) {
     let _ = writeln!(out, "<h2 id=\"{}\">{}</h2>", escape(&slugger.slug(title)), escape(title));
 }
 
-fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>) -> Page {
+fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>, description: Option<&PluginDescription>) -> Page {
     let m = &p.manifest;
     let mut slugger = Slugger::default();
     let mut out = String::new();
@@ -268,6 +272,10 @@ fn page(p: &Plugin, by_name: &BTreeMap<&str, &str>) -> Page {
         out.push_str("</ul>\n");
     }
 
+    if let Some(actions) = description.and_then(|d| d.actions.as_deref()) {
+        actions_section(&mut out, &mut slugger, actions);
+    }
+
     Page {
         path: format!("plugins/{}.html", p.folder),
         title: p.name.clone(),
@@ -286,5 +294,57 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
             }
         }
         other => out.push((prefix.to_string(), inline(other))),
+    }
+}
+
+/// The plugin's action table (`#[plugin]`): each action with its routes, events,
+/// schemas and examples.
+fn actions_section(out: &mut String, slugger: &mut Slugger, actions: &[ActionDescription]) {
+    h2(out, slugger, "Actions");
+    out.push_str(
+        "<p>From the plugin's own action table (its typed handlers), as the host reads it at load.</p>\n",
+    );
+    let pretty = |v: &serde_json::Value| escape(&serde_json::to_string_pretty(v).unwrap_or_default());
+    for a in actions {
+        let kind = match a.kind {
+            ActionKind::Action => "action",
+            ActionKind::Route => "route handler",
+            ActionKind::Event => "event handler",
+        };
+        let _ = writeln!(
+            out,
+            "<h3 id=\"{}\">{} <small>({kind})</small></h3>",
+            escape(&slugger.slug(&format!("action {}", a.name))),
+            code(&a.name)
+        );
+        for text in a.summary.iter().chain(a.description.iter()) {
+            let _ = writeln!(out, "<p>{}</p>", escape(text));
+        }
+        for r in &a.routes {
+            let _ = writeln!(out, "<p>Route: {}</p>", code(&format!("{} {}", r.method, r.path)));
+        }
+        for e in &a.events {
+            let _ = writeln!(out, "<p>Handles events {}</p>", code(e));
+        }
+        let schemas = [
+            ("Input", &a.input_schema),
+            ("Path parameters", &a.params_schema),
+            ("Query", &a.query_schema),
+            ("Reply", &a.output_schema),
+        ];
+        for (title, schema) in schemas {
+            if let Some(s) = schema {
+                let _ = writeln!(out, "<p>{title} (JSON Schema):</p>\n<pre><code>{}</code></pre>", pretty(s));
+            }
+        }
+        for ex in &a.examples {
+            let name = if ex.name.is_empty() { String::new() } else { format!(" ({})", escape(&ex.name)) };
+            let _ = writeln!(
+                out,
+                "<p>Example{name}:</p>\n<pre><code>{} -> {}</code></pre>",
+                escape(&ex.input.to_string()),
+                escape(&ex.output.to_string())
+            );
+        }
     }
 }

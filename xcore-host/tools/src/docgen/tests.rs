@@ -79,7 +79,13 @@ fn site() -> Site {
         "components": {"parameters": {"Limit": {"name": "limit", "in": "query",
             "schema": {"type": "integer"}, "description": "At most"}}}
     });
-    let input = DocgenInput { docs_dir: docs, plugins_dir: plugins, openapi, out_dir: root.join("site") };
+    let input = DocgenInput {
+        docs_dir: docs,
+        plugins_dir: plugins,
+        openapi,
+        descriptions: Default::default(),
+        out_dir: root.join("site"),
+    };
     Site { _tmp: tmp, input }
 }
 
@@ -275,4 +281,39 @@ fn module_docs_are_the_leading_block() {
     let src = "#![allow(x)]\n// licence\n\n//! One\n//!\n//!   indented\nuse a;\n//! not this\n";
     assert_eq!(plugins::module_docs(src).as_deref(), Some("One\n\n  indented"));
     assert_eq!(plugins::module_docs("/// item doc\nfn f() {}\n//! late\n"), None);
+}
+
+#[test]
+fn a_plugin_page_shows_its_actions_with_their_schemas_and_examples() {
+    use xcore_plugin_abi::describe::{
+        ActionDescription, ActionKind, Example, PluginDescription, RouteDescription,
+    };
+    let mut site = site();
+    let get = ActionDescription {
+        name: "route.get".into(),
+        summary: Some("One note by id.".into()),
+        kind: ActionKind::Route,
+        routes: vec![RouteDescription { method: "GET".into(), path: "/notes/{id}".into() }],
+        params_schema: Some(serde_json::json!({"type": "integer"})),
+        output_schema: Some(
+            serde_json::json!({"type": "object", "properties": {"title": {"type": "string"}}}),
+        ),
+        examples: vec![Example {
+            name: "<first>".into(),
+            input: serde_json::json!({"id": 1}),
+            output: serde_json::json!({"title": "a"}),
+        }],
+        ..Default::default()
+    };
+    site.input
+        .descriptions
+        .insert("notes".into(), PluginDescription { sdk_version: "0.2.0".into(), actions: Some(vec![get]) });
+    build(&site.input).unwrap();
+    let page = read(&site, "plugins/notes.html");
+    assert!(page.contains("<h2 id=\"actions\">Actions</h2>"), "{page}");
+    assert!(page.contains("<code>route.get</code> <small>(route handler)</small>"), "{page}");
+    assert!(page.contains("One note by id.") && page.contains("<code>GET /notes/{id}</code>"), "{page}");
+    assert!(page.contains("Reply (JSON Schema)") && page.contains("&quot;title&quot;"), "{page}");
+    // What a plugin wrote is escaped like everything else on the page.
+    assert!(page.contains("Example (&lt;first&gt;)"), "{page}");
 }
