@@ -23,10 +23,7 @@ fn greet_takes_the_greeting_from_the_config() {
     let report = p.run_examples().unwrap_err();
     assert_eq!(report.failed.len(), 1, "{report}");
     assert_eq!(report.failed[0].action, "greet");
-    assert!(
-        report.to_string().contains(r#"$.message: expected "hello, Ada!", got "hi, Ada!""#),
-        "{report}"
-    );
+    assert!(report.to_string().contains(r#"$.message: expected "hello, Ada!", got "hi, Ada!""#), "{report}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! test registered.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,9 @@ use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use xcore_hooks::{self as hooks, EventCtx, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager};
+use xcore_hooks::{
+    self as hooks, EventCtx, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
+};
 use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr};
 use xcore_plugin_abi::ffi::{CallMeta, CallRequest, PluginBox};
 use xcore_runtime::plugin_calls::ActionSubscription;
@@ -33,6 +35,10 @@ pub(crate) struct KitPlugins {
     pub(crate) generation: u64,
     /// `resources.timeout_ms` of the manifest (0: none): the deadline the plugin sees.
     pub(crate) timeout_ms: u64,
+    /// `resources.concurrency`: its call slots, for the host's re-entrancy rule.
+    concurrency: u32,
+    /// Calls of the plugin under test running now.
+    in_flight: AtomicU32,
     pub(crate) plugin: RwLock<Option<Arc<PluginBox>>>,
     /// (plugin, action) -> stub; action `*` answers every action of that plugin.
     pub(crate) stubs: BTreeMap<(String, String), StubFn>,
@@ -48,6 +54,7 @@ impl KitPlugins {
     pub(crate) fn new(
         name: &str,
         timeout_ms: u64,
+        concurrency: u32,
         stubs: BTreeMap<(String, String), StubFn>,
         hooks: HookManager,
         journal: Arc<Journal>,
@@ -56,6 +63,8 @@ impl KitPlugins {
             name: name.to_string(),
             generation: 1,
             timeout_ms,
+            concurrency,
+            in_flight: AtomicU32::new(0),
             plugin: RwLock::new(None),
             stubs,
             hooks,
@@ -81,6 +90,26 @@ impl KitPlugins {
                 detail: None,
             });
         };
+        // The registry's rule: a handler's call into a plugin that waits on the same
+        // event chain, with every call slot taken, would wait for itself.
+        if let Some(origin) = &input.origin {
+            if origin.chain.iter().any(|p| *p == self.name)
+                && self.in_flight.load(Ordering::SeqCst) >= self.concurrency
+            {
+                return Err(CallFailure::Reentrant {
+                    name: self.name.clone(),
+                    concurrency: self.concurrency,
+                });
+            }
+        }
+        struct InFlight<'a>(&'a AtomicU32);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.in_flight);
         let key = input.origin.as_ref().map(|origin| {
             let mut chain = origin.chain.clone();
             chain.push(self.name.clone());
@@ -106,9 +135,8 @@ impl KitPlugins {
                 deadline_unix_ms: deadline,
             },
         };
-        let result = log_sink::with_journal(&self.journal, || {
-            xcore_deadline::with(deadline, || plugin.call(request))
-        });
+        let result =
+            log_sink::with_journal(&self.journal, || xcore_deadline::with(deadline, || plugin.call(request)));
         if let Some(key) = key {
             self.origins.lock().remove(&key);
         }
@@ -151,7 +179,9 @@ impl KitPlugins {
         });
         match result {
             Ok(v) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
-            Err(f) if f.code == "unknown_plugin" && !known => Err(CallFailure::UnknownPlugin(plugin.to_string())),
+            Err(f) if f.code == "unknown_plugin" && !known => {
+                Err(CallFailure::UnknownPlugin(plugin.to_string()))
+            }
             Err(f) => Err(CallFailure::Plugin { code: f.code, message: f.message, status: f.status }),
         }
     }
@@ -178,9 +208,7 @@ impl KitPlugins {
                 };
                 let name = kit.name.clone();
                 match kit.call_plugin(name, input).await {
-                    Ok(bytes) => {
-                        HandlerOutcome::Value(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-                    }
+                    Ok(bytes) => HandlerOutcome::Value(serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
                     Err(f) => HandlerOutcome::Error(hooks::Failure {
                         code: f.code().to_string(),
                         message: f.to_string(),

@@ -84,6 +84,9 @@
 //! of events on a thread of the kit's runtime), as the trusted tier runs it, but with no
 //! worker threads: no timeout can stop a call that hangs, no rate limit, queue or
 //! sandbox applies, and the plugin sees `resources.timeout_ms` only as its deadline.
+//! The registry's re-entrancy rule does apply: an event handler's call into the plugin
+//! while it waits on that event with all its `resources.concurrency` slots busy is
+//! `reentrant_call` (409), as on a host.
 //! Other plugins are the stubs the test registers ([`TestHost::stub`],
 //! [`TestHost::reply`]); a plugin with no stub is `unknown_plugin`, as on a host that
 //! does not have it. The `data/` folder is in the temporary folder, not the plugin's.
@@ -150,9 +153,9 @@ use xcore_services::{ServiceParts, Services};
 
 pub use calls::StubFn;
 pub use examples::{ExampleMismatch, ExamplesFailed};
-pub use record::{Emitted, Failure, HostCall, LogLine, PluginCall, Recorded, MAX_RECORDS};
 /// The level of a [`LogLine`].
 pub use log::Level;
+pub use record::{Emitted, Failure, HostCall, LogLine, PluginCall, Recorded, MAX_RECORDS};
 
 /// Why the kit could not start a plugin (or run a job).
 #[derive(Debug, thiserror::Error)]
@@ -363,10 +366,8 @@ impl TestHost {
         let mut configs = BTreeMap::new();
         for name in std::iter::once("default").chain(self.databases.iter().map(String::as_str)) {
             let url = format!("sqlite://{}", tmp.path().join(format!("{name}.db")).display());
-            configs.insert(
-                name.to_string(),
-                DatabaseConfig { url, pool_size: 4, ..DatabaseConfig::default() },
-            );
+            configs
+                .insert(name.to_string(), DatabaseConfig { url, pool_size: 4, ..DatabaseConfig::default() });
         }
         let default_url = configs["default"].url.clone();
         xcore_db::migrate::migrate("default", &default_url, xcore_db::migrate::Op::Run)
@@ -393,6 +394,7 @@ impl TestHost {
         let kit = calls::KitPlugins::new(
             &m.name,
             m.resources.timeout_ms,
+            m.resources.concurrency,
             self.stubs.clone(),
             hooks.clone(),
             journal.clone(),
@@ -625,11 +627,16 @@ impl TestPlugin {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let tail = path.trim_start_matches('/');
         let name = &self.manifest.name;
-        let (route, params) = xcore_manifest::routes::match_route(&self.manifest.routes, method, tail.as_bytes())
-            .map_err(|e| Failure::new("invalid_path", 400, e.to_string()))?
-            .ok_or_else(|| {
-                Failure::new("not_found", 404, format!("plugin '{name}' declares no route {method} /{tail}"))
-            })?;
+        let (route, params) =
+            xcore_manifest::routes::match_route(&self.manifest.routes, method, tail.as_bytes())
+                .map_err(|e| Failure::new("invalid_path", 400, e.to_string()))?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "not_found",
+                        404,
+                        format!("plugin '{name}' declares no route {method} /{tail}"),
+                    )
+                })?;
         let query: BTreeMap<String, String> = serde_urlencoded::from_str(query)
             .map_err(|e| Failure::new("bad_request", 400, format!("query string: {e}")))?;
         let payload = serde_json::json!({ "params": params, "query": query, "body": body });

@@ -186,7 +186,8 @@ impl Journal {
 
     pub(crate) fn log(&self, line: LogLine) {
         if self.echo_logs {
-            let rid = if line.request_id.is_empty() { String::new() } else { format!(" [{}]", line.request_id) };
+            let rid =
+                if line.request_id.is_empty() { String::new() } else { format!(" [{}]", line.request_id) };
             eprintln!("{}{rid}: {}", line.level.as_str().to_ascii_lowercase(), line.message);
         }
         let mut r = self.inner.lock();
