@@ -93,8 +93,7 @@ impl KitPlugins {
         // The registry's rule: a handler's call into a plugin that waits on the same
         // event chain, with every call slot taken, would wait for itself.
         if let Some(origin) = &input.origin {
-            if origin.chain.iter().any(|p| *p == self.name)
-                && self.in_flight.load(Ordering::SeqCst) >= self.concurrency
+            if origin.chain.contains(&self.name) && self.in_flight.load(Ordering::SeqCst) >= self.concurrency
             {
                 return Err(CallFailure::Reentrant {
                     name: self.name.clone(),
