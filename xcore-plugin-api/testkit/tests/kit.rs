@@ -348,15 +348,23 @@ fn events_reach_on_handlers_and_subscriptions_and_emits_are_recorded() {
     assert_eq!(report.handled(), 1, "{report:?}");
     assert_eq!(p.kv("last_event"), Some(json!({"event": "orders.created", "payload": {"id": 7}})));
     // ctx.subscribe, then an emit of its own that its subscription handles.
-    p.call("listen", json!({"pattern": "probe.*"})).unwrap();
+    let id = p.call("listen", json!({"pattern": "probe.*"})).unwrap()["id"].clone();
     assert_eq!(p.call("announce", json!({"n": 1})).unwrap()["handled"], 1);
+    assert_eq!(p.kv("heard"), Some(json!(2)));
+    // A detached emit answers at once and is recorded as such.
+    let queued = host(&p, "events.emit", json!({"event": "probe.later", "payload": 2, "wait": false}));
+    assert_eq!(queued["ok"], json!({"queued": true}));
     let emitted = p.emitted();
-    assert_eq!(emitted.len(), 1);
+    assert_eq!(emitted.len(), 2);
     assert_eq!(
         (emitted[0].event.as_str(), &emitted[0].payload, emitted[0].wait),
         ("probe.said", &json!({"n": 1}), true)
     );
-    assert_eq!(p.kv("heard"), Some(json!(2)));
+    assert_eq!((emitted[1].event.as_str(), emitted[1].wait), ("probe.later", false));
+    // Unsubscribed, only the #[on] handler is left.
+    assert_eq!(host(&p, "events.unsubscribe", json!({"id": id}))["ok"], json!({"removed": true}));
+    assert_eq!(p.subscriptions(), vec![("orders.*".to_string(), "heard".to_string())]);
+    assert_eq!(host(&p, "events.unsubscribe", json!({"id": id}))["ok"], json!({"removed": false}));
 }
 
 #[test]
