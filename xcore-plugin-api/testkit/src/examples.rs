@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::record::Failure;
 
-/// The most differences listed per example.
+/// The most differences listed per example (`differences` says so in its docs).
 const MAX_DIFFERENCES: usize = 20;
 
 /// One example that did not give its reply.
@@ -64,7 +64,8 @@ impl fmt::Debug for ExamplesFailed {
     }
 }
 
-/// The paths where `actual` differs from `expected`, at most [`MAX_DIFFERENCES`].
+/// The paths where `actual` differs from `expected`, at most 20 (then a line saying how
+/// many more).
 pub fn differences(expected: &Value, actual: &Value) -> Vec<String> {
     let mut out = Vec::new();
     walk("$", expected, actual, &mut out);
