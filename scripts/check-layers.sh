@@ -18,6 +18,8 @@ declare -A ALLOWED=(
   [xcore-plugin-api]=""
   [xcore-plugin-macros]=""
   [xcore-plugin-sdk]="xcore-plugin-api xcore-plugin-macros"
+  # The test kit is the host's own services behind a fake host object: it sits above them.
+  [xcore-plugin-testkit]="xcore-plugin-api xcore-plugin-sdk xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services"
   [xcore-security]=""
   [xcore-hooks]=""
   [xcore-manifest]="xcore-hooks xcore-security"
@@ -29,11 +31,13 @@ declare -A ALLOWED=(
   [xcore-config]="xcore-security xcore-manifest xcore-db xcore-runtime xcore-services"
   [xcore-api]="xcore-plugin-api xcore-hooks xcore-manifest xcore-db xcore-runtime xcore-services"
   [xcore-tools]="xcore-plugin-api"
-  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools"
+  [xcore-host]="xcore-plugin-api xcore-security xcore-hooks xcore-manifest xcore-deadline xcore-db xcore-runtime xcore-services xcore-reload xcore-config xcore-api xcore-tools xcore-plugin-testkit"
 )
-# Plugins see the SDK only; test fixtures may also take the ABI crate in hand (to forge a
-# root module, to panic past the SDK's guard).
+# Plugins see the SDK only (and, in their tests only, the test kit: a dev-dependency);
+# test fixtures may also take the ABI crate in hand (to forge a root module, to panic past
+# the SDK's guard).
 plugin_rule="xcore-plugin-sdk"
+plugin_dev_rule="xcore-plugin-sdk xcore-plugin-testkit"
 fixture_rule="xcore-plugin-sdk xcore-plugin-api"
 # abi_stable stays behind the ABI crate (so that it could be replaced): only these may
 # name it directly.
@@ -42,10 +46,20 @@ abi_stable_users="xcore-plugin-api xcore-fixture-legacy-abi xcore-fixture-abi-la
 fail=0
 edges="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null || cargo metadata --format-version 1 --no-deps)"
 members="$(jq -r '.packages[].name' <<<"$edges")"
-while IFS=$'\t' read -r crate manifest deps; do
+while IFS=$'\t' read -r crate manifest deps build_deps dev_deps; do
   manifest="${manifest#"$ROOT"/}"
   if [[ "$manifest" == plugins/* ]]; then
     allowed="$plugin_rule"
+    # Its library (normal and build dependencies) against the plugin rule, what only its
+    # tests use against the dev rule.
+    deps="$build_deps"
+    for dep in $dev_deps; do
+      grep -qx -- "$dep" <<<"$members" || continue
+      if ! grep -qw -- "$dep" <<<"$plugin_dev_rule"; then
+        echo "check-layers: $crate must not depend on $dep in its tests (they may use: $plugin_dev_rule)"
+        fail=1
+      fi
+    done
   elif [[ "$manifest" == xcore-host/tests/fixtures/plugins/* ]]; then
     allowed="$fixture_rule"
   elif [[ -v "ALLOWED[$crate]" ]]; then
@@ -66,7 +80,11 @@ while IFS=$'\t' read -r crate manifest deps; do
       fail=1
     fi
   done
-done < <(jq -r '.packages[] | [.name, .manifest_path, ([.dependencies[].name] | unique | join(" "))] | @tsv' <<<"$edges")
+done < <(jq -r '.packages[] | [.name, .manifest_path,
+    ([.dependencies[].name] | unique | join(" ")),
+    ([.dependencies[] | select(.kind != "dev") | .name] | unique | join(" ")),
+    ([.dependencies[] | select(.kind == "dev") | .name] | unique | join(" "))]
+    | map(if . == "" then "-" else . end) | @tsv' <<<"$edges")
 
 # Crate (its folder) -> identifiers its code must not use (outside comments).
 declare -A FORBIDDEN=(

@@ -215,3 +215,106 @@ fn disable_enable_jobs_and_audit_from_the_command_line() {
         audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["enable", "disable"], "the failed 401 attempt is not an admin action: {stdout}");
 }
+
+/// A plugin folder `name` in `root` with `plugin.yaml` and the built library of
+/// `crate_name` where its entry point says.
+fn plugin_folder(root: &std::path::Path, name: &str, crate_name: &str, manifest: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("plugin.yaml"), manifest).unwrap();
+    std::fs::copy(common::lib(crate_name), dir.join(format!("lib{name}.so"))).unwrap();
+    dir
+}
+
+#[test]
+fn plugin_run_calls_a_built_plugin_without_a_server() {
+    let root = tempfile::tempdir().unwrap();
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/echo/plugin.yaml")).unwrap();
+    let dir = plugin_folder(root.path(), "echo", "xcore-plugin-echo", &manifest);
+    let dir_arg = dir.to_str().unwrap();
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "greet", r#"{"name": "Ada"}"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\n  \"message\": \"hello, Ada!\"\n}\n", "pretty JSON on stdout");
+    // The plugin's own log line goes to stderr, not into the reply.
+    assert!(text(&out.stderr).contains("echo 0.1.0 ready"), "{}", text(&out.stderr));
+    // No payload: {}; the caller the plugin sees is `cli`.
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "echo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["echo"], serde_json::json!({}));
+    // --plugin-config over plugin.yaml's.
+    let out = xcore(
+        root.path(),
+        &["plugin", "run", dir_arg, "greet", r#"{"name":"Bo"}"#, "--plugin-config", r#"{"greeting":"hi"}"#],
+    );
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["message"], "hi, Bo!");
+
+    // A plugin error: non-zero, nothing on stdout, code, status and message on stderr.
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "greet", r#"{"who": 1}"#]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("plugin 'echo' action 'greet' failed: invalid_payload (status 400): ")
+            && stderr.contains("missing field `name`"),
+        "{stderr}"
+    );
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown_action (status 404): unknown action 'nope'"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A payload that is not JSON.
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "echo", "{oops"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("the payload is not JSON"), "{}", text(&out.stderr));
+
+    // No library: says what to run.
+    std::fs::remove_file(dir.join("libecho.so")).unwrap();
+    let out = xcore(root.path(), &["plugin", "run", dir_arg, "version"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("libecho.so")
+            && stderr.contains("is missing")
+            && stderr.contains(&format!("xcore plugin build --plugins-dir {} echo", root.path().display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugin_run_refuses_what_a_running_host_refuses_word_for_word() {
+    // misbehave's `host` action makes a host call with `{}` and answers the result as data.
+    let s = Server::start(&[PluginSpec::with("misbehave", "xcore-fixture-misbehave", "")]);
+    let dir = s.plugins_dir().join("misbehave");
+    let services = [
+        "kv.get",
+        "kv.incr",
+        "cache.get",
+        "scheduler.add",
+        "db.query",
+        "events.emit",
+        "events.subscribe",
+        "plugins.call",
+        "telepathy",
+    ];
+    for service in services {
+        let payload = format!(r#"{{"service": "{service}"}}"#);
+        let from_host = s.call("misbehave", "host", &payload);
+        assert_eq!(from_host.status, 200, "{service}: {}", from_host.body);
+        let out = xcore(s.dir.path(), &["plugin", "run", dir.to_str().unwrap(), "host", &payload]);
+        assert!(out.status.success(), "{service}: {}", text(&out.stderr));
+        let from_kit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(from_kit, from_host.json(), "{service}: the kit and the host answer differently");
+    }
+    // An operator grant the manifest does not ask for is not in effect, as on the host.
+    let out = xcore(
+        s.dir.path(),
+        &["plugin", "run", dir.to_str().unwrap(), "host", r#"{"service": "kv.list"}"#, "--grant", "kv"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "permission_denied", "{v}");
+}

@@ -9,6 +9,7 @@
 pub mod lenient;
 pub mod permissions;
 pub mod plugin_order;
+pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -5,6 +5,7 @@ mod client;
 mod install;
 mod logs;
 mod migrate;
+mod run;
 mod security;
 mod serve;
 mod token;
@@ -93,6 +94,10 @@ enum PluginCommand {
     Rm(install::RmArgs),
     /// Creates a plugin crate from plugin-template/ (the same files cargo-generate renders).
     New(NewArgs),
+    /// Calls one action of a built plugin without a server: the library of DIR's
+    /// plugin.yaml, loaded by the host's loader, against the test kit's host (the host's
+    /// services in a temporary folder); prints the JSON reply.
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +181,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Plugin(PluginCommand::Rm(args)) => install::rm(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::New(args)) => new_plugin(cli.config.as_deref(), args),
         Command::Plugin(PluginCommand::Verify(args)) => security::verify(cli.config.as_deref(), args),
+        Command::Plugin(PluginCommand::Run(args)) => run::run(args),
         Command::Keys(KeysCommand::Generate(args)) => security::keygen(args),
         Command::Keys(KeysCommand::Trust(args)) => security::trust(cli.config.as_deref(), args),
         Command::Docgen(args) => docgen(cli.config.as_deref(), args),
