@@ -151,6 +151,51 @@ fn docgen_builds_the_site_from_the_real_docs_and_plugins_and_catches_broken_link
 }
 
 #[test]
+fn docgen_renders_the_action_table_of_a_built_trusted_plugin_and_never_runs_a_sandboxed_one() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    for (folder, mode) in [("notes", "trusted"), ("boxed", "sandboxed")] {
+        let dir = plugins.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = std::fs::read_to_string(repo.join("plugins/notes/plugin.yaml"))
+            .unwrap()
+            .replace("name: notes", &format!("name: {folder}"))
+            .replace(
+                "entry_point: libnotes.so",
+                &format!("entry_point: libnotes.so\nexecution_mode: {mode}"),
+            );
+        std::fs::write(dir.join("plugin.yaml"), yaml).unwrap();
+        std::fs::copy(common::lib("xcore-plugin-notes"), dir.join("libnotes.so")).unwrap();
+    }
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("README.md"), "# Index\n").unwrap();
+    let out = tmp.path().join("site");
+    let args = [
+        "docgen",
+        "--docs",
+        docs.to_str().unwrap(),
+        "--plugins-dir",
+        plugins.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let r = xcore(tmp.path(), &args);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let page = std::fs::read_to_string(out.join("plugins/notes.html")).unwrap();
+    assert!(page.contains("<h2 id=\"action-table\">Action table</h2>"), "{page}");
+    assert!(page.contains("<code>route.get</code> <small>(route handler)</small>"), "{page}");
+    assert!(
+        page.contains("Path parameters (JSON Schema)") && page.contains("Creates a note and announces it"),
+        "{page}"
+    );
+    assert!(page.contains("Example (no notes yet)"), "{page}");
+    let boxed = std::fs::read_to_string(out.join("plugins/boxed.html")).unwrap();
+    assert!(!boxed.contains("id=\"action-table\""), "a sandboxed plugin's code is not run: {boxed}");
+}
+
+#[test]
 fn log_tools_read_a_real_servers_log() {
     let s = Server::start(&[PluginSpec::with("misbehave", "xcore-fixture-misbehave", "")]);
     for _ in 0..3 {

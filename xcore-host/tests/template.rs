@@ -44,7 +44,9 @@ fn a_new_plugin_renders_tests_builds_loads_and_answers() {
                 "CI",
             ]);
             assert!(out.contains("created"), "{out}");
-            // Its unit tests pass.
+            // Its unit tests pass, the test kit's included. The workspace's lockfile keeps
+            // the rendered crate on the versions already built in the shared target dir.
+            std::fs::copy(repo.join("Cargo.lock"), plugins.join("hello/Cargo.lock")).unwrap();
             let manifest = plugins.join("hello/Cargo.toml");
             run(Command::new(env!("CARGO"))
                 .args(["test", "-q", "--manifest-path"])
@@ -102,7 +104,7 @@ fn cargo_generate_renders_the_same_files() {
     run(Command::new(env!("CARGO_BIN_EXE_xcore"))
         .args(["plugin", "new", "twin", "--description", "Twins", "--author", "CI", "--plugins-dir"])
         .arg(out.path().join("ours")));
-    for file in ["Cargo.toml", "plugin.yaml", "README.md", "src/lib.rs"] {
+    for file in ["Cargo.toml", "plugin.yaml", "README.md", "src/lib.rs", "tests/kit.rs"] {
         let a = std::fs::read_to_string(out.path().join("cg/twin").join(file)).unwrap();
         let b = std::fs::read_to_string(out.path().join("ours/twin").join(file)).unwrap();
         assert_eq!(a, b, "{file} differs between cargo-generate and xcore plugin new");

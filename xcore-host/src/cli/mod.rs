@@ -227,11 +227,12 @@ fn docgen(path: Option<&std::path::Path>, args: DocgenArgs) -> Result<ExitCode> 
         Some(d) => d,
         None => config::load(path).context("invalid configuration")?.config.plugins.directory,
     };
+    let descriptions = run::descriptions(&plugins_dir);
     let input = xcore_tools::docgen::DocgenInput {
         docs_dir: args.docs,
         plugins_dir,
         openapi: xcore_api::openapi::document(),
-        descriptions: Default::default(),
+        descriptions,
         out_dir: args.out.clone(),
     };
     match xcore_tools::docgen::build(&input) {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
+use xcore_plugin_abi::describe::PluginDescription;
 use xcore_plugin_testkit::TestHost;
 use xcore_runtime::trusted::loader;
 
@@ -101,6 +102,53 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The action tables of the built plugins of `plugins_dir`, by name, for docgen: each
+/// library mapped by the host's loader and started against the test kit's host, as
+/// `plugin run` does. Trusted-tier plugins only: a sandboxed plugin's code is never run
+/// unconfined in this process (its page then has no action table, and the log says so).
+/// A plugin that cannot be started is left out, with the reason in the log.
+pub fn descriptions(plugins_dir: &Path) -> std::collections::BTreeMap<String, PluginDescription> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(plugins_dir) else { return out };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    let run_dir = RunDir(std::env::temp_dir().join(format!("xcore-docgen-{}", std::process::id())));
+    for dir in dirs {
+        let hidden = dir.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with(['_', '.']));
+        if hidden || !dir.join(xcore_manifest::MANIFEST_FILE).is_file() {
+            continue;
+        }
+        let kit = match TestHost::from_dir(&dir) {
+            Ok(kit) => kit,
+            Err(e) => {
+                log::warn!(target: "xcore::docgen", "{}: no action table: {e}", dir.display());
+                continue;
+            }
+        };
+        let manifest = kit.manifest().clone();
+        if manifest.execution_mode == xcore_manifest::ExecutionMode::Sandboxed {
+            log::info!(target: "xcore::docgen", "plugin '{}' is sandboxed: docgen does not run its code, so its page has no action table", manifest.name);
+            continue;
+        }
+        if !manifest.library_path().is_file() {
+            log::info!(target: "xcore::docgen", "plugin '{}' is not built: its page has no action table", manifest.name);
+            continue;
+        }
+        let started = loader::load(&manifest, &run_dir.0, None)
+            .map_err(|e| e.to_string())
+            .and_then(|lib| kit.start_with(|init| lib.module.instantiate()(init)).map_err(|e| e.to_string()));
+        match started {
+            Ok(plugin) => {
+                if let Some(d) = plugin.description() {
+                    out.insert(manifest.name.clone(), d.clone());
+                }
+            }
+            Err(e) => log::warn!(target: "xcore::docgen", "plugin '{}': no action table: {e}", manifest.name),
+        }
+    }
+    out
 }
 
 fn parent_or_dot(dir: &Path) -> &Path {

@@ -13,6 +13,7 @@ const FILES: &[(&str, &str)] = &[
     ("README.md", include_str!("../../../plugin-template/README.md")),
     (".gitignore", include_str!("../../../plugin-template/.gitignore")),
     ("src/lib.rs", include_str!("../../../plugin-template/src/lib.rs")),
+    ("tests/kit.rs", include_str!("../../../plugin-template/tests/kit.rs")),
 ];
 
 /// The placeholders' values.

@@ -300,7 +300,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 /// The plugin's action table (`#[plugin]`): each action with its routes, events,
 /// schemas and examples.
 fn actions_section(out: &mut String, slugger: &mut Slugger, actions: &[ActionDescription]) {
-    h2(out, slugger, "Actions");
+    h2(out, slugger, "Action table");
     out.push_str(
         "<p>From the plugin's own action table (its typed handlers), as the host reads it at load.</p>\n",
     );

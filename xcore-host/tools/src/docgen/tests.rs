@@ -310,7 +310,7 @@ fn a_plugin_page_shows_its_actions_with_their_schemas_and_examples() {
         .insert("notes".into(), PluginDescription { sdk_version: "0.2.0".into(), actions: Some(vec![get]) });
     build(&site.input).unwrap();
     let page = read(&site, "plugins/notes.html");
-    assert!(page.contains("<h2 id=\"actions\">Actions</h2>"), "{page}");
+    assert!(page.contains("<h2 id=\"action-table\">Action table</h2>"), "{page}");
     assert!(page.contains("<code>route.get</code> <small>(route handler)</small>"), "{page}");
     assert!(page.contains("One note by id.") && page.contains("<code>GET /notes/{id}</code>"), "{page}");
     assert!(page.contains("Reply (JSON Schema)") && page.contains("&quot;title&quot;"), "{page}");
