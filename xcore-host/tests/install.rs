@@ -216,7 +216,7 @@ fn author() -> tempfile::TempDir {
 /// when it runs (so a test sees whether anything of the plugin ran) and a Cargo.lock; the
 /// crate is a git repository with everything committed but nothing signed yet.
 fn new_crate(author: &Path, name: &str, marker: &Path) -> PathBuf {
-    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api/sdk").canonicalize().unwrap();
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xcore-plugin-api").canonicalize().unwrap();
     let out = ok(xcore_in(
         author,
         &[

@@ -110,3 +110,39 @@ fn cargo_generate_renders_the_same_files() {
         assert_eq!(a, b, "{file} differs between cargo-generate and xcore plugin new");
     }
 }
+
+/// Outside this repository: `xcore plugin new --api-git URL --api-tag TAG` renders a crate
+/// whose SDK comes from that repository at that tag, and cargo builds it from there. The
+/// repository is a clone of this checkout's HEAD (committed work only), tagged here.
+#[test]
+fn a_plugin_outside_the_repository_builds_against_the_sdk_from_git_and_a_tag() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let xcore_repo = tmp.path().join("xcore");
+    run(Command::new("git").args(["clone", "-q", "--no-hardlinks"]).arg(&repo).arg(&xcore_repo));
+    run(Command::new("git").arg("-C").arg(&xcore_repo).args(["tag", "sdk-test"]));
+    let url = format!("file://{}", xcore_repo.display());
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_xcore"))
+        .args(["plugin", "new", "outside", "--plugins-dir"])
+        .arg(&work)
+        .args(["--api-git", &url, "--api-tag", "sdk-test"])
+        .current_dir(&work));
+    let crate_dir = work.join("outside");
+    let toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(toml.contains(&format!(r#"xcore-plugin-sdk = {{ git = "{url}", tag = "sdk-test" }}"#)), "{toml}");
+    assert!(
+        toml.contains(&format!(r#"xcore-plugin-testkit = {{ git = "{url}", tag = "sdk-test" }}"#)),
+        "{toml}"
+    );
+    // The workspace's lockfile keeps the registry crates on the versions built already.
+    std::fs::copy(repo.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = common::target_dir().parent().unwrap().to_path_buf();
+    let out = run(Command::new(env!("CARGO"))
+        .args(["build", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target));
+    assert!(out.contains(&format!("xcore-plugin-sdk v0.2.0 ({url}?tag=sdk-test")), "{out}");
+    assert!(target.join("debug/liboutside.so").is_file(), "{out}");
+}

@@ -12,13 +12,10 @@ use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use xcore_hooks::{
-    self as hooks, EventCtx, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
-};
+use xcore_hooks::{HandlerId, HookError, HookManager};
 use xcore_plugin_abi::abi_stable::std_types::{RResult, RSlice, RStr};
 use xcore_plugin_abi::ffi::{CallMeta, CallRequest, PluginBox};
-use xcore_runtime::plugin_calls::ActionSubscription;
-use xcore_runtime::registry::{owner_of, EMIT_CHAIN};
+use xcore_runtime::plugin_calls::{event_handler, ActionSubscription};
 use xcore_runtime::{CallFailure, CallInput, CallOrigin, PluginCalls};
 
 use crate::log_sink;
@@ -185,51 +182,15 @@ impl KitPlugins {
         }
     }
 
-    /// A hook handler that calls `action` with `{"event", "payload"}`, as the registry's
-    /// `action_handler` does (through the call path, caller `event:<name>`).
-    fn action_handler(&self, action: &str) -> hooks::HandlerFn {
-        let me = self.me.clone();
-        let action = action.to_string();
-        hooks::handler(move |ctx: EventCtx| {
-            let (me, action) = (me.clone(), action.clone());
-            async move {
-                let Some(kit) = me.upgrade() else {
-                    return HandlerOutcome::error("the host is shutting down");
-                };
-                let chain = EMIT_CHAIN.try_with(|c| c.clone()).unwrap_or_default();
-                let payload = serde_json::json!({ "event": ctx.event(), "payload": ctx.payload() });
-                let input = CallInput {
-                    action,
-                    payload: serde_json::to_vec(&payload).unwrap_or_default(),
-                    caller: format!("event:{}", ctx.event()),
-                    request_id: kit.request_id("event"),
-                    origin: Some(CallOrigin { depth: ctx.depth(), chain }),
-                };
-                let name = kit.name.clone();
-                match kit.call_plugin(name, input).await {
-                    Ok(bytes) => HandlerOutcome::Value(serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
-                    Err(f) => HandlerOutcome::Error(hooks::Failure {
-                        code: f.code().to_string(),
-                        message: f.to_string(),
-                    }),
-                }
-            }
-        })
-    }
-
-    /// Subscribes an action of the plugin under test, as the registry's
-    /// `subscribe_action` does (owner: its instance).
+    /// Subscribes an action of the plugin under test with the registry's handler and
+    /// options (`xcore_runtime::plugin_calls`): through the call path, caller
+    /// `event:<name>`, owner its instance.
     pub(crate) fn subscribe_action(&self, sub: &ActionSubscription) -> Result<HandlerId, HookError> {
-        let mut options = HandlerOptions::named(format!("{}/{}", sub.plugin, sub.action))
-            .priority(sub.priority)
-            .owner(owner_of(&sub.plugin, sub.generation));
-        if sub.once {
-            options = options.once();
-        }
-        if let Some(t) = sub.timeout {
-            options = options.timeout(t);
-        }
-        self.hooks.register(&sub.pattern, options, self.action_handler(&sub.action))
+        self.hooks.register(
+            &sub.pattern,
+            sub.options(),
+            event_handler(self.me.clone(), &sub.plugin, &sub.action),
+        )
     }
 }
 

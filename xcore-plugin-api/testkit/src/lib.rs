@@ -543,27 +543,10 @@ impl TestPlugin {
     }
 
     fn subscribe_hooks(&self, described: &[(String, String)]) {
-        let (name, generation) = (&self.manifest.name, self.kit.generation);
-        let manifest_hooks = self.manifest.hooks.iter().map(|h| ActionSubscription {
-            plugin: name.clone(),
-            generation,
-            pattern: h.event.clone(),
-            action: h.action.clone(),
-            priority: h.priority,
-            once: h.once,
-            timeout: h.timeout_ms.map(std::time::Duration::from_millis),
-        });
-        // `#[on]` handlers no hook names, with the default options (as the registry).
-        let described = described.iter().map(|(pattern, action)| ActionSubscription {
-            plugin: name.clone(),
-            generation,
-            pattern: pattern.clone(),
-            action: action.clone(),
-            priority: xcore_hooks::DEFAULT_PRIORITY,
-            once: false,
-            timeout: None,
-        });
-        for sub in manifest_hooks.chain(described) {
+        let name = &self.manifest.name;
+        // What the registry subscribes at a load: the manifest's hooks, then the `#[on]`
+        // handlers no hook names.
+        for sub in ActionSubscription::of_instance(&self.manifest, self.kit.generation, described) {
             if let Err(e) = self.kit.subscribe_action(&sub) {
                 log::error!(target: "xcore::hooks", "plugin '{name}': subscribing '{}' to '{}': {e}", sub.action, sub.pattern);
             }

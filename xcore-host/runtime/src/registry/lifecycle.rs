@@ -296,8 +296,7 @@ impl PluginRegistry {
         // exit, and in-flight callers still hold it until they get their reply.
         slot.instance.store(Some(instance));
         slot.set_state(PluginState::Ready);
-        self.register_manifest_hooks(&m, generation);
-        self.register_described_handlers(&m, generation, &agreement.subscriptions);
+        self.subscribe_instance(&m, generation, &agreement.subscriptions);
         self.release_instance(name, previous);
         let record =
             (m.name.clone(), m.version.to_string(), mode_name(&m), slot.inner.lock().signed_by.clone());

@@ -30,7 +30,7 @@ use super::contract;
 use super::host_services::{HostCalls, HostServices, LogGate};
 use super::instance::{Instance, InstanceError};
 use super::load_failure::{LoadFailure, LoadKind};
-use super::plugin_calls::{ActionSubscription, PluginCalls};
+use super::plugin_calls::{event_handler, ActionSubscription, PluginCalls};
 use super::rate_limit::{ClientLimiter, RateLimiter};
 use super::resources::{PluginResources, Recorded, ResourceError};
 use super::sandbox::{self, SandboxInstance, SandboxOptions};
@@ -38,27 +38,13 @@ use super::supervisor::{PluginState, RestartDecision, RestartTracker, PANICS_IN_
 use super::trusted::instance::{InstanceGauges, InstantiateError, TrustedInstance};
 use super::trusted::loader;
 use crate::metrics::{Metrics, PluginMetrics};
-use xcore_hooks::{
-    self as hooks, EventCtx, Failure, HandlerId, HandlerOptions, HandlerOutcome, HookError, HookManager,
-};
+use xcore_hooks::{HandlerId, HookError, HookManager};
 use xcore_manifest::plugin_order;
 use xcore_manifest::{self as manifest, ExecutionMode, Manifest};
 use xcore_security::signing;
 use xcore_security::RequireSignatures;
 
-tokio::task_local! {
-    /// The plugins waiting on the emit that runs in this task (each blocked in a call
-    /// until the emit returns). Handlers read it to refuse a call that would wait for
-    /// itself.
-    pub static EMIT_CHAIN: Vec<String>;
-}
-
-/// The hook owner of the subscriptions of one instance of a plugin: manifest hooks and
-/// those its code made. They go together when the instance is replaced or unloaded,
-/// and a new instance's own subscriptions (made in its constructor) survive the swap.
-pub fn owner_of(plugin: &str, generation: u64) -> String {
-    format!("plugin:{plugin}/{generation}")
-}
+pub use super::plugin_calls::{owner_of, EMIT_CHAIN};
 
 /// Where the registry finds plugins and keeps its runtime files.
 #[derive(Debug, Clone)]
