@@ -55,7 +55,7 @@ impl PluginRegistry {
                 // Patterns were validated with the manifest and the contract check; what
                 // remains is a bound (events.max_subscriptions_per_plugin,
                 // events.max_handlers), named in `e`.
-                log::error!(target: "xcore::hooks", "plugin '{}': '{}' on '{}': {e}", m.name, sub.action, sub.pattern);
+                log::error!(target: "xcore::hooks", "plugin '{}': hook on '{}' ('{}'): {e}", m.name, sub.pattern, sub.action);
             }
         }
     }
